@@ -1,0 +1,114 @@
+//! Prometheus metrics of the service, all named `ferry_inference_*`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s, doubling.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// The service's metrics and the registry that renders them.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub predictions: Family<ClassLabels, Counter>,
+    pub ready: Gauge<i64, std::sync::atomic::AtomicI64>,
+}
+
+impl Metrics {
+    pub fn new(name: &str, version: &str, sha256: &str) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "ferry_inference_requests",
+            "HTTP requests by route template, method and status code",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "ferry_inference_request_duration_seconds",
+            "Time from request to response, by route template",
+            latency.clone(),
+        );
+        let predictions = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "ferry_inference_predictions",
+            "Candidates scored, by predicted class (placed, not_placed)",
+            predictions.clone(),
+        );
+        let model_info = Family::<ModelLabels, Gauge<f64, AtomicU64>>::default();
+        model_info
+            .get_or_create(&ModelLabels {
+                name: name.to_owned(),
+                version: version.to_owned(),
+                sha256: sha256.to_owned(),
+            })
+            .set(1.0);
+        registry.register(
+            "ferry_inference_model_info",
+            "The model being served (always 1), labelled with its name, version and artifact sha256",
+            model_info,
+        );
+        let ready = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register(
+            "ferry_inference_ready",
+            "1 while the server accepts traffic, 0 while it drains",
+            ready.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            predictions,
+            ready,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Encoding into a String only fails if a label's Display fails,
+        // which ours (strings and integers) cannot.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    pub fn record_prediction(&self, placed: bool) {
+        let class = if placed { "placed" } else { "not_placed" };
+        self.predictions.get_or_create(&ClassLabels { class }).inc();
+    }
+}
