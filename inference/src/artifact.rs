@@ -241,7 +241,7 @@ fn check_schema(schema: &FeatureSchema) -> Result<(), ArtifactError> {
 impl Model {
     /// Probability that `candidate` is placed.
     pub fn predict(&self, candidate: &Candidate) -> f64 {
-        self.forest.predict(&self.schema.encode(candidate))
+        self.forest.probability(&self.schema.encode(candidate))
     }
 }
 
@@ -252,4 +252,91 @@ pub fn load(path: &Path) -> Result<Artifact, ArtifactError> {
         source,
     })?;
     Artifact::from_bytes(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forest::ForestParams;
+
+    fn small_artifact() -> Artifact {
+        let csv = include_bytes!("../data/Train_Data.csv");
+        let params = ForestParams {
+            trees: 4,
+            ..ForestParams::default()
+        };
+        crate::train::train(csv, &params, &mut |_| {}).unwrap()
+    }
+
+    /// Re-seals after an edit, as someone who knows the format would.
+    fn resealed(mut artifact: Artifact, edit: impl FnOnce(&mut Model)) -> Vec<u8> {
+        edit(&mut artifact.model);
+        Artifact::seal(artifact.model).to_bytes()
+    }
+
+    #[test]
+    fn round_trips_through_bytes() {
+        let artifact = small_artifact();
+        assert_eq!(
+            Artifact::from_bytes(&artifact.to_bytes()).unwrap(),
+            artifact
+        );
+    }
+
+    #[test]
+    fn refuses_an_edited_file() {
+        let bytes = small_artifact().to_bytes();
+        let text = String::from_utf8(bytes).unwrap();
+        // Change the first tree's root threshold without updating the digest.
+        let start = text.find("\"threshold\":[").unwrap() + "\"threshold\":[".len();
+        let end = start + text[start..].find(',').unwrap();
+        let tampered = format!("{}{}{}", &text[..start], "50.5", &text[end..]);
+        let err = Artifact::from_bytes(tampered.as_bytes()).unwrap_err();
+        assert!(matches!(err, ArtifactError::Digest { .. }), "{err}");
+        let renamed = text.replace("\"name\":\"placement\"", "\"name\":\"placemenT\"");
+        let err = Artifact::from_bytes(renamed.as_bytes()).unwrap_err();
+        assert!(matches!(err, ArtifactError::Digest { .. }), "{err}");
+        assert!(err.to_string().contains("corrupted or was edited"));
+    }
+
+    #[test]
+    fn refuses_a_truncated_file() {
+        let bytes = small_artifact().to_bytes();
+        let err = Artifact::from_bytes(&bytes[..bytes.len() / 2]).unwrap_err();
+        assert!(matches!(err, ArtifactError::Parse(_)), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_resealed_model_that_fails_its_self_check() {
+        let bytes = resealed(small_artifact(), |m| {
+            for tree in &mut m.forest.trees {
+                for v in &mut tree.value {
+                    *v = 1.0 - *v;
+                }
+            }
+        });
+        let err = Artifact::from_bytes(&bytes).unwrap_err();
+        assert!(matches!(err, ArtifactError::SelfCheck { .. }), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_resealed_model_with_a_broken_forest_or_schema() {
+        let bytes = resealed(small_artifact(), |m| m.forest.trees[0].left[0] = 0);
+        assert!(matches!(
+            Artifact::from_bytes(&bytes),
+            Err(ArtifactError::Forest(_))
+        ));
+        let bytes = resealed(small_artifact(), |m| {
+            m.schema.features.pop();
+        });
+        assert!(matches!(
+            Artifact::from_bytes(&bytes),
+            Err(ArtifactError::Schema(_))
+        ));
+        let bytes = resealed(small_artifact(), |m| m.format = 99);
+        assert!(matches!(
+            Artifact::from_bytes(&bytes),
+            Err(ArtifactError::Format(99))
+        ));
+    }
 }

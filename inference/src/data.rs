@@ -158,7 +158,7 @@ fn parse_text(
     text: &str,
 ) -> Result<FeatureValue, FeatureError> {
     let value = match text.parse::<f64>() {
-        Ok(n) if schema.parse_category(index, text).is_err() => serde_json::Number::from_f64(n)
+        Ok(n) if schema.parse_category(index, text).is_none() => serde_json::Number::from_f64(n)
             .map(serde_json::Value::Number)
             .unwrap_or(serde_json::Value::Null),
         _ => serde_json::Value::String(text.to_owned()),

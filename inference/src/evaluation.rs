@@ -101,7 +101,7 @@ pub fn fit_predict(
             Ok(test
                 .rows()
                 .into_iter()
-                .map(|row| forest.predict(&row.to_vec()))
+                .map(|row| forest.probability(&row.to_vec()))
                 .collect())
         }
         ModelKind::Logistic => {
@@ -129,17 +129,41 @@ pub fn fit_predict(
     }
 }
 
-/// Cross-validates `kind` over `folds`.
+/// A named way of splitting the rows into test folds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Protocol {
+    pub name: &'static str,
+    pub seed: Option<u64>,
+    pub folds: Vec<Vec<usize>>,
+}
+
+/// The two protocols a model is judged by (see the module docs), `k` folds each.
+pub fn protocols(labels: &[bool], k: usize, seed: u64) -> [Protocol; 2] {
+    [
+        Protocol {
+            name: "unshuffled",
+            seed: None,
+            folds: folds_in_order(labels.len(), k),
+        },
+        Protocol {
+            name: "stratified",
+            seed: Some(seed),
+            folds: stratified_folds(labels, k, seed),
+        },
+    ]
+}
+
+/// Cross-validates `kind` under `protocol`, calling `progress` with the
+/// number of folds done.
 pub fn cross_validate(
     kind: ModelKind,
     params: &ForestParams,
     x: &Array2<f64>,
     y: &[bool],
-    folds: &[Vec<usize>],
-    protocol: &str,
-    seed: Option<u64>,
+    protocol: &Protocol,
     progress: &mut dyn FnMut(usize),
 ) -> Result<CvReport, EvaluationError> {
+    let folds = &protocol.folds;
     let mut probability = vec![0.0; y.len()];
     let mut fold_accuracy = Vec::with_capacity(folds.len());
     for (f, test) in folds.iter().enumerate() {
@@ -164,8 +188,8 @@ pub fn cross_validate(
         progress(f + 1);
     }
     Ok(CvReport {
-        protocol: protocol.to_owned(),
-        seed,
+        protocol: protocol.name.to_owned(),
+        seed: protocol.seed,
         mean_accuracy: fold_accuracy.iter().sum::<f64>() / fold_accuracy.len() as f64,
         fold_accuracy,
         pooled: binary_metrics(y, &probability),

@@ -251,7 +251,7 @@ impl FeatureSchema {
                     got: json_type(value),
                 })?;
                 self.parse_category(index, text)
-                    .map_err(|_| FeatureError::UnknownCategory {
+                    .ok_or_else(|| FeatureError::UnknownCategory {
                         field: feature.name.clone(),
                         value: text.to_owned(),
                         expected: quoted_list(categories),
@@ -277,14 +277,13 @@ impl FeatureSchema {
     }
 
     /// Looks up a category of the categorical feature at `index`.
-    pub fn parse_category(&self, index: usize, text: &str) -> Result<FeatureValue, ()> {
+    pub fn parse_category(&self, index: usize, text: &str) -> Option<FeatureValue> {
         match &self.features[index].kind {
             FeatureKind::Categorical { categories } => categories
                 .iter()
                 .position(|c| c == text)
-                .map(FeatureValue::Category)
-                .ok_or(()),
-            FeatureKind::Numeric { .. } => Err(()),
+                .map(FeatureValue::Category),
+            FeatureKind::Numeric { .. } => None,
         }
     }
 

@@ -89,7 +89,7 @@ pub enum ForestError {
 impl Tree {
     /// The leaf probability for one encoded row. `validate` guarantees the
     /// walk ends: children always have larger indices than their parent.
-    pub fn predict(&self, row: &[f64]) -> f64 {
+    pub fn probability(&self, row: &[f64]) -> f64 {
         let mut node = 0usize;
         loop {
             let feature = self.feature[node];
@@ -153,8 +153,8 @@ impl Tree {
 
 impl Forest {
     /// Probability of the positive class for one encoded row.
-    pub fn predict(&self, row: &[f64]) -> f64 {
-        let sum: f64 = self.trees.iter().map(|t| t.predict(row)).sum();
+    pub fn probability(&self, row: &[f64]) -> f64 {
+        let sum: f64 = self.trees.iter().map(|t| t.probability(row)).sum();
         sum / self.trees.len() as f64
     }
 
@@ -450,7 +450,7 @@ impl<D: Data<Elem = f64>> PredictInplace<ArrayBase<D, Ix2>, Array1<f64>> for For
     /// Writes the probability of the positive class for each row.
     fn predict_inplace(&self, x: &ArrayBase<D, Ix2>, y: &mut Array1<f64>) {
         for (row, target) in x.rows().into_iter().zip(y.iter_mut()) {
-            *target = self.predict(&row.to_vec());
+            *target = self.probability(&row.to_vec());
         }
     }
 
@@ -498,7 +498,7 @@ mod tests {
         };
         let forest = fit_bagged_linfa_trees(&x, &y, &params).unwrap();
         forest.validate().unwrap();
-        assert!(forest.predict(&[1.5, 0.0]) < 0.5 && forest.predict(&[8.5, 0.0]) > 0.5);
+        assert!(forest.probability(&[1.5, 0.0]) < 0.5 && forest.probability(&[8.5, 0.0]) > 0.5);
     }
 
     #[test]
@@ -510,8 +510,8 @@ mod tests {
         };
         let forest = fit(&x, &y, &params).unwrap();
         forest.validate().unwrap();
-        assert!(forest.predict(&[1.5, 0.0]) < 0.5);
-        assert!(forest.predict(&[8.5, 0.0]) > 0.5);
+        assert!(forest.probability(&[1.5, 0.0]) < 0.5);
+        assert!(forest.probability(&[8.5, 0.0]) > 0.5);
     }
 
     #[test]

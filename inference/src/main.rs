@@ -78,10 +78,10 @@ enum Command {
     /// Serve the model over HTTP: POST /predict, GET /health, the Open
     /// Inference Protocol v2 under /v2, and GET /metrics.
     ///
-    /// The artifact is verified before the port opens; a bad artifact exits
-    /// 1. On SIGTERM readiness turns false, and after --shutdown-delay the
-    /// server stops accepting, drains in-flight requests for at most
-    /// --drain-timeout, and exits 0.
+    /// The artifact is verified before the port opens; a bad artifact makes
+    /// it exit with code 1. On SIGTERM readiness turns false; after
+    /// `--shutdown-delay` the server stops accepting, gives in-flight
+    /// requests at most `--drain-timeout` to finish, and exits 0.
     Serve {
         #[arg(long, env = "FERRY_MODEL")]
         model: PathBuf,
@@ -190,27 +190,15 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             let params = forest.params();
             let started = Instant::now();
             let mut reports = Vec::new();
-            for (protocol, folds, seed) in [
-                (
-                    "unshuffled",
-                    evaluation::folds_in_order(training.labels.len(), FOLDS),
-                    None,
-                ),
-                (
-                    "stratified",
-                    evaluation::stratified_folds(&training.labels, FOLDS, params.seed),
-                    Some(params.seed),
-                ),
-            ] {
+            for protocol in evaluation::protocols(&training.labels, FOLDS, params.seed) {
+                let name = protocol.name;
                 reports.push(evaluation::cross_validate(
                     kind,
                     &params,
                     &training.x,
                     &training.labels,
-                    &folds,
-                    protocol,
-                    seed,
-                    &mut |f| eprintln!("[{protocol} cv] fold {f}/{FOLDS} done"),
+                    &protocol,
+                    &mut |f| eprintln!("[{name} cv] fold {f}/{FOLDS} done"),
                 )?);
             }
             let mut out = std::io::stdout().lock();

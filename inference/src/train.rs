@@ -47,40 +47,19 @@ pub fn train(
     let data = data::training_data(csv)?;
     let kind = ModelKind::Forest;
 
-    let in_order = evaluation::folds_in_order(data.labels.len(), FOLDS);
-    let cv_unshuffled = evaluation::cross_validate(
-        kind,
-        params,
-        &data.x,
-        &data.labels,
-        &in_order,
-        "unshuffled",
-        None,
-        &mut |fold| {
+    let [unshuffled, stratified] = evaluation::protocols(&data.labels, FOLDS, params.seed);
+    let mut validate = |protocol: &evaluation::Protocol| {
+        let name = protocol.name;
+        evaluation::cross_validate(kind, params, &data.x, &data.labels, protocol, &mut |fold| {
             progress(Step::Fold {
-                protocol: "unshuffled",
+                protocol: name,
                 fold,
                 of: FOLDS,
             })
-        },
-    )?;
-    let stratified = evaluation::stratified_folds(&data.labels, FOLDS, params.seed);
-    let cv_stratified = evaluation::cross_validate(
-        kind,
-        params,
-        &data.x,
-        &data.labels,
-        &stratified,
-        "stratified",
-        Some(params.seed),
-        &mut |fold| {
-            progress(Step::Fold {
-                protocol: "stratified",
-                fold,
-                of: FOLDS,
-            })
-        },
-    )?;
+        })
+    };
+    let cv_unshuffled = validate(&unshuffled)?;
+    let cv_stratified = validate(&stratified)?;
 
     progress(Step::Final);
     let forest = forest::fit(&data.x, &data.labels, params)?;
@@ -88,7 +67,7 @@ pub fn train(
         .x
         .rows()
         .into_iter()
-        .map(|row| forest.predict(&row.to_vec()))
+        .map(|row| forest.probability(&row.to_vec()))
         .collect();
     let training = binary_metrics(&data.labels, &training_probability);
 

@@ -279,15 +279,6 @@ fn candidates_from_tensors(
                 input.name, state.max_batch
             )));
         }
-        if let Some(b) = batch
-            && b != n
-        {
-            return Err(ApiError::bad_request(format!(
-                "input {:?} has {n} values, an earlier input has {b}: all inputs must have the same length",
-                input.name
-            )));
-        }
-        batch = Some(n);
         let feature = &schema.features[index];
         let numeric = matches!(feature.kind, FeatureKind::Numeric { .. });
         let datatype_ok = if numeric {
@@ -313,6 +304,15 @@ fn candidates_from_tensors(
                 input.shape
             )));
         }
+        if let Some(b) = batch
+            && b != n
+        {
+            return Err(ApiError::bad_request(format!(
+                "input {:?} has {n} values, an earlier input has {b}: all inputs must have the same length",
+                input.name
+            )));
+        }
+        batch = Some(n);
         let parsed = values
             .iter()
             .enumerate()
