@@ -6,8 +6,6 @@ REPO_ROOT=$(cd "$LAB_ROOT/.." && pwd)
 LAB_DIR=${FERRY_LAB_DIR:-$HOME/.cache/ferry/lab}
 LAB_BIN_DIR=${FERRY_BIN_DIR:-$HOME/.cache/ferry/bin}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ferry/target}
-export GOCACHE=${GOCACHE:-$HOME/.cache/ferry/go-build}
-export GOMODCACHE=${GOMODCACHE:-$HOME/.cache/ferry/go-mod}
 export GOFLAGS=${GOFLAGS:--mod=mod}
 
 KUBERNETES_VERSION=v1.34.4

@@ -1,0 +1,936 @@
+//! One worker per pod bound to a lab node: it creates the pod's network,
+//! runs its containers as processes, probes them, restarts them with
+//! back-off, reports status, and on deletion stops them gracefully and
+//! removes the pod, as a kubelet does.
+//!
+//! The worker is a loop over three inputs (the latest Pod object, probe
+//! results, a 200 ms tick) driving a small state machine per container.
+//! Everything it tells the API server is computed by [`crate::status`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodStatus, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource};
+use tokio::sync::{mpsc, watch};
+
+use crate::images::{ImageStore, command_line};
+use crate::network::{IpPool, Sandbox};
+use crate::probe::{self, ProbeKind, ProbeSpec, ProbeState};
+use crate::process::{self, Process};
+use crate::status::{self, ContainerView, Phase, Terminated};
+
+/// How long the worker waits between looks at its containers.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Restart back-off: the kubelet's 10 s doubling to 5 min, shortened for
+/// the lab so tests see CrashLoopBackOff without waiting minutes.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    /// A container that ran this long starts over at `initial`.
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(20),
+            reset_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What all workers share.
+pub struct Shared {
+    pub client: Client,
+    pub images: ImageStore,
+    pub lab_dir: PathBuf,
+    pub backoff: Backoff,
+    pub recorder: Recorder,
+}
+
+/// The node a worker's pod runs on.
+pub struct NodeContext {
+    pub name: String,
+    pub host_ip: String,
+    pub pool: IpPool,
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+enum State {
+    /// Not running; start it at `retry_at` (now when `None`).
+    Waiting {
+        reason: String,
+        message: String,
+        retry_at: Option<Instant>,
+    },
+    Running {
+        process: Process,
+        started_at: Time,
+        since: Instant,
+        /// Set once SIGTERM was sent: SIGKILL after this.
+        kill_at: Option<Instant>,
+    },
+    /// Finished and not to be restarted (restart policy, or the pod is going).
+    Terminated(Terminated),
+}
+
+struct ContainerRun {
+    spec: Container,
+    state: State,
+    last: Option<Terminated>,
+    restart_count: i32,
+    backoff: Duration,
+    pull_failures: u32,
+    started: bool,
+    ready: bool,
+    probes: BTreeMap<ProbeKindKey, (ProbeState, Instant, bool)>,
+}
+
+/// `ProbeKind` in a stable order, as a map key.
+type ProbeKindKey = u8;
+
+fn key(kind: ProbeKind) -> ProbeKindKey {
+    match kind {
+        ProbeKind::Startup => 0,
+        ProbeKind::Liveness => 1,
+        ProbeKind::Readiness => 2,
+    }
+}
+
+fn kind_of(key: ProbeKindKey) -> ProbeKind {
+    match key {
+        0 => ProbeKind::Startup,
+        1 => ProbeKind::Liveness,
+        _ => ProbeKind::Readiness,
+    }
+}
+
+/// A probe's outcome, tagged with the container run it was for.
+struct ProbeResult {
+    container: usize,
+    kind: ProbeKind,
+    run: i32,
+    outcome: Result<(), String>,
+}
+
+/// Handle to a running worker.
+pub struct Worker {
+    pub updates: watch::Sender<Option<Pod>>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a worker for `pod`. Send `None` on `updates` when the pod left
+/// the API server; the worker then kills what runs and cleans up.
+pub fn spawn(
+    shared: Arc<Shared>,
+    node: Arc<NodeContext>,
+    pod: Pod,
+    shutdown: watch::Receiver<bool>,
+) -> Worker {
+    let (updates, rx) = watch::channel(Some(pod.clone()));
+    let task = tokio::spawn(PodWorker::new(shared, node, pod).run(rx, shutdown));
+    Worker { updates, task }
+}
+
+struct PodWorker {
+    shared: Arc<Shared>,
+    node: Arc<NodeContext>,
+    pod: Pod,
+    sandbox: Option<Sandbox>,
+    containers: Vec<ContainerRun>,
+    start_time: Time,
+    published: Option<PodStatus>,
+    probe_tx: mpsc::Sender<ProbeResult>,
+    probe_rx: mpsc::Receiver<ProbeResult>,
+    terminating: bool,
+}
+
+impl PodWorker {
+    fn new(shared: Arc<Shared>, node: Arc<NodeContext>, pod: Pod) -> Self {
+        let containers = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .map(|c| ContainerRun {
+                spec: c.clone(),
+                state: State::Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: String::new(),
+                    retry_at: None,
+                },
+                last: None,
+                restart_count: 0,
+                backoff: Duration::ZERO,
+                pull_failures: 0,
+                started: false,
+                ready: false,
+                probes: BTreeMap::new(),
+            })
+            .collect();
+        let (probe_tx, probe_rx) = mpsc::channel(64);
+        PodWorker {
+            shared,
+            node,
+            pod,
+            sandbox: None,
+            containers,
+            start_time: now(),
+            published: None,
+            probe_tx,
+            probe_rx,
+            terminating: false,
+        }
+    }
+
+    fn name(&self) -> String {
+        self.pod.metadata.name.clone().unwrap_or_default()
+    }
+
+    fn namespace(&self) -> String {
+        self.pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into())
+    }
+
+    fn api(&self) -> Api<Pod> {
+        Api::namespaced(self.shared.client.clone(), &self.namespace())
+    }
+
+    fn restart_policy(&self) -> &str {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.as_deref())
+            .unwrap_or("Always")
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, note: String) {
+        let reference = self.pod.object_ref(&());
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.shared.recorder.publish(&event, &reference).await {
+            tracing::debug!(error = %e, "failed to publish an event");
+        }
+    }
+
+    #[tracing::instrument(name = "pod", skip_all, fields(pod = %self.namespace().clone() + "/" + &self.name(), node = %self.node.name))]
+    async fn run(
+        mut self,
+        mut updates: watch::Receiver<Option<Pod>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        tracing::info!("pod bound to this node");
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                changed = updates.changed() => {
+                    let latest = updates.borrow_and_update().clone();
+                    match (changed, latest) {
+                        (Ok(()), Some(pod)) => self.pod = pod,
+                        _ => {
+                            tracing::info!("pod left the API server: stopping its processes");
+                            self.halt(Duration::ZERO).await;
+                            return;
+                        }
+                    }
+                }
+                _ = shutdown.changed() => {
+                    self.halt(Duration::from_secs(3)).await;
+                    return;
+                }
+                Some(result) = self.probe_rx.recv() => self.on_probe(result).await,
+                _ = tick.tick() => {}
+            }
+            if self.pod.metadata.deletion_timestamp.is_some() {
+                if self.terminate_step().await {
+                    return;
+                }
+            } else {
+                self.step().await;
+            }
+            self.publish().await;
+        }
+    }
+
+    /// One look at every container: start, notice exits, restart, probe.
+    async fn step(&mut self) {
+        if self.sandbox.is_none() && !self.create_sandbox().await {
+            return;
+        }
+        for index in 0..self.containers.len() {
+            self.step_container(index).await;
+        }
+    }
+
+    async fn create_sandbox(&mut self) -> bool {
+        let uid = self.pod.metadata.uid.clone().unwrap_or_default();
+        let result = match self.node.pool.allocate() {
+            Ok(ip) => Sandbox::create(&uid, ip)
+                .await
+                .inspect_err(|_| self.node.pool.release(ip)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(sandbox) => {
+                tracing::info!(ip = %sandbox.ip, netns = %sandbox.netns, "network ready");
+                self.sandbox = Some(sandbox);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "failed to create the pod network");
+                self.event(EventType::Warning, "FailedCreatePodSandBox", e.to_string())
+                    .await;
+                false
+            }
+        }
+    }
+
+    async fn step_container(&mut self, index: usize) {
+        let now_instant = Instant::now();
+        let policy = self.restart_policy().to_owned();
+        let c = &mut self.containers[index];
+        match &mut c.state {
+            State::Waiting { retry_at, .. } => {
+                if retry_at.is_none_or(|t| now_instant >= t) {
+                    self.start_container(index).await;
+                }
+            }
+            State::Running {
+                process,
+                started_at,
+                since,
+                kill_at,
+            } => {
+                if let Some(exit) = process.try_exit() {
+                    let ran = since.elapsed();
+                    let finished = Terminated {
+                        exit_code: exit.code,
+                        signal: exit.signal,
+                        reason: if exit.code == 0 { "Completed" } else { "Error" }.into(),
+                        started_at: started_at.clone(),
+                        finished_at: now(),
+                    };
+                    let name = c.spec.name.clone();
+                    tracing::info!(container = %name, exit_code = exit.code, "container exited");
+                    c.started = false;
+                    c.ready = false;
+                    c.probes.clear();
+                    let restart = match policy.as_str() {
+                        "Never" => false,
+                        "OnFailure" => exit.code != 0,
+                        _ => true,
+                    };
+                    if restart {
+                        c.backoff = if ran >= self.shared.backoff.reset_after || c.backoff.is_zero()
+                        {
+                            self.shared.backoff.initial
+                        } else {
+                            (c.backoff * 2).min(self.shared.backoff.max)
+                        };
+                        let wait = c.backoff;
+                        c.last = Some(finished);
+                        c.state = State::Waiting {
+                            reason: "CrashLoopBackOff".into(),
+                            message: format!(
+                                "back-off {}s restarting failed container={name} pod={}",
+                                wait.as_secs(),
+                                self.pod.metadata.name.as_deref().unwrap_or("")
+                            ),
+                            retry_at: Some(now_instant + wait),
+                        };
+                        self.event(
+                            EventType::Warning,
+                            "BackOff",
+                            format!("Back-off restarting failed container {name}"),
+                        )
+                        .await;
+                    } else {
+                        c.state = State::Terminated(finished);
+                    }
+                    return;
+                }
+                if let Some(deadline) = kill_at
+                    && now_instant >= *deadline
+                {
+                    process.signal(process::SIGKILL);
+                    return;
+                }
+                if kill_at.is_none() {
+                    self.dispatch_probes(index);
+                }
+            }
+            State::Terminated(_) => {}
+        }
+    }
+
+    async fn start_container(&mut self, index: usize) {
+        let Some(sandbox) = self.sandbox.clone() else {
+            return;
+        };
+        let spec = self.containers[index].spec.clone();
+        let image_ref = spec.image.clone().unwrap_or_default();
+        let Some(image) = self.shared.images.lookup(&image_ref) else {
+            let c = &mut self.containers[index];
+            c.pull_failures += 1;
+            let (reason, wait) = if c.pull_failures == 1 {
+                ("ErrImagePull", self.shared.backoff.initial)
+            } else {
+                (
+                    "ImagePullBackOff",
+                    (self.shared.backoff.initial * c.pull_failures.min(5))
+                        .min(self.shared.backoff.max),
+                )
+            };
+            let message = format!(
+                "image {image_ref:?} is not in the lab's image store; register it with lab/image"
+            );
+            c.state = State::Waiting {
+                reason: reason.into(),
+                message: message.clone(),
+                retry_at: Some(Instant::now() + wait),
+            };
+            if c.pull_failures == 1 {
+                self.event(
+                    EventType::Warning,
+                    "Failed",
+                    format!("Failed to pull image {image_ref:?}: {message}"),
+                )
+                .await;
+            }
+            return;
+        };
+        self.containers[index].pull_failures = 0;
+        let env = self.container_env(&spec, &sandbox).await;
+        let argv: Vec<String> = command_line(&image, &spec)
+            .iter()
+            .map(|a| expand(a, &env))
+            .collect();
+        let log = self
+            .shared
+            .lab_dir
+            .join("pods")
+            .join(self.namespace())
+            .join(self.name())
+            .join(format!("{}.log", spec.name));
+        let working_dir = spec.working_dir.clone().unwrap_or_else(|| "/".into());
+        match process::spawn(&sandbox.netns, &argv, &env, &working_dir, &log) {
+            Ok(process) => {
+                let pid = process.pid;
+                tracing::info!(container = %spec.name, pid, command = ?argv, "container started");
+                let started_at = now();
+                let since = Instant::now();
+                let c = &mut self.containers[index];
+                if c.last.is_some() {
+                    c.restart_count += 1;
+                }
+                c.started = spec.startup_probe.is_none();
+                c.ready = false;
+                c.probes.clear();
+                for (kind, probe) in [
+                    (ProbeKind::Startup, &spec.startup_probe),
+                    (ProbeKind::Liveness, &spec.liveness_probe),
+                    (ProbeKind::Readiness, &spec.readiness_probe),
+                ] {
+                    if let Some(probe) = probe {
+                        let probe_spec = ProbeSpec::from_probe(probe, &spec);
+                        let due = since + probe_spec.initial_delay;
+                        c.probes
+                            .insert(key(kind), (ProbeState::new(probe_spec), due, false));
+                    }
+                }
+                c.ready = c.started && !c.probes.contains_key(&key(ProbeKind::Readiness));
+                c.state = State::Running {
+                    process,
+                    started_at,
+                    since,
+                    kill_at: None,
+                };
+                self.event(
+                    EventType::Normal,
+                    "Started",
+                    format!("Started container {}", spec.name),
+                )
+                .await;
+            }
+            Err(e) => {
+                let message = format!("failed to start {:?}: {e}", argv.first());
+                tracing::warn!(container = %spec.name, %message);
+                let c = &mut self.containers[index];
+                c.last = Some(Terminated {
+                    exit_code: 128,
+                    signal: None,
+                    reason: "StartError".into(),
+                    started_at: now(),
+                    finished_at: now(),
+                });
+                c.backoff =
+                    (c.backoff * 2).clamp(self.shared.backoff.initial, self.shared.backoff.max);
+                c.state = State::Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: message.clone(),
+                    retry_at: Some(Instant::now() + c.backoff),
+                };
+                self.event(EventType::Warning, "Failed", message).await;
+            }
+        }
+    }
+
+    /// Starts each probe that is due and not already running.
+    fn dispatch_probes(&mut self, index: usize) {
+        let Some(sandbox) = &self.sandbox else { return };
+        let c = &mut self.containers[index];
+        let now_instant = Instant::now();
+        let started = c.started;
+        for (k, (state, due, in_flight)) in c.probes.iter_mut() {
+            let kind = kind_of(*k);
+            // Liveness and readiness wait for the startup probe to pass.
+            if *in_flight
+                || now_instant < *due
+                || (kind != ProbeKind::Startup && !started)
+                || (kind == ProbeKind::Startup && started)
+            {
+                continue;
+            }
+            *in_flight = true;
+            *due = now_instant + state.spec.period;
+            let action = state.spec.action.clone();
+            let timeout = state.spec.timeout;
+            let pod_ip = sandbox.ip.to_string();
+            let netns = sandbox.netns.clone();
+            let tx = self.probe_tx.clone();
+            let run = c.restart_count;
+            tokio::spawn(async move {
+                let outcome = probe::check(&action, &pod_ip, &netns, timeout).await;
+                let _ = tx
+                    .send(ProbeResult {
+                        container: index,
+                        kind,
+                        run,
+                        outcome,
+                    })
+                    .await;
+            });
+        }
+    }
+
+    async fn on_probe(&mut self, result: ProbeResult) {
+        let pod_name = self.name();
+        let c = &mut self.containers[result.container];
+        let Some((state, _, in_flight)) = c.probes.get_mut(&key(result.kind)) else {
+            return;
+        };
+        *in_flight = false;
+        if result.run != c.restart_count || !matches!(c.state, State::Running { kill_at: None, .. })
+        {
+            return;
+        }
+        let ok = result.outcome.is_ok();
+        let verdict = state.record(ok);
+        let name = c.spec.name.clone();
+        let failure = result.outcome.err();
+        let mut restart = None;
+        match (result.kind, verdict) {
+            (ProbeKind::Startup, Some(true)) => {
+                c.started = true;
+                c.ready = !c.probes.contains_key(&key(ProbeKind::Readiness));
+            }
+            (ProbeKind::Startup, Some(false)) => restart = Some("Startup"),
+            (ProbeKind::Liveness, Some(false)) => restart = Some("Liveness"),
+            (ProbeKind::Readiness, Some(v)) => c.ready = v && c.started,
+            _ => {}
+        }
+        if let Some(kind) = restart {
+            let grace = self.grace_period();
+            if let State::Running {
+                process, kill_at, ..
+            } = &mut self.containers[result.container].state
+            {
+                process.signal(process::SIGTERM);
+                *kill_at = Some(Instant::now() + grace);
+            }
+            tracing::info!(container = %name, probe = kind, "probe failed: restarting the container");
+            self.event(
+                EventType::Normal,
+                "Killing",
+                format!(
+                    "Container {name} failed {} probe, will be restarted",
+                    kind.to_lowercase()
+                ),
+            )
+            .await;
+        }
+        if let Some(reason) = failure {
+            tracing::debug!(pod = %pod_name, container = %name, probe = ?result.kind, %reason, "probe failed");
+            if verdict == Some(false) {
+                self.event(
+                    EventType::Warning,
+                    "Unhealthy",
+                    format!("{:?} probe failed: {reason}", result.kind),
+                )
+                .await;
+            }
+        }
+    }
+
+    fn grace_period(&self) -> Duration {
+        let seconds = self
+            .pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30);
+        Duration::from_secs(seconds.max(0) as u64)
+    }
+
+    /// Graceful termination after the pod was deleted: SIGTERM, wait up to
+    /// the grace period, SIGKILL, then remove the pod. Returns true when done.
+    async fn terminate_step(&mut self) -> bool {
+        if !self.terminating {
+            self.terminating = true;
+            let grace = self.grace_period();
+            tracing::info!(
+                grace_seconds = grace.as_secs(),
+                "pod deleted: stopping containers"
+            );
+            for c in &mut self.containers {
+                c.ready = false;
+                match &mut c.state {
+                    State::Running {
+                        process, kill_at, ..
+                    } => {
+                        process.signal(process::SIGTERM);
+                        *kill_at = Some(Instant::now() + grace);
+                    }
+                    State::Waiting { .. } => {
+                        c.state = State::Terminated(Terminated {
+                            exit_code: 0,
+                            signal: None,
+                            reason: "ContainerCannotRun".into(),
+                            started_at: now(),
+                            finished_at: now(),
+                        });
+                    }
+                    State::Terminated(_) => {}
+                }
+            }
+        }
+        let mut running = false;
+        for c in &mut self.containers {
+            if let State::Running {
+                process,
+                started_at,
+                kill_at,
+                ..
+            } = &mut c.state
+            {
+                if let Some(exit) = process.try_exit() {
+                    c.state = State::Terminated(Terminated {
+                        exit_code: exit.code,
+                        signal: exit.signal,
+                        reason: if exit.code == 0 { "Completed" } else { "Error" }.into(),
+                        started_at: started_at.clone(),
+                        finished_at: now(),
+                    });
+                } else {
+                    if kill_at.is_some_and(|t| Instant::now() >= t) {
+                        process.signal(process::SIGKILL);
+                    }
+                    running = true;
+                }
+            }
+        }
+        if running {
+            return false;
+        }
+        self.publish().await;
+        self.remove_sandbox().await;
+        let uid = self.pod.metadata.uid.clone();
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid,
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.api().delete(&self.name(), &params).await {
+            Ok(_) => tracing::info!("pod stopped and removed"),
+            Err(e) => tracing::warn!(error = %e, "failed to remove the stopped pod"),
+        }
+        true
+    }
+
+    /// Stops everything at once (the pod is gone, or the agent is stopping).
+    async fn halt(&mut self, grace: Duration) {
+        for c in &mut self.containers {
+            if let State::Running { process, .. } = &mut c.state {
+                process.stop(grace).await;
+            }
+        }
+        self.remove_sandbox().await;
+    }
+
+    async fn remove_sandbox(&mut self) {
+        if let Some(sandbox) = self.sandbox.take() {
+            sandbox.remove().await;
+            self.node.pool.release(sandbox.ip);
+        }
+    }
+
+    async fn publish(&mut self) {
+        let views: Vec<ContainerView> = self.containers.iter().map(view).collect();
+        let pod_ip = self.sandbox.as_ref().map(|s| s.ip.to_string());
+        let mut status = status::pod_status(
+            &views,
+            &self.node.host_ip,
+            pod_ip.as_deref(),
+            &self.start_time,
+            &now(),
+        );
+        let policy = self.restart_policy();
+        if policy != "Always"
+            && views
+                .iter()
+                .all(|v| matches!(v.phase, Phase::Terminated(_)))
+        {
+            let failed = views
+                .iter()
+                .any(|v| matches!(&v.phase, Phase::Terminated(t) if t.exit_code != 0));
+            status.phase = Some(if failed { "Failed" } else { "Succeeded" }.into());
+        }
+        if let Some(old) = &self.published {
+            status::keep_transition_times(&mut status, old);
+            if *old == status {
+                return;
+            }
+        }
+        let patch = serde_json::json!({ "status": status });
+        match self
+            .api()
+            .patch_status(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => self.published = Some(status),
+            Err(e) => tracing::debug!(error = %e, "failed to update the pod status; retrying"),
+        }
+    }
+
+    /// The container's environment: the base variables, `envFrom`, then
+    /// `env` in order (later `$(VAR)` references see earlier values).
+    async fn container_env(&self, spec: &Container, sandbox: &Sandbox) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ),
+            ("HOSTNAME".into(), self.name()),
+            ("HOME".into(), "/root".into()),
+        ];
+        let set = |env: &mut Vec<(String, String)>, name: String, value: String| {
+            env.retain(|(n, _)| *n != name);
+            env.push((name, value));
+        };
+        let ns = self.namespace();
+        for source in spec.env_from.iter().flatten() {
+            let prefix = source.prefix.clone().unwrap_or_default();
+            if let Some(r) = &source.config_map_ref {
+                let api: Api<ConfigMap> = Api::namespaced(self.shared.client.clone(), &ns);
+                if let Ok(cm) = api.get(&r.name).await {
+                    for (k, v) in cm.data.unwrap_or_default() {
+                        set(&mut env, format!("{prefix}{k}"), v);
+                    }
+                }
+            }
+            if let Some(r) = &source.secret_ref {
+                let api: Api<Secret> = Api::namespaced(self.shared.client.clone(), &ns);
+                if let Ok(secret) = api.get(&r.name).await {
+                    for (k, v) in secret.data.unwrap_or_default() {
+                        set(
+                            &mut env,
+                            format!("{prefix}{k}"),
+                            String::from_utf8_lossy(&v.0).into_owned(),
+                        );
+                    }
+                }
+            }
+        }
+        for var in spec.env.iter().flatten() {
+            let value = match &var.value_from {
+                None => expand(var.value.as_deref().unwrap_or(""), &env),
+                Some(from) => {
+                    if let Some(field) = &from.field_ref {
+                        self.field_value(&field.field_path, sandbox)
+                    } else if let Some(r) = &from.config_map_key_ref {
+                        let api: Api<ConfigMap> = Api::namespaced(self.shared.client.clone(), &ns);
+                        api.get(&r.name)
+                            .await
+                            .ok()
+                            .and_then(|cm| cm.data?.get(&r.key).cloned())
+                            .unwrap_or_default()
+                    } else if let Some(r) = &from.secret_key_ref {
+                        let api: Api<Secret> = Api::namespaced(self.shared.client.clone(), &ns);
+                        api.get(&r.name)
+                            .await
+                            .ok()
+                            .and_then(|s| {
+                                s.data?
+                                    .get(&r.key)
+                                    .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                            })
+                            .unwrap_or_default()
+                    } else {
+                        String::new()
+                    }
+                }
+            };
+            set(&mut env, var.name.clone(), value);
+        }
+        env
+    }
+
+    /// The downward API's `fieldRef` values.
+    fn field_value(&self, path: &str, sandbox: &Sandbox) -> String {
+        let meta = &self.pod.metadata;
+        let label = |map: &Option<BTreeMap<String, String>>, key: &str| {
+            map.as_ref()
+                .and_then(|m| m.get(key).cloned())
+                .unwrap_or_default()
+        };
+        let quoted = |p: &str, prefix: &str| {
+            p.strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix("['"))
+                .and_then(|r| r.strip_suffix("']"))
+                .map(str::to_owned)
+        };
+        match path {
+            "metadata.name" => self.name(),
+            "metadata.namespace" => self.namespace(),
+            "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+            "spec.nodeName" => self.node.name.clone(),
+            "spec.serviceAccountName" => self
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_default(),
+            "status.podIP" | "status.podIPs" => sandbox.ip.to_string(),
+            "status.hostIP" | "status.hostIPs" => self.node.host_ip.clone(),
+            p => {
+                if let Some(k) = quoted(p, "metadata.labels") {
+                    label(&meta.labels, &k)
+                } else if let Some(k) = quoted(p, "metadata.annotations") {
+                    label(&meta.annotations, &k)
+                } else {
+                    String::new()
+                }
+            }
+        }
+    }
+}
+
+fn view(c: &ContainerRun) -> ContainerView {
+    let (phase, container_id) = match &c.state {
+        State::Waiting {
+            reason, message, ..
+        } => (
+            Phase::Waiting {
+                reason: reason.clone(),
+                message: message.clone(),
+            },
+            None,
+        ),
+        State::Running {
+            process,
+            started_at,
+            ..
+        } => (
+            Phase::Running {
+                started_at: started_at.clone(),
+            },
+            Some(format!("ferry-lab://{}", process.pid)),
+        ),
+        State::Terminated(t) => (Phase::Terminated(t.clone()), None),
+    };
+    let running = matches!(c.state, State::Running { kill_at: None, .. });
+    ContainerView {
+        name: c.spec.name.clone(),
+        image: c.spec.image.clone().unwrap_or_default(),
+        phase,
+        last: c.last.clone(),
+        restart_count: c.restart_count,
+        started: running && c.started,
+        ready: running && c.ready,
+        container_id,
+    }
+}
+
+/// Kubernetes' `$(VAR)` expansion: known variables are replaced, unknown
+/// references stay as written, and `$$` escapes a `$`.
+pub fn expand(text: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('(')
+            && let Some(close) = inner.find(')')
+        {
+            let name = &inner[..close];
+            match env.iter().rev().find(|(n, _)| n == name) {
+                Some((_, value)) => out.push_str(value),
+                None => out.push_str(&rest[at..at + 2 + close + 1]),
+            }
+            rest = &inner[close + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand;
+
+    #[test]
+    fn expands_like_kubernetes() {
+        let env = vec![
+            ("A".to_owned(), "1".to_owned()),
+            ("B".to_owned(), "two".to_owned()),
+        ];
+        assert_eq!(expand("x$(A)y$(B)", &env), "x1ytwo");
+        assert_eq!(expand("$(C) stays", &env), "$(C) stays");
+        assert_eq!(expand("$$(A) is escaped", &env), "$(A) is escaped");
+        assert_eq!(expand("cost $5 and $(", &env), "cost $5 and $(");
+    }
+}

@@ -1,0 +1,103 @@
+//! A container's process: started inside the pod's network namespace with
+//! `nsenter`, in a process group of its own so signals reach everything it
+//! started, with its output appended to the container's log file.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SIGTERM: i32 = 15;
+pub const SIGKILL: i32 = 9;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit code, or 128 + signal as shells report it.
+    pub code: i32,
+    pub signal: Option<i32>,
+}
+
+/// A running container process.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    pub pid: i32,
+}
+
+/// Starts `argv` in network namespace `netns` with exactly `env`.
+pub fn spawn(
+    netns: &str,
+    argv: &[String],
+    env: &[(String, String)],
+    working_dir: &str,
+    log: &Path,
+) -> std::io::Result<Process> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let out = OpenOptions::new().create(true).append(true).open(log)?;
+    let err = out.try_clone()?;
+    let child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{netns}"))
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(working_dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()?;
+    let pid = child.id() as i32;
+    Ok(Process { child, pid })
+}
+
+fn kill_group(pid: i32, signal: i32) {
+    // The group id is the leader's pid (process_group(0) above). A group
+    // that is already gone (ESRCH) is fine.
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::kill(-pid, signal);
+    }
+}
+
+impl Process {
+    /// The exit, if the process has ended (reaping it).
+    pub fn try_exit(&mut self) -> Option<Exit> {
+        let status = self.child.try_wait().ok()??;
+        let signal = status.signal();
+        let code = status.code().unwrap_or_else(|| 128 + signal.unwrap_or(0));
+        if signal.is_some() || code != 0 {
+            // Children it left behind in its group go with it.
+            kill_group(self.pid, SIGKILL);
+        }
+        Some(Exit { code, signal })
+    }
+
+    /// Sends `signal` to the process group.
+    pub fn signal(&self, signal: i32) {
+        kill_group(self.pid, signal);
+    }
+
+    /// SIGTERM, up to `grace` to exit, then SIGKILL; waits for the end.
+    pub async fn stop(&mut self, grace: Duration) -> Exit {
+        self.signal(SIGTERM);
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Some(exit) = self.try_exit() {
+                return exit;
+            }
+            if Instant::now() >= deadline {
+                self.signal(SIGKILL);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
