@@ -24,6 +24,9 @@ pub struct Settings {
     /// (name, zone) per node.
     pub nodes: Vec<(String, String)>,
     pub region: String,
+    /// The kubelet endpoint's serving certificate and key (PEM); without
+    /// them `kubectl logs` is not served (lab/logs still works).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,18 @@ pub async fn run(
         }
     });
     let balancers = tokio::spawn(crate::loadbalancer::run(client.clone()));
+    let kubelet = settings.tls.clone().map(|(cert, key)| {
+        let addrs = contexts
+            .values()
+            .filter_map(|c| format!("{}:{}", c.host_ip, node::KUBELET_PORT).parse().ok())
+            .collect();
+        let pods_dir = settings.lab_dir.join("pods");
+        tokio::spawn(async move {
+            if let Err(e) = crate::kubelet::serve(addrs, pods_dir, &cert, &key).await {
+                tracing::warn!(error = %e, "the log endpoint is not available; use lab/logs");
+            }
+        })
+    });
 
     let shared = Arc::new(Shared {
         client: client.clone(),
@@ -140,6 +155,9 @@ pub async fn run(
     }
     heartbeats.abort();
     balancers.abort();
+    if let Some(k) = kubelet {
+        k.abort();
+    }
     network::remove_bridge().await;
     tracing::info!("stopped");
     Ok(())

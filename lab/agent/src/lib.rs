@@ -5,10 +5,11 @@
 //!
 //! Modules: [`node`] (registration, heartbeat), [`pod`] (one worker per
 //! pod), [`process`], [`probe`], [`network`], [`images`], [`status`],
-//! [`loadbalancer`], and [`agent`] which ties them together.
+//! [`loadbalancer`], [`kubelet`] (the log endpoint for `kubectl logs`), and [`agent`] which ties them together.
 
 pub mod agent;
 pub mod images;
+pub mod kubelet;
 pub mod loadbalancer;
 pub mod network;
 pub mod node;

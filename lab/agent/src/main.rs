@@ -26,6 +26,12 @@ struct Cli {
     /// Nodes to register, as NAME=ZONE.
     #[arg(long = "node", default_values_t = ["lab-node-a=us-east-1a".to_string(), "lab-node-b=us-east-1b".to_string()])]
     nodes: Vec<String>,
+    /// Serving certificate (PEM) of the kubelet log endpoint (port 10250).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The nodes' region label.
     #[arg(long, default_value = "us-east-1")]
     region: String,
@@ -79,6 +85,7 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
         lab_dir: cli.lab_dir,
         nodes,
         region: cli.region,
+        tls: cli.tls_cert.zip(cli.tls_key),
     };
     agent::run(client, settings, shutdown_signal()).await?;
     Ok(())

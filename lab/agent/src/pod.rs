@@ -153,6 +153,8 @@ struct PodWorker {
     containers: Vec<ContainerRun>,
     start_time: Time,
     published: Option<PodStatus>,
+    /// The last status update error, logged once until it changes.
+    publish_error: Option<String>,
     probe_tx: mpsc::Sender<ProbeResult>,
     probe_rx: mpsc::Receiver<ProbeResult>,
     terminating: bool,
@@ -189,6 +191,7 @@ impl PodWorker {
             containers,
             start_time: now(),
             published: None,
+            publish_error: None,
             probe_tx,
             probe_rx,
             terminating: false,
@@ -735,8 +738,17 @@ impl PodWorker {
             .patch_status(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => self.published = Some(status),
-            Err(e) => tracing::debug!(error = %e, "failed to update the pod status; retrying"),
+            Ok(_) => {
+                self.published = Some(status);
+                self.publish_error = None;
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if self.publish_error.as_deref() != Some(message.as_str()) {
+                    tracing::warn!(error = %message, "failed to update the pod status; retrying");
+                }
+                self.publish_error = Some(message);
+            }
         }
     }
 

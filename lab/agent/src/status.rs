@@ -136,7 +136,6 @@ pub fn pod_status(
         pod_ip: pod_ip.map(str::to_owned),
         pod_ips: pod_ip.map(|ip| vec![PodIP { ip: ip.to_owned() }]),
         start_time: Some(start_time.clone()),
-        qos_class: Some("BestEffort".to_owned()),
         conditions: Some(vec![
             condition(
                 "PodReadyToStartContainers",

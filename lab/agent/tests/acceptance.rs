@@ -34,13 +34,22 @@ fn lab_enabled(test: &str) -> bool {
 fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new("kubectl")
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("kubectl is installed");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     child.wait_with_output().unwrap()
 }
@@ -48,13 +57,24 @@ fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
 /// kubectl that must succeed; returns stdout.
 fn k(args: &[&str]) -> String {
     let out = kubectl(args, None);
-    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn apply(namespace: &str, yaml: &str) {
-    let out = kubectl(&["apply", "--server-side", "-n", namespace, "-f", "-"], Some(yaml));
-    assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
+    let out = kubectl(
+        &["apply", "--server-side", "-n", namespace, "-f", "-"],
+        Some(yaml),
+    );
+    assert!(
+        out.status.success(),
+        "apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn get_json(args: &[&str]) -> Value {
@@ -66,7 +86,10 @@ fn get_json(args: &[&str]) -> Value {
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -76,11 +99,20 @@ struct Namespace(String);
 
 impl Namespace {
     fn new(name: &str) -> Self {
-        let _ = kubectl(&["delete", "namespace", name, "--wait=true", "--timeout=60s"], None);
+        let _ = kubectl(
+            &["delete", "namespace", name, "--wait=true", "--timeout=60s"],
+            None,
+        );
         k(&["create", "namespace", name]);
-        wait_until("the default service account", Duration::from_secs(30), || {
-            kubectl(&["-n", name, "get", "serviceaccount", "default"], None).status.success()
-        });
+        wait_until(
+            "the default service account",
+            Duration::from_secs(30),
+            || {
+                kubectl(&["-n", name, "get", "serviceaccount", "default"], None)
+                    .status
+                    .success()
+            },
+        );
         Namespace(name.to_owned())
     }
 }
@@ -132,7 +164,10 @@ spec:
 }
 
 fn pods(ns: &str, app: &str) -> Vec<Value> {
-    get_json(&["pods", "-n", ns, "-l", &format!("app={app}")])["items"].as_array().unwrap().clone()
+    get_json(&["pods", "-n", ns, "-l", &format!("app={app}")])["items"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn ready(pod: &Value) -> bool {
@@ -145,23 +180,28 @@ fn ready(pod: &Value) -> bool {
 
 fn wait_ready(ns: &str, app: &str, count: usize) -> Vec<Value> {
     let mut found = Vec::new();
-    wait_until(&format!("{count} ready pods of {app}"), Duration::from_secs(90), || {
-        found = pods(ns, app)
-            .into_iter()
-            .filter(|p| ready(p) && p["metadata"]["deletionTimestamp"].is_null())
-            .collect();
-        found.len() == count
-    });
+    wait_until(
+        &format!("{count} ready pods of {app}"),
+        Duration::from_secs(90),
+        || {
+            found = pods(ns, app)
+                .into_iter()
+                .filter(|p| ready(p) && p["metadata"]["deletionTimestamp"].is_null())
+                .collect();
+            found.len() == count
+        },
+    );
     found
 }
 
 fn load_balancer_ip(ns: &str, service: &str) -> String {
     let mut ip = String::new();
     wait_until("the load balancer address", Duration::from_secs(30), || {
-        ip = get_json(&["service", "-n", ns, service])["status"]["loadBalancer"]["ingress"][0]["ip"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
+        ip =
+            get_json(&["service", "-n", ns, service])["status"]["loadBalancer"]["ingress"][0]["ip"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
         !ip.is_empty()
     });
     ip
@@ -170,7 +210,9 @@ fn load_balancer_ip(ns: &str, service: &str) -> String {
 /// One HTTP request; the status code, or an error for a failed connection.
 fn http(addr: &str, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -178,13 +220,18 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> Result<(u16, String
     )
     .map_err(|e| e.to_string())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(|e| format!("read: {e}"))?;
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
     let status = response
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("no HTTP response: {response:?}"))?;
-    Ok((status, response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()))
+    Ok((
+        status,
+        response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned(),
+    ))
 }
 
 const CANDIDATE: &str = r#"[{"gender":"M","ssc_p":71,"ssc_b":"Central","hsc_p":58.66,"hsc_b":"Central","hsc_s":"Science","degree_p":58,"degree_t":"Sci&Tech","etest_p":56,"mba_p":61.3,"specialisation":"Mkt&Fin","workex":"Yes"}]"#;
@@ -200,9 +247,18 @@ fn two_ready_nodes_in_two_zones() {
         .unwrap()
         .iter()
         .filter(|n| {
-            n["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Ready" && c["status"] == "True")
+            n["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
         })
-        .map(|n| n["metadata"]["labels"]["topology.kubernetes.io/zone"].as_str().unwrap().to_owned())
+        .map(|n| {
+            n["metadata"]["labels"]["topology.kubernetes.io/zone"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     zones.sort();
     assert_eq!(zones, ["us-east-1a", "us-east-1b"]);
@@ -217,13 +273,20 @@ fn zone_spread_pods_answer_on_pod_ips_and_behind_the_load_balancer() {
     let ns = Namespace::new("lab-test-spread");
     apply(&ns.0, &deployment("web", 2, IMAGE, "1", ""));
     let pods = wait_ready(&ns.0, "web", 2);
-    let mut nodes: Vec<&str> = pods.iter().map(|p| p["spec"]["nodeName"].as_str().unwrap()).collect();
+    let mut nodes: Vec<&str> = pods
+        .iter()
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap())
+        .collect();
     nodes.sort();
     assert_eq!(nodes, ["lab-node-a", "lab-node-b"], "one pod per zone");
     for pod in &pods {
         let ip = pod["status"]["podIP"].as_str().unwrap();
         let (status, body) = http(&format!("{ip}:9696"), "GET", "/health", "").unwrap();
-        assert_eq!((status, body.as_str()), (200, "{\"status\":\"healthy\"}\n"), "pod {ip}");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "{\"status\":\"healthy\"}\n"),
+            "pod {ip}"
+        );
     }
     let lb = load_balancer_ip(&ns.0, "web");
     let (status, body) = http(&format!("{lb}:80"), "POST", "/predict", CANDIDATE).unwrap();
@@ -238,7 +301,10 @@ fn rolling_update_replaces_pods_one_at_a_time_without_a_failed_request() {
     }
     let ns = Namespace::new("lab-test-rollout");
     apply(&ns.0, &deployment("web", 2, IMAGE, "1", ""));
-    let before: Vec<String> = wait_ready(&ns.0, "web", 2).iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_owned()).collect();
+    let before: Vec<String> = wait_ready(&ns.0, "web", 2)
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
     let lb = format!("{}:80", load_balancer_ip(&ns.0, "web"));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -274,7 +340,10 @@ fn rolling_update_replaces_pods_one_at_a_time_without_a_failed_request() {
     let mut max_pods = 0;
     wait_until("the rollout", Duration::from_secs(120), || {
         let all = pods(&ns.0, "web");
-        let live: Vec<&Value> = all.iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect();
+        let live: Vec<&Value> = all
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
         min_ready = min_ready.min(live.iter().filter(|p| ready(p)).count());
         max_pods = max_pods.max(live.len());
         let d = get_json(&["deployment", "-n", &ns.0, "web"]);
@@ -287,12 +356,29 @@ fn rolling_update_replaces_pods_one_at_a_time_without_a_failed_request() {
     stop.store(true, Ordering::SeqCst);
     let failures = client.join().unwrap();
 
-    let after: Vec<String> = wait_ready(&ns.0, "web", 2).iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_owned()).collect();
-    assert!(after.iter().all(|p| !before.contains(p)), "every pod was replaced: {before:?} -> {after:?}");
+    let after: Vec<String> = wait_ready(&ns.0, "web", 2)
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "every pod was replaced: {before:?} -> {after:?}"
+    );
     assert!(min_ready >= 2, "ready pods dropped to {min_ready}");
-    assert!(max_pods <= 3, "{max_pods} pods at once: more than one surge pod");
-    assert!(ok.load(Ordering::SeqCst) > 20, "too few requests to judge: {}", ok.load(Ordering::SeqCst));
-    assert_eq!(failed.load(Ordering::SeqCst), 0, "failed requests during the rollout: {failures:?}");
+    assert!(
+        max_pods <= 3,
+        "{max_pods} pods at once: more than one surge pod"
+    );
+    assert!(
+        ok.load(Ordering::SeqCst) > 20,
+        "too few requests to judge: {}",
+        ok.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "failed requests during the rollout: {failures:?}"
+    );
 }
 
 fn container_status(pod: &Value) -> Value {
@@ -308,20 +394,35 @@ fn a_killed_container_restarts_and_a_deleted_pod_is_replaced() {
     apply(&ns.0, &deployment("web", 1, IMAGE, "1", ""));
     let pod = wait_ready(&ns.0, "web", 1).remove(0);
     let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
-    let pid = container_status(&pod)["containerID"].as_str().unwrap().trim_start_matches("ferry-lab://").to_owned();
-    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    let pid = container_status(&pod)["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("ferry-lab://")
+        .to_owned();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     wait_until("the restart", Duration::from_secs(60), || {
         let p = get_json(&["pod", "-n", &ns.0, &name]);
         container_status(&p)["restartCount"] == 1 && ready(&p)
     });
     let p = get_json(&["pod", "-n", &ns.0, &name]);
-    assert_eq!(container_status(&p)["lastState"]["terminated"]["exitCode"], 137);
+    assert_eq!(
+        container_status(&p)["lastState"]["terminated"]["exitCode"],
+        137
+    );
 
     k(&["delete", "pod", "-n", &ns.0, &name, "--wait=false"]);
     let replacement = wait_ready(&ns.0, "web", 1).remove(0);
     assert_ne!(replacement["metadata"]["name"], name.as_str());
     wait_until("the old pod to go", Duration::from_secs(60), || {
-        !kubectl(&["get", "pod", "-n", &ns.0, &name], None).status.success()
+        !kubectl(&["get", "pod", "-n", &ns.0, &name], None)
+            .status
+            .success()
     });
 }
 
@@ -331,12 +432,16 @@ fn a_crashing_image_ends_in_crash_loop_back_off_and_progress_deadline_exceeded()
         return;
     }
     let ns = Namespace::new("lab-test-crash");
-    let yaml = deployment("crash", 1, CRASHING_IMAGE, "1", "").replace("progressDeadlineSeconds: 600", "progressDeadlineSeconds: 15");
+    let yaml = deployment("crash", 1, CRASHING_IMAGE, "1", "").replace(
+        "progressDeadlineSeconds: 600",
+        "progressDeadlineSeconds: 15",
+    );
     apply(&ns.0, &yaml);
     wait_until("CrashLoopBackOff", Duration::from_secs(60), || {
         pods(&ns.0, "crash").iter().any(|p| {
             let s = container_status(p);
-            s["state"]["waiting"]["reason"] == "CrashLoopBackOff" && s["restartCount"].as_i64().unwrap_or(0) >= 1
+            s["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+                && s["restartCount"].as_i64().unwrap_or(0) >= 1
         })
     });
     wait_until("ProgressDeadlineExceeded", Duration::from_secs(90), || {
@@ -344,9 +449,23 @@ fn a_crashing_image_ends_in_crash_loop_back_off_and_progress_deadline_exceeded()
             .as_array()
             .into_iter()
             .flatten()
-            .any(|c| c["type"] == "Progressing" && c["status"] == "False" && c["reason"] == "ProgressDeadlineExceeded")
+            .any(|c| {
+                c["type"] == "Progressing"
+                    && c["status"] == "False"
+                    && c["reason"] == "ProgressDeadlineExceeded"
+            })
     });
-    let out = kubectl(&["rollout", "status", "-n", &ns.0, "deployment/crash", "--timeout=5s"], None);
+    let out = kubectl(
+        &[
+            "rollout",
+            "status",
+            "-n",
+            &ns.0,
+            "deployment/crash",
+            "--timeout=5s",
+        ],
+        None,
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("exceeded its progress deadline"));
 }
@@ -357,7 +476,10 @@ fn an_unknown_image_waits_in_image_pull_back_off() {
         return;
     }
     let ns = Namespace::new("lab-test-pull");
-    apply(&ns.0, &deployment("missing", 1, "ferry-lab-test/not-registered:9", "1", ""));
+    apply(
+        &ns.0,
+        &deployment("missing", 1, "ferry-lab-test/not-registered:9", "1", ""),
+    );
     let mut reasons = Vec::new();
     wait_until("ImagePullBackOff", Duration::from_secs(60), || {
         if let Some(p) = pods(&ns.0, "missing").first() {
@@ -369,7 +491,10 @@ fn an_unknown_image_waits_in_image_pull_back_off() {
         }
         reasons.last().is_some_and(|r| r == "ImagePullBackOff")
     });
-    assert!(reasons.contains(&"ErrImagePull".to_owned()) || reasons.len() == 1, "{reasons:?}");
+    assert!(
+        reasons.contains(&"ErrImagePull".to_owned()) || reasons.len() == 1,
+        "{reasons:?}"
+    );
 }
 
 #[test]
@@ -380,12 +505,35 @@ fn server_side_apply_and_diff_work() {
     let ns = Namespace::new("lab-test-diff");
     let config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: a}\n";
     apply(&ns.0, config);
-    let same = kubectl(&["diff", "--server-side", "-n", &ns.0, "-f", "-"], Some(config));
-    assert_eq!(same.status.code(), Some(0), "{}", String::from_utf8_lossy(&same.stdout));
-    let changed = kubectl(&["diff", "--server-side", "-n", &ns.0, "-f", "-"], Some(&config.replace("mode: a", "mode: b")));
+    let same = kubectl(
+        &["diff", "--server-side", "-n", &ns.0, "-f", "-"],
+        Some(config),
+    );
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&same.stdout)
+    );
+    let changed = kubectl(
+        &["diff", "--server-side", "-n", &ns.0, "-f", "-"],
+        Some(&config.replace("mode: a", "mode: b")),
+    );
     assert_eq!(changed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&changed.stdout).contains("+  mode: b"));
-    let managers = get_json(&["configmap", "-n", &ns.0, "settings", "--show-managed-fields"]);
-    assert_eq!(managers["metadata"]["managedFields"][0]["manager"], "kubectl");
-    assert_eq!(managers["metadata"]["managedFields"][0]["operation"], "Apply");
+    let managers = get_json(&[
+        "configmap",
+        "-n",
+        &ns.0,
+        "settings",
+        "--show-managed-fields",
+    ]);
+    assert_eq!(
+        managers["metadata"]["managedFields"][0]["manager"],
+        "kubectl"
+    );
+    assert_eq!(
+        managers["metadata"]["managedFields"][0]["operation"],
+        "Apply"
+    );
 }

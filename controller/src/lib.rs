@@ -1,0 +1,9 @@
+//! ferry-controller: pulls an environment from git, renders it, applies it
+//! to the cluster, judges its health and rolls it back when it is not
+//! healthy.
+//!
+//! So far: [`policy`], the rules every rendered environment must pass,
+//! shared by the environments test suite and (next) by the controller and
+//! the pull-request review.
+
+pub mod policy;

@@ -1,0 +1,401 @@
+//! Policy rules over rendered manifests: what every environment must
+//! satisfy, and what production must satisfy on top.
+//!
+//! The rules are plain functions over parsed objects, so the same findings
+//! come out of the test suite, the pull-request review and the controller.
+//! A finding names the object and the rule, and says what to change.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::Value;
+
+/// The rules, each with a stable name used in findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rule {
+    /// Every container sets CPU and memory limits.
+    Limits,
+    /// Every container of a long-running workload has readiness and
+    /// liveness probes.
+    Probes,
+    /// No container may run as root.
+    NonRoot,
+    /// Images carry a tag other than `latest`, or a digest.
+    ImageTag,
+    /// Production runs at least two replicas (the autoscaler's minimum
+    /// when one targets the workload).
+    ProdReplicas,
+    /// Production workloads are covered by a PodDisruptionBudget.
+    ProdDisruptionBudget,
+    /// Production images are pinned by digest.
+    ProdDigest,
+}
+
+impl Rule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Limits => "container-limits",
+            Rule::Probes => "container-probes",
+            Rule::NonRoot => "non-root",
+            Rule::ImageTag => "image-tag",
+            Rule::ProdReplicas => "prod-replicas",
+            Rule::ProdDisruptionBudget => "prod-disruption-budget",
+            Rule::ProdDigest => "prod-image-digest",
+        }
+    }
+}
+
+/// One violation.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Finding {
+    /// `Kind/namespace/name`.
+    pub object: String,
+    pub rule: Rule,
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} [{}]: {}",
+            self.object,
+            self.rule.name(),
+            self.message
+        )
+    }
+}
+
+/// Which rule set applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Standard,
+    Production,
+}
+
+impl Tier {
+    /// `prod` and `production` environments are production.
+    pub fn of_environment(name: &str) -> Self {
+        if matches!(name, "prod" | "production") {
+            Tier::Production
+        } else {
+            Tier::Standard
+        }
+    }
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+
+fn id(object: &Value) -> String {
+    format!(
+        "{}/{}/{}",
+        str_at(object, &["kind"]).unwrap_or("?"),
+        str_at(object, &["metadata", "namespace"]).unwrap_or("-"),
+        str_at(object, &["metadata", "name"]).unwrap_or("?")
+    )
+}
+
+/// The pod template of a workload, and whether it runs continuously.
+fn pod_template(object: &Value) -> Option<(&Value, bool)> {
+    match str_at(object, &["kind"])? {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => {
+            Some((object.get("spec")?.get("template")?, true))
+        }
+        "Job" => Some((object.get("spec")?.get("template")?, false)),
+        "CronJob" => Some((object.pointer("/spec/jobTemplate/spec/template")?, false)),
+        "Pod" => Some((object, true)),
+        _ => None,
+    }
+}
+
+/// `(repository, tag, digest)` of an image reference.
+pub fn parse_image(image: &str) -> (&str, Option<&str>, Option<&str>) {
+    let (rest, digest) = match image.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (image, None),
+    };
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    match rest[last_slash..].rfind(':') {
+        Some(i) => (
+            &rest[..last_slash + i],
+            Some(&rest[last_slash + i + 1..]),
+            digest,
+        ),
+        None => (rest, None, digest),
+    }
+}
+
+fn labels_match(selector: &Value, labels: &Value) -> bool {
+    let Some(match_labels) = selector.get("matchLabels").and_then(Value::as_object) else {
+        return false;
+    };
+    !match_labels.is_empty() && match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Checks rendered objects against the rules of `tier`. Findings are
+/// sorted, so the output is stable.
+pub fn check(objects: &[Value], tier: Tier) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut push = |object: &Value, rule: Rule, message: String| {
+        findings.push(Finding {
+            object: id(object),
+            rule,
+            message,
+        });
+    };
+    // HPA targets by (namespace, kind, name) -> minReplicas.
+    let autoscaled: BTreeMap<(String, String, String), i64> = objects
+        .iter()
+        .filter(|o| str_at(o, &["kind"]) == Some("HorizontalPodAutoscaler"))
+        .filter_map(|o| {
+            let ns = str_at(o, &["metadata", "namespace"])
+                .unwrap_or("")
+                .to_owned();
+            let kind = str_at(o, &["spec", "scaleTargetRef", "kind"])?.to_owned();
+            let name = str_at(o, &["spec", "scaleTargetRef", "name"])?.to_owned();
+            Some((
+                (ns, kind, name),
+                o.pointer("/spec/minReplicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1),
+            ))
+        })
+        .collect();
+    let budgets: Vec<&Value> = objects
+        .iter()
+        .filter(|o| str_at(o, &["kind"]) == Some("PodDisruptionBudget"))
+        .collect();
+
+    for object in objects {
+        let Some((template, long_running)) = pod_template(object) else {
+            continue;
+        };
+        let pod_spec = template.get("spec").unwrap_or(&Value::Null);
+        let pod_security = pod_spec.get("securityContext").unwrap_or(&Value::Null);
+        let containers = ["initContainers", "containers"].iter().flat_map(|k| {
+            pod_spec
+                .get(*k)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(move |c| (*k, c))
+        });
+        for (list, container) in containers {
+            let name = str_at(container, &["name"]).unwrap_or("?");
+            let limits = container.pointer("/resources/limits");
+            for resource in ["cpu", "memory"] {
+                if limits.and_then(|l| l.get(resource)).is_none() {
+                    push(
+                        object,
+                        Rule::Limits,
+                        format!(
+                            "container {name} has no {resource} limit; set resources.limits.{resource}"
+                        ),
+                    );
+                }
+            }
+            if long_running && list == "containers" {
+                for probe in ["readinessProbe", "livenessProbe"] {
+                    if container.get(probe).is_none() {
+                        push(
+                            object,
+                            Rule::Probes,
+                            format!(
+                                "container {name} has no {probe}; add one so rollouts and restarts follow its health"
+                            ),
+                        );
+                    }
+                }
+            }
+            let security = container.get("securityContext").unwrap_or(&Value::Null);
+            let setting = |key: &str| security.get(key).or_else(|| pod_security.get(key));
+            let run_as_user = setting("runAsUser").and_then(Value::as_i64);
+            let non_root = setting("runAsNonRoot").and_then(Value::as_bool) == Some(true);
+            if run_as_user == Some(0) || (!non_root && run_as_user.is_none()) {
+                push(
+                    object,
+                    Rule::NonRoot,
+                    format!(
+                        "container {name} may run as root; set securityContext.runAsNonRoot: true and a non-zero runAsUser"
+                    ),
+                );
+            }
+            let image = str_at(container, &["image"]).unwrap_or("");
+            let (repository, tag, digest) = parse_image(image);
+            if digest.is_none() && tag.is_none_or(|t| t == "latest") {
+                push(
+                    object,
+                    Rule::ImageTag,
+                    format!(
+                        "container {name} uses image {image:?} without a fixed tag; use a release tag or a digest, not latest"
+                    ),
+                );
+            }
+            if tier == Tier::Production && digest.is_none_or(|d| !d.starts_with("sha256:")) {
+                push(
+                    object,
+                    Rule::ProdDigest,
+                    format!(
+                        "container {name} uses image {image:?}, not pinned by digest; production images are {repository}@sha256:..."
+                    ),
+                );
+            }
+        }
+        if tier == Tier::Production && long_running && str_at(object, &["kind"]) != Some("Pod") {
+            let key = (
+                str_at(object, &["metadata", "namespace"])
+                    .unwrap_or("")
+                    .to_owned(),
+                str_at(object, &["kind"]).unwrap_or("").to_owned(),
+                str_at(object, &["metadata", "name"])
+                    .unwrap_or("")
+                    .to_owned(),
+            );
+            let (replicas, source) = match autoscaled.get(&key) {
+                Some(min) => (*min, "its HorizontalPodAutoscaler's minReplicas"),
+                None => (
+                    object
+                        .pointer("/spec/replicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1),
+                    "spec.replicas",
+                ),
+            };
+            if str_at(object, &["kind"]) != Some("DaemonSet") && replicas < 2 {
+                push(
+                    object,
+                    Rule::ProdReplicas,
+                    format!("{source} is {replicas}; production runs at least 2 replicas"),
+                );
+            }
+            let labels = template.pointer("/metadata/labels").unwrap_or(&Value::Null);
+            let covered = budgets.iter().any(|b| {
+                str_at(b, &["metadata", "namespace"]) == str_at(object, &["metadata", "namespace"])
+                    && b.pointer("/spec/selector")
+                        .is_some_and(|s| labels_match(s, labels))
+            });
+            if !covered {
+                push(object, Rule::ProdDisruptionBudget, "no PodDisruptionBudget selects its pods; add one with minAvailable of at least 1".into());
+            }
+        }
+    }
+    findings.sort();
+    findings
+}
+
+/// Parses multi-document YAML (as `kubectl kustomize` prints) into objects.
+pub fn parse_documents(yaml: &str) -> Result<Vec<Value>, serde_norway::Error> {
+    let mut objects = Vec::new();
+    for document in serde_norway::Deserializer::from_str(yaml) {
+        let value: Value = serde::Deserialize::deserialize(document)?;
+        if !value.is_null() {
+            objects.push(value);
+        }
+    }
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deployment(container: Value, replicas: Option<i64>) -> Value {
+        let mut d = json!({
+            "kind": "Deployment",
+            "metadata": {"name": "app", "namespace": "ns"},
+            "spec": {"template": {"metadata": {"labels": {"app": "x"}},
+                      "spec": {"securityContext": {"runAsNonRoot": true, "runAsUser": 1000}, "containers": [container]}}}
+        });
+        if let Some(r) = replicas {
+            d["spec"]["replicas"] = json!(r);
+        }
+        d
+    }
+
+    fn good_container(image: &str) -> Value {
+        json!({"name": "c", "image": image,
+               "resources": {"limits": {"cpu": "1", "memory": "64Mi"}},
+               "readinessProbe": {}, "livenessProbe": {}})
+    }
+
+    fn rules(findings: &[Finding]) -> Vec<Rule> {
+        findings.iter().map(|f| f.rule).collect()
+    }
+
+    #[test]
+    fn a_good_workload_passes() {
+        assert_eq!(
+            check(
+                &[deployment(good_container("app:1.0"), None)],
+                Tier::Standard
+            ),
+            []
+        );
+    }
+
+    #[test]
+    fn each_standard_rule_fires() {
+        let bare = json!({"name": "c", "image": "app"});
+        let findings = check(&[deployment(bare, None)], Tier::Standard);
+        assert_eq!(
+            rules(&findings),
+            [
+                Rule::Limits,
+                Rule::Limits,
+                Rule::Probes,
+                Rule::Probes,
+                Rule::ImageTag
+            ]
+        );
+        assert!(
+            findings[0]
+                .to_string()
+                .starts_with("Deployment/ns/app [container-limits]: container c has no cpu limit")
+        );
+        let mut root = good_container("app:latest");
+        root["securityContext"] = json!({"runAsUser": 0});
+        assert_eq!(
+            rules(&check(&[deployment(root, None)], Tier::Standard)),
+            [Rule::NonRoot, Rule::ImageTag]
+        );
+    }
+
+    #[test]
+    fn production_wants_replicas_budget_and_digest() {
+        let d = deployment(good_container("app:1.0"), Some(1));
+        assert_eq!(
+            rules(&check(std::slice::from_ref(&d), Tier::Production)),
+            [
+                Rule::ProdReplicas,
+                Rule::ProdDisruptionBudget,
+                Rule::ProdDigest
+            ]
+        );
+        let pinned = deployment(good_container("app:1.0@sha256:abc"), Some(1));
+        let hpa = json!({"kind": "HorizontalPodAutoscaler", "metadata": {"name": "app", "namespace": "ns"},
+                         "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "app"}, "minReplicas": 2}});
+        let pdb = json!({"kind": "PodDisruptionBudget", "metadata": {"name": "app", "namespace": "ns"},
+                         "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}}});
+        assert_eq!(check(&[pinned, hpa, pdb], Tier::Production), []);
+    }
+
+    #[test]
+    fn parses_image_references() {
+        assert_eq!(parse_image("app"), ("app", None, None));
+        assert_eq!(
+            parse_image("localhost:5000/app:1"),
+            ("localhost:5000/app", Some("1"), None)
+        );
+        assert_eq!(
+            parse_image("ghcr.io/a/b:1@sha256:ff"),
+            ("ghcr.io/a/b", Some("1"), Some("sha256:ff"))
+        );
+        assert_eq!(
+            parse_image("localhost:5000/app"),
+            ("localhost:5000/app", None, None)
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! The environments under `environments/`: they render, pass the policy
+//! rules, are accepted by a real API server, and `dev` runs on the lab.
+//! Every policy rule is shown to catch a deliberately bad overlay in
+//! `tests/fixtures/policy/`.
+//!
+//! Rendering uses `kubectl kustomize`, the reference the controller's own
+//! renderer is tested against. The lab tests run when FERRY_LAB_TESTS=1
+//! (scripts/test sets it after lab/up).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_controller::policy::{self, Rule, Tier};
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+const ENVIRONMENTS: [&str; 2] = ["dev", "prod"];
+
+fn kubectl(args: &[&str]) -> Output {
+    Command::new("kubectl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("kubectl is installed")
+}
+
+fn render(dir: &Path) -> Vec<Value> {
+    let out = kubectl(&["kustomize", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    policy::parse_documents(&String::from_utf8(out.stdout).unwrap()).unwrap()
+}
+
+#[test]
+fn every_environment_renders_and_passes_the_policy() {
+    for env in ENVIRONMENTS {
+        let objects = render(&repo().join("environments").join(env));
+        let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+        for kind in [
+            "Namespace",
+            "Deployment",
+            "Service",
+            "PodDisruptionBudget",
+            "HorizontalPodAutoscaler",
+        ] {
+            assert!(kinds.contains(&kind), "{env} renders no {kind}: {kinds:?}");
+        }
+        let findings = policy::check(&objects, Tier::of_environment(env));
+        assert!(
+            findings.is_empty(),
+            "{env}:\n{}",
+            findings
+                .iter()
+                .map(|f| format!("  {f}\n"))
+                .collect::<String>()
+        );
+    }
+}
+
+#[test]
+fn environments_keep_the_original_names_and_port() {
+    for env in ENVIRONMENTS {
+        let objects = render(&repo().join("environments").join(env));
+        let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        assert_eq!(deployment["metadata"]["name"], "recruitment-rank-app");
+        assert_eq!(
+            deployment["metadata"]["namespace"],
+            format!("placement-{env}")
+        );
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["name"], "placement-app");
+        assert_eq!(container["ports"][0]["containerPort"], 9696);
+        let service = objects.iter().find(|o| o["kind"] == "Service").unwrap();
+        assert_eq!(service["metadata"]["name"], "recruitment-rank-app");
+        assert_eq!(service["spec"]["type"], "LoadBalancer");
+        assert_eq!(service["spec"]["ports"][0]["port"], 80);
+    }
+}
+
+/// Each bad fixture trips exactly the rule it was written to break.
+#[test]
+fn each_policy_rule_catches_its_bad_overlay() {
+    let cases = [
+        ("no-limits", Tier::Standard, vec![Rule::Limits, Rule::Limits]),
+        (
+            "no-probes",
+            Tier::Standard,
+            vec![Rule::Probes, Rule::Probes],
+        ),
+        ("runs-as-root", Tier::Standard, vec![Rule::NonRoot]),
+        ("latest-tag", Tier::Standard, vec![Rule::ImageTag]),
+        ("missing-tag", Tier::Standard, vec![Rule::ImageTag]),
+        (
+            "prod-one-replica",
+            Tier::Production,
+            vec![Rule::ProdReplicas],
+        ),
+        (
+            "prod-no-budget",
+            Tier::Production,
+            vec![Rule::ProdDisruptionBudget],
+        ),
+        ("prod-by-tag", Tier::Production, vec![Rule::ProdDigest]),
+    ];
+    for (case, tier, expected) in cases {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/policy")
+            .join(case);
+        let findings = policy::check(&render(&dir), tier);
+        let rules: Vec<Rule> = findings.iter().map(|f| f.rule).collect();
+        assert_eq!(rules, expected, "{case}: {findings:#?}");
+        assert!(
+            findings[0].object.starts_with("Deployment/placement-")
+                || findings[0].rule == Rule::ProdReplicas
+        );
+        assert!(
+            findings[0]
+                .to_string()
+                .contains(&format!("[{}]", expected[0].name())),
+            "{}",
+            findings[0]
+        );
+    }
+}
+
+fn lab_enabled(test: &str) -> bool {
+    let enabled = std::env::var("FERRY_LAB_TESTS").is_ok_and(|v| v == "1");
+    if !enabled {
+        eprintln!("skipped {test}: no lab (scripts/test runs lab/up and sets FERRY_LAB_TESTS=1)");
+    }
+    enabled
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn every_environment_passes_a_server_side_dry_run_on_the_lab() {
+    if !lab_enabled("every_environment_passes_a_server_side_dry_run_on_the_lab") {
+        return;
+    }
+    for env in ENVIRONMENTS {
+        // A dry run does not create the namespace its other objects need.
+        let ns = format!("placement-{env}-dryrun");
+        let _ = kubectl(&["create", "namespace", &ns]);
+        let rendered = kubectl(&[
+            "kustomize",
+            repo().join("environments").join(env).to_str().unwrap(),
+        ]);
+        let yaml = String::from_utf8(rendered.stdout)
+            .unwrap()
+            .replace(&format!("placement-{env}\n"), &format!("{ns}\n"));
+        let mut child = Command::new("kubectl")
+            .args(["apply", "--server-side", "--dry-run=server", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), yaml.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let _ = kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+        assert!(
+            out.status.success(),
+            "{env}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(
+                "deployment.apps/recruitment-rank-app serverside-applied (server dry run)"
+            ),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn dev_runs_on_the_lab_spread_over_both_zones_and_answers_behind_its_load_balancer() {
+    if !lab_enabled(
+        "dev_runs_on_the_lab_spread_over_both_zones_and_answers_behind_its_load_balancer",
+    ) {
+        return;
+    }
+    let binary = std::env::var("FERRY_INFERENCE_BIN")
+        .expect("FERRY_INFERENCE_BIN names the ferry-inference binary (scripts/test sets it)");
+    let dev = repo().join("environments/dev");
+    let objects = render(&dev);
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap();
+    let model = repo().join("inference/model/placement.json");
+    let status = Command::new(repo().join("lab/image"))
+        .args([image, &binary, "serve", "--model", model.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let _ = kubectl(&[
+        "delete",
+        "namespace",
+        "placement-dev",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    let out = kubectl(&["apply", "--server-side", "-k", dev.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut zones = Vec::new();
+    wait_until(
+        "two ready pods in two zones",
+        Duration::from_secs(120),
+        || {
+            let out = kubectl(&["get", "pods", "-n", "placement-dev", "-o", "json"]);
+            let pods: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            let ready_nodes: Vec<String> = pods["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| {
+                    p["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+                .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
+                .collect();
+            zones = ready_nodes;
+            zones.sort();
+            zones == ["lab-node-a", "lab-node-b"]
+        },
+    );
+
+    let mut ip = String::new();
+    wait_until("the load balancer", Duration::from_secs(30), || {
+        let out = kubectl(&[
+            "get",
+            "service",
+            "-n",
+            "placement-dev",
+            "recruitment-rank-app",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ]);
+        ip = String::from_utf8_lossy(&out.stdout).into_owned();
+        !ip.is_empty()
+    });
+    let body = r#"[{"gender":"M","ssc_p":71,"ssc_b":"Central","hsc_p":58.66,"hsc_b":"Central","hsc_s":"Science","degree_p":58,"degree_t":"Sci&Tech","etest_p":56,"mba_p":61.3,"specialisation":"Mkt&Fin","workex":"Yes"}]"#;
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-d",
+            body,
+            &format!("http://{ip}/predict"),
+        ])
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.starts_with("{\"Placement\":true,\"Placement_Probability\":"),
+        "{answer} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = kubectl(&["delete", "namespace", "placement-dev", "--wait=false"]);
+}
