@@ -92,7 +92,11 @@ fn environments_keep_the_original_names_and_port() {
 #[test]
 fn each_policy_rule_catches_its_bad_overlay() {
     let cases = [
-        ("no-limits", Tier::Standard, vec![Rule::Limits, Rule::Limits]),
+        (
+            "no-limits",
+            Tier::Standard,
+            vec![Rule::Limits, Rule::Limits],
+        ),
         (
             "no-probes",
             Tier::Standard,

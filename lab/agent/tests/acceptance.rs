@@ -386,6 +386,59 @@ fn container_status(pod: &Value) -> Value {
 }
 
 #[test]
+fn a_failing_readiness_probe_takes_the_pod_out_of_its_endpoints() {
+    if !lab_enabled("a_failing_readiness_probe_takes_the_pod_out_of_its_endpoints") {
+        return;
+    }
+    let ns = Namespace::new("lab-test-readiness");
+    // Exec probes run in the pod's network namespace on the host's files,
+    // so a file here switches readiness.
+    let flag = std::env::temp_dir().join(format!("ferry-lab-ready-{}", std::process::id()));
+    let _ = std::fs::remove_file(&flag);
+    let probe = format!(
+        "readinessProbe: {{exec: {{command: [test, -f, {}]}}, periodSeconds: 1, failureThreshold: 1}}",
+        flag.display()
+    );
+    let yaml = deployment("gated", 1, IMAGE, "1", "").replace(
+        "readinessProbe: {httpGet: {path: /v2/health/ready, port: http}, periodSeconds: 1}",
+        &probe,
+    );
+    apply(&ns.0, &yaml);
+    let endpoint_ready = || -> Option<bool> {
+        let slices = get_json(&[
+            "endpointslices",
+            "-n",
+            &ns.0,
+            "-l",
+            "kubernetes.io/service-name=gated",
+        ]);
+        slices["items"][0]["endpoints"][0]["conditions"]["ready"].as_bool()
+    };
+    wait_until(
+        "a running, unready pod listed as not ready",
+        Duration::from_secs(60),
+        || endpoint_ready() == Some(false),
+    );
+    let pod = pods(&ns.0, "gated").remove(0);
+    assert!(!ready(&pod));
+    assert_eq!(pod["status"]["phase"], "Running");
+
+    std::fs::write(&flag, b"").unwrap();
+    wait_until("the pod to become ready", Duration::from_secs(30), || {
+        endpoint_ready() == Some(true)
+    });
+    std::fs::remove_file(&flag).unwrap();
+    wait_until("the pod to drop out again", Duration::from_secs(30), || {
+        endpoint_ready() == Some(false)
+    });
+    // Readiness never restarts a container.
+    assert_eq!(
+        container_status(&pods(&ns.0, "gated")[0])["restartCount"],
+        0
+    );
+}
+
+#[test]
 fn a_killed_container_restarts_and_a_deleted_pod_is_replaced() {
     if !lab_enabled("a_killed_container_restarts_and_a_deleted_pod_is_replaced") {
         return;
