@@ -2,8 +2,10 @@
 //! to the cluster, judges its health and rolls it back when it is not
 //! healthy.
 //!
-//! So far: [`policy`], the rules every rendered environment must pass,
-//! shared by the environments test suite and (next) by the controller and
-//! the pull-request review.
+//! So far: [`render`], the kustomize-compatible renderer, and [`policy`],
+//! the rules every rendered environment must pass (shared by the
+//! environments tests and, next, by the controller and the pull-request
+//! review).
 
 pub mod policy;
+pub mod render;
