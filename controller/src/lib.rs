@@ -2,10 +2,12 @@
 //! to the cluster, judges its health and rolls it back when it is not
 //! healthy.
 //!
-//! So far: [`render`], the kustomize-compatible renderer, and [`policy`],
+//! So far: [`source`] (git: fetch, resolve, read a commit's tree),
+//! [`render`], the kustomize-compatible renderer, and [`policy`],
 //! the rules every rendered environment must pass (shared by the
 //! environments tests and, next, by the controller and the pull-request
 //! review).
 
 pub mod policy;
 pub mod render;
+pub mod source;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ferry_controller::render::{self, Disk};
+use ferry_controller::source::GitFiles;
 
 /// Keeps a Kubernetes namespace equal to what git says.
 #[derive(Parser)]
@@ -31,6 +32,10 @@ enum Command {
     Render {
         /// The kustomization directory, e.g. environments/dev.
         path: PathBuf,
+        /// Render the files of this revision (a commit, branch or tag of
+        /// the git repository around PATH) instead of the working tree.
+        #[arg(long)]
+        revision: Option<String>,
     },
 }
 
@@ -46,12 +51,35 @@ fn main() -> ExitCode {
 
 fn try_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Render { path } => {
-            // Render relative to the current directory so `..` may reach
-            // shared bases, as kustomize allows within the repository.
-            let root = std::env::current_dir()?;
-            let relative = path.strip_prefix(&root).unwrap_or(&path);
-            let objects = render::render(&Disk::new(&root), &relative.to_string_lossy())?;
+        Command::Render { path, revision } => {
+            let cwd = std::env::current_dir()?;
+            let absolute = cwd.join(&path);
+            let objects = match revision {
+                Some(revision) => {
+                    let (files, root) = GitFiles::discover(&cwd, &revision)?;
+                    let relative = absolute.strip_prefix(&root).map_err(|_| {
+                        anyhow::anyhow!(
+                            "{} is outside the repository at {}",
+                            path.display(),
+                            root.display()
+                        )
+                    })?;
+                    let rev = files.revision(&revision)?;
+                    eprintln!(
+                        "rendering {} at {} ({})",
+                        relative.display(),
+                        rev.id(),
+                        rev.subject()
+                    );
+                    render::render(&files, &relative.to_string_lossy())?
+                }
+                // Relative to the current directory, so `..` may reach shared
+                // bases, as kustomize allows within the repository.
+                None => {
+                    let relative = absolute.strip_prefix(&cwd).unwrap_or(&path);
+                    render::render(&Disk::new(&cwd), &relative.to_string_lossy())?
+                }
+            };
             let mut out = std::io::stdout().lock();
             if let Err(e) = out.write_all(render::to_yaml(&objects).as_bytes()) {
                 if e.kind() != std::io::ErrorKind::BrokenPipe {

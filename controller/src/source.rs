@@ -1,0 +1,399 @@
+//! The source of truth: a git repository, fetched into a cache of bare
+//! repositories and read straight from a commit's tree (no worktree), so
+//! any past revision can be rendered again, for example to roll back.
+//!
+//! Guarantees: a fetch either updates the cache's refs or fails with the
+//! reason; it never touches the cluster. Reading files never writes.
+//! Errors: [`SourceError`] says what failed and, for credentials and host
+//! keys, what to check.
+
+use std::path::{Path, PathBuf};
+
+use git2::{Cred, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository};
+use sha2::{Digest, Sha256};
+
+use crate::render::RenderError;
+use crate::render::files::{Entry, Files};
+
+/// How to authenticate to the remote.
+#[derive(Clone, Default)]
+pub enum Credentials {
+    /// Public repositories, `file://`, `git://`.
+    #[default]
+    None,
+    /// HTTPS with a token (GitHub: a fine-grained token with read access).
+    Token(String),
+    /// SSH with a private key (PEM/OpenSSH) and the `known_hosts` lines
+    /// the server's host key must match.
+    Ssh {
+        private_key: String,
+        passphrase: Option<String>,
+        known_hosts: String,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print secrets.
+        f.write_str(match self {
+            Credentials::None => "None",
+            Credentials::Token(_) => "Token(<redacted>)",
+            Credentials::Ssh { .. } => "Ssh(<redacted>)",
+        })
+    }
+}
+
+/// What to fetch.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub url: String,
+    /// A branch, a tag, or a full commit id.
+    pub reference: String,
+    pub credentials: Credentials,
+}
+
+/// A resolved commit and what it says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    pub reference: String,
+    pub commit: String,
+    pub author: String,
+    pub email: String,
+    /// Commit time, seconds since the epoch.
+    pub time: i64,
+    pub message: String,
+}
+
+impl Revision {
+    /// `main@sha1:<commit>`, the form the status and history record.
+    pub fn id(&self) -> String {
+        format!("{}@sha1:{}", self.reference, self.commit)
+    }
+
+    /// The first line of the message.
+    pub fn subject(&self) -> &str {
+        self.message.lines().next().unwrap_or("")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("failed to open the repository cache {path}")]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("failed to fetch {url}: {source}; check the URL, the network and the credentials")]
+    Fetch {
+        url: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("{reference:?} is not a branch, tag or commit of {url}")]
+    UnknownReference { url: String, reference: String },
+    #[error(
+        "the host key of {host} is not in known_hosts; add the server's key (ssh-keyscan) to the credentials"
+    )]
+    UnknownHostKey { host: String },
+    #[error("failed to read commit {commit}")]
+    Read {
+        commit: String,
+        #[source]
+        source: git2::Error,
+    },
+}
+
+/// Bare repositories, one per URL, under a directory.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+/// `known_hosts` says this host has this key (plain host names, with or
+/// without a `[host]:port` form; hashed entries are not supported).
+pub fn host_key_known(known_hosts: &str, host: &str, key_base64: &str) -> bool {
+    known_hosts
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .any(|line| {
+            let mut fields = line.split_whitespace();
+            let (Some(hosts), Some(_kind), Some(key)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return false;
+            };
+            key == key_base64
+                && hosts.split(',').any(|h| {
+                    h == host || h.strip_prefix('[').and_then(|h| h.split(']').next()) == Some(host)
+                })
+        })
+}
+
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', ':']).next().unwrap_or("").to_owned()
+}
+
+impl Cache {
+    pub fn new(dir: &Path) -> Self {
+        Cache {
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn path_for(&self, url: &str) -> PathBuf {
+        let digest = hex::encode(Sha256::digest(url.as_bytes()));
+        self.dir.join(format!("{}.git", &digest[..16]))
+    }
+
+    fn open(&self, url: &str) -> Result<Repository, SourceError> {
+        let path = self.path_for(url);
+        let result = if path.exists() {
+            Repository::open_bare(&path)
+        } else {
+            Repository::init_bare(&path)
+        };
+        result.map_err(|source| SourceError::Cache { path, source })
+    }
+
+    /// Fetches branches and tags of `spec.url` and resolves `spec.reference`.
+    pub fn fetch(&self, spec: &SourceSpec) -> Result<Revision, SourceError> {
+        let repo = self.open(&spec.url)?;
+        let fetch_error = |source| SourceError::Fetch {
+            url: spec.url.clone(),
+            source,
+        };
+        let mut remote = repo.remote_anonymous(&spec.url).map_err(fetch_error)?;
+        let host = host_of(&spec.url);
+        let unknown_host = std::rc::Rc::new(std::cell::Cell::new(false));
+        {
+            let mut callbacks = RemoteCallbacks::new();
+            let credentials = spec.credentials.clone();
+            callbacks.credentials(move |_url, username, _allowed| match &credentials {
+                Credentials::Token(token) => Cred::userpass_plaintext("x-access-token", token),
+                Credentials::Ssh {
+                    private_key,
+                    passphrase,
+                    ..
+                } => Cred::ssh_key_from_memory(
+                    username.unwrap_or("git"),
+                    None,
+                    private_key,
+                    passphrase.as_deref(),
+                ),
+                Credentials::None => Err(git2::Error::from_str(
+                    "the repository asks for credentials; set a secretRef",
+                )),
+            });
+            if let Credentials::Ssh { known_hosts, .. } = &spec.credentials {
+                let known_hosts = known_hosts.clone();
+                let host = host.clone();
+                let unknown = unknown_host.clone();
+                callbacks.certificate_check(move |cert, _| {
+                    let known = cert
+                        .as_hostkey()
+                        .and_then(|k| k.hostkey())
+                        .is_some_and(|key| {
+                            use base64::Engine;
+                            host_key_known(
+                                &known_hosts,
+                                &host,
+                                &base64::engine::general_purpose::STANDARD.encode(key),
+                            )
+                        });
+                    if known {
+                        Ok(git2::CertificateCheckStatus::CertificateOk)
+                    } else {
+                        unknown.set(true);
+                        Err(git2::Error::from_str("unknown host key"))
+                    }
+                });
+            }
+            let mut options = FetchOptions::new();
+            options.remote_callbacks(callbacks);
+            options.download_tags(git2::AutotagOption::All);
+            let refspecs = [
+                "+refs/heads/*:refs/remotes/origin/*",
+                "+refs/tags/*:refs/tags/*",
+            ];
+            let fetched = remote.fetch(&refspecs, Some(&mut options), None);
+            let _ = remote.disconnect();
+            if let Err(source) = fetched {
+                return Err(if unknown_host.get() {
+                    SourceError::UnknownHostKey { host }
+                } else {
+                    fetch_error(source)
+                });
+            }
+        }
+        let commit = self.resolve(&repo, spec)?;
+        revision(&repo, &spec.reference, commit)
+    }
+
+    fn resolve(&self, repo: &Repository, spec: &SourceSpec) -> Result<Oid, SourceError> {
+        let reference = spec.reference.as_str();
+        let unknown = || SourceError::UnknownReference {
+            url: spec.url.clone(),
+            reference: reference.to_owned(),
+        };
+        let candidates = [
+            format!("refs/remotes/origin/{reference}"),
+            format!("refs/tags/{reference}"),
+        ];
+        for name in &candidates {
+            if let Ok(r) = repo.find_reference(name) {
+                return r.peel_to_commit().map(|c| c.id()).map_err(|_| unknown());
+            }
+        }
+        if reference.len() == 40 && reference.chars().all(|c| c.is_ascii_hexdigit()) {
+            let oid = Oid::from_str(reference).map_err(|_| unknown())?;
+            return repo.find_commit(oid).map(|c| c.id()).map_err(|_| unknown());
+        }
+        Err(unknown())
+    }
+
+    /// The files of `commit` in the cached repository of `url`.
+    pub fn files(&self, url: &str, commit: &str) -> Result<GitFiles, SourceError> {
+        GitFiles::open(&self.path_for(url), commit)
+    }
+}
+
+fn revision(repo: &Repository, reference: &str, oid: Oid) -> Result<Revision, SourceError> {
+    let commit = repo.find_commit(oid).map_err(|source| SourceError::Read {
+        commit: oid.to_string(),
+        source,
+    })?;
+    let author = commit.author();
+    Ok(Revision {
+        reference: reference.to_owned(),
+        commit: oid.to_string(),
+        author: author.name().unwrap_or("").to_owned(),
+        email: author.email().unwrap_or("").to_owned(),
+        time: commit.time().seconds(),
+        message: commit.message().unwrap_or("").to_owned(),
+    })
+}
+
+/// The tree of one commit, readable as [`Files`].
+pub struct GitFiles {
+    repo: Repository,
+    tree: Oid,
+    commit: String,
+}
+
+impl GitFiles {
+    /// Opens `commit` (anything `git rev-parse` takes) in the repository at `path`.
+    pub fn open(path: &Path, commit: &str) -> Result<Self, SourceError> {
+        let read = |source| SourceError::Read {
+            commit: commit.to_owned(),
+            source,
+        };
+        let repo = Repository::open(path).map_err(read)?;
+        let tree = repo
+            .revparse_single(commit)
+            .and_then(|o| o.peel_to_tree())
+            .map_err(read)?
+            .id();
+        Ok(GitFiles {
+            repo,
+            tree,
+            commit: commit.to_owned(),
+        })
+    }
+
+    /// The repository that contains `dir` (for `render --revision`).
+    pub fn discover(dir: &Path, revision: &str) -> Result<(Self, PathBuf), SourceError> {
+        let repo = Repository::discover(dir).map_err(|source| SourceError::Read {
+            commit: revision.to_owned(),
+            source,
+        })?;
+        let root = repo.workdir().unwrap_or_else(|| repo.path()).to_owned();
+        Ok((GitFiles::open(repo.path(), revision)?, root))
+    }
+
+    /// The revision this tree belongs to.
+    pub fn revision(&self, reference: &str) -> Result<Revision, SourceError> {
+        let oid = self
+            .repo
+            .revparse_single(&self.commit)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|source| SourceError::Read {
+                commit: self.commit.clone(),
+                source,
+            })?
+            .id();
+        revision(&self.repo, reference, oid)
+    }
+
+    fn object(&self, path: &str) -> Result<Option<git2::Object<'_>>, RenderError> {
+        let git_error = |e: git2::Error| RenderError::Read {
+            path: path.to_owned(),
+            source: std::io::Error::other(e),
+        };
+        let tree = self.repo.find_tree(self.tree).map_err(git_error)?;
+        if path.is_empty() {
+            return Ok(Some(tree.into_object()));
+        }
+        match tree.get_path(Path::new(path)) {
+            Ok(entry) => entry.to_object(&self.repo).map(Some).map_err(git_error),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(git_error(e)),
+        }
+    }
+}
+
+impl Files for GitFiles {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, RenderError> {
+        Ok(self
+            .object(path)?
+            .and_then(|o| o.into_blob().ok())
+            .map(|b| b.content().to_vec()))
+    }
+
+    fn list(&self, path: &str) -> Result<Option<Vec<Entry>>, RenderError> {
+        let Some(tree) = self.object(path)?.and_then(|o| o.into_tree().ok()) else {
+            return Ok(None);
+        };
+        let mut entries: Vec<Entry> = tree
+            .iter()
+            .map(|e| Entry {
+                name: e.name().unwrap_or("").to_owned(),
+                is_dir: e.kind() == Some(ObjectType::Tree),
+            })
+            .collect();
+        entries.sort();
+        Ok(Some(entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_hosts_matching() {
+        let known = "# comment\ngithub.com ssh-ed25519 AAAAkey1\n[git.example.com]:2222,other ssh-rsa AAAAkey2\n";
+        assert!(host_key_known(known, "github.com", "AAAAkey1"));
+        assert!(!host_key_known(known, "github.com", "AAAAkey2"));
+        assert!(host_key_known(known, "git.example.com", "AAAAkey2"));
+        assert!(!host_key_known(known, "evil.example.com", "AAAAkey1"));
+    }
+
+    #[test]
+    fn hosts_from_urls() {
+        assert_eq!(host_of("https://github.com/acme/app.git"), "github.com");
+        assert_eq!(host_of("ssh://git@github.com/acme/app.git"), "github.com");
+        assert_eq!(host_of("git@github.com:acme/app.git"), "github.com");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        assert_eq!(
+            format!("{:?}", Credentials::Token("s3cr3t".into())),
+            "Token(<redacted>)"
+        );
+    }
+}

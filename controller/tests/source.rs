@@ -1,0 +1,214 @@
+//! The git source against real repositories: a local one over file://, and
+//! one served by a `git daemon` the test starts. Fetch, resolve branches,
+//! tags and commits, read any revision's tree, render it, and fail cleanly
+//! when the remote is gone.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_controller::render::{self, Disk};
+use ferry_controller::source::{Cache, Credentials, SourceError, SourceSpec};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferry-source-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Ada Lovelace")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada Lovelace")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A repository holding this project's environments, one commit on main.
+fn upstream(name: &str) -> PathBuf {
+    let dir = temp_dir(name).join("placement.git");
+    std::fs::create_dir_all(&dir).unwrap();
+    git(&dir, &["init", "-q", "-b", "main"]);
+    copy_dir(&repo_root().join("environments"), &dir.join("environments"));
+    git(&dir, &["add", "."]);
+    git(
+        &dir,
+        &[
+            "commit",
+            "-q",
+            "-m",
+            "environments: first release\n\nwith a body",
+        ],
+    );
+    dir
+}
+
+fn spec(url: &str, reference: &str) -> SourceSpec {
+    SourceSpec {
+        url: url.to_owned(),
+        reference: reference.to_owned(),
+        credentials: Credentials::None,
+    }
+}
+
+#[test]
+fn fetches_resolves_and_renders_any_revision() {
+    let upstream = upstream("local");
+    let url = format!("file://{}", upstream.display());
+    let cache = Cache::new(&temp_dir("local-cache"));
+
+    let first = cache.fetch(&spec(&url, "main")).unwrap();
+    assert_eq!(first.commit, git(&upstream, &["rev-parse", "HEAD"]));
+    assert_eq!(
+        (first.author.as_str(), first.email.as_str()),
+        ("Ada Lovelace", "ada@example.com")
+    );
+    assert_eq!(first.subject(), "environments: first release");
+    assert_eq!(first.id(), format!("main@sha1:{}", first.commit));
+
+    // What is read from the commit renders exactly as the files on disk.
+    let from_git = render::render(
+        &cache.files(&url, &first.commit).unwrap(),
+        "environments/dev",
+    )
+    .unwrap();
+    let from_disk = render::render(&Disk::new(&repo_root()), "environments/dev").unwrap();
+    assert_eq!(render::digest(&from_git), render::digest(&from_disk));
+
+    // A new commit and a tag.
+    let patch = upstream.join("environments/dev/replicas.yaml");
+    let text = std::fs::read_to_string(&patch)
+        .unwrap()
+        .replace("maxReplicas: 4", "maxReplicas: 6");
+    std::fs::write(&patch, text).unwrap();
+    git(&upstream, &["commit", "-q", "-am", "dev: allow 6 replicas"]);
+    git(&upstream, &["tag", "v2"]);
+    let second = cache.fetch(&spec(&url, "main")).unwrap();
+    assert_ne!(second.commit, first.commit);
+    assert_eq!(
+        cache.fetch(&spec(&url, "v2")).unwrap().commit,
+        second.commit
+    );
+    assert_eq!(
+        cache.fetch(&spec(&url, &first.commit)).unwrap().commit,
+        first.commit
+    );
+
+    // Both revisions stay renderable: a rollback renders the old one again.
+    let old = render::render(
+        &cache.files(&url, &first.commit).unwrap(),
+        "environments/dev",
+    )
+    .unwrap();
+    let new = render::render(
+        &cache.files(&url, &second.commit).unwrap(),
+        "environments/dev",
+    )
+    .unwrap();
+    assert_eq!(render::digest(&old), render::digest(&from_disk));
+    assert_ne!(render::digest(&old), render::digest(&new));
+
+    let err = cache.fetch(&spec(&url, "no-such-branch")).unwrap_err();
+    assert!(matches!(err, SourceError::UnknownReference { .. }), "{err}");
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    /// Stops the daemon and the children it forked for connections (its
+    /// process group), which keep its listening socket open otherwise.
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn git_daemon(base: &Path) -> (Daemon, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("git")
+        .args([
+            "daemon",
+            "--reuseaddr",
+            "--listen=127.0.0.1",
+            &format!("--port={port}"),
+            "--export-all",
+        ])
+        .arg(format!("--base-path={}", base.display()))
+        .arg(base)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("git daemon runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "git daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Daemon(child), port)
+}
+
+#[test]
+fn fetches_over_the_git_protocol_and_keeps_the_cache_when_the_remote_is_gone() {
+    let upstream = upstream("daemon");
+    let (daemon, port) = git_daemon(upstream.parent().unwrap());
+    let url = format!("git://127.0.0.1:{port}/placement.git");
+    let cache = Cache::new(&temp_dir("daemon-cache"));
+    let revision = cache.fetch(&spec(&url, "main")).unwrap();
+    assert_eq!(revision.commit, git(&upstream, &["rev-parse", "HEAD"]));
+
+    drop(daemon);
+    let err = cache.fetch(&spec(&url, "main")).unwrap_err();
+    assert!(matches!(err, SourceError::Fetch { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("check the URL, the network and the credentials"),
+        "{err}"
+    );
+    // What was fetched before is still there to render.
+    let objects = render::render(
+        &cache.files(&url, &revision.commit).unwrap(),
+        "environments/prod",
+    )
+    .unwrap();
+    assert_eq!(objects.len(), 5);
+}
