@@ -8,6 +8,9 @@
 //! environments tests and, next, by the controller and the pull-request
 //! review).
 
+pub mod apply;
+pub mod inventory;
+pub mod plan;
 pub mod policy;
 pub mod render;
 pub mod source;

@@ -106,10 +106,25 @@ fn read_text(files: &dyn Files, path: &str, from: &str) -> Result<String, Render
     })
 }
 
+/// Key under which an object's source file rides through the build.
+const ORIGIN: &str = "__ferryOrigin";
+
 /// Renders the kustomization (or plain folder) at `dir`.
 pub fn render(files: &dyn Files, dir: &str) -> Result<Vec<Value>, RenderError> {
+    Ok(render_with_origins(files, dir)?
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect())
+}
+
+/// Renders `dir`, and says for each object the file it came from (the
+/// kustomization, for generated objects), so errors can name it.
+pub fn render_with_origins(
+    files: &dyn Files,
+    dir: &str,
+) -> Result<Vec<(Value, String)>, RenderError> {
     let dir = files::join("", dir)?;
-    let mut objects = build(files, &dir, 0)?;
+    let objects = build(files, &dir, 0)?;
     let mut seen = std::collections::BTreeSet::new();
     for o in &objects {
         if !seen.insert(object_id(o)) {
@@ -119,8 +134,18 @@ pub fn render(files: &dyn Files, dir: &str) -> Result<Vec<Value>, RenderError> {
             });
         }
     }
-    objects.sort_by_key(apply_rank);
-    Ok(objects)
+    let mut out: Vec<(Value, String)> = objects
+        .into_iter()
+        .map(|mut o| {
+            let origin = o
+                .as_object_mut()
+                .and_then(|m| m.remove(ORIGIN))
+                .and_then(|v| v.as_str().map(str::to_owned));
+            (o, origin.unwrap_or_else(|| dir.clone()))
+        })
+        .collect();
+    out.sort_by_key(|(o, _)| apply_rank(o));
+    Ok(out)
 }
 
 /// Apply order: what others depend on first (kustomize's legacy order).
@@ -225,7 +250,10 @@ fn build(files: &dyn Files, dir: &str, depth: usize) -> Result<Vec<Value>, Rende
         if files.list(&path)?.is_some() {
             objects.extend(build(files, &path, depth + 1)?);
         } else {
-            objects.extend(parse_yaml(&read_text(files, &path, &file)?, &path)?);
+            objects.extend(with_origin(
+                parse_yaml(&read_text(files, &path, &file)?, &path)?,
+                &path,
+            ));
         }
     }
     let mut renames = Vec::new();
@@ -234,13 +262,14 @@ fn build(files: &dyn Files, dir: &str, depth: usize) -> Result<Vec<Value>, Rende
         (generator::Kind::Secret, &k.secret_generator),
     ] {
         for g in generators {
-            let object =
+            let mut object =
                 generator::generate(files, dir, &file, kind, g, k.generator_options.as_ref())?;
             renames.push(Rename {
                 kind: transform::kind(&object).to_owned(),
                 from: g.name.clone(),
                 to: name(&object).to_owned(),
             });
+            object[ORIGIN] = Value::String(file.clone());
             objects.push(object);
         }
     }
@@ -287,10 +316,23 @@ fn plain_folder(files: &dyn Files, dir: &str) -> Result<Vec<Value>, RenderError>
             || entry.name.ends_with(".json")
         {
             let path = files::join(dir, &entry.name)?;
-            objects.extend(parse_yaml(&read_text(files, &path, dir)?, &path)?);
+            objects.extend(with_origin(
+                parse_yaml(&read_text(files, &path, dir)?, &path)?,
+                &path,
+            ));
         }
     }
     Ok(objects)
+}
+
+fn with_origin(objects: Vec<Value>, path: &str) -> Vec<Value> {
+    objects
+        .into_iter()
+        .map(|mut o| {
+            o[ORIGIN] = Value::String(path.to_owned());
+            o
+        })
+        .collect()
 }
 
 fn describe(target: &Target) -> String {

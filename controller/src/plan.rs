@@ -1,0 +1,438 @@
+//! Plan: what applying the rendered objects would change, object by
+//! object, found the way `kubectl diff --server-side` finds it: a
+//! server-side dry-run apply of each desired object with ferry's field
+//! manager, compared with the live object, both without the fields the
+//! server owns.
+//!
+//! Guarantees: planning writes nothing to the cluster. Every object is
+//! dry-run, so a plan that returns `Ok` is one the API server accepted
+//! object by object (validation, admission, field ownership); an invalid
+//! object fails the whole plan with its name and the file it came from.
+//! Secret values never appear in a diff.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope, pinned_kind};
+use serde_json::Value;
+
+use crate::inventory::{ObjectRef, orphans};
+
+/// The field manager of every apply.
+pub const FIELD_MANAGER: &str = "ferry";
+
+/// What applying does to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    Create,
+    Update,
+    Unchanged,
+    /// In ferry's inventory, no longer in git: delete (when pruning is on).
+    Prune,
+}
+
+impl Action {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Unchanged => "unchanged",
+            Action::Prune => "prune",
+        }
+    }
+}
+
+/// One object's planned change.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub object: ObjectRef,
+    pub action: Action,
+    /// Unified diff of live and desired (YAML, Secret data redacted).
+    pub diff: String,
+    /// The rendered object (absent for prunes).
+    pub desired: Option<Value>,
+    /// The API server accepted a dry run of it (false only for objects in
+    /// namespaces this plan creates).
+    pub validated: bool,
+}
+
+/// All changes, in the order they would be applied.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(|c| c.action != Action::Unchanged)
+    }
+
+    pub fn count(&self, action: Action) -> usize {
+        self.changes.iter().filter(|c| c.action == action).count()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "the API server does not know {kind} {api_version} (from {origin}); install its CRD or fix apiVersion/kind"
+    )]
+    UnknownKind {
+        api_version: String,
+        kind: String,
+        origin: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{object} (from {origin}) is invalid: {message}")]
+    Invalid {
+        object: ObjectRef,
+        origin: String,
+        message: String,
+    },
+    #[error("failed to read {object} from the cluster")]
+    Read {
+        object: ObjectRef,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl PlanError {
+    /// Whether retrying later can help (a read failed) or a change in git
+    /// is needed (the manifests are invalid).
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, PlanError::Read { .. })
+    }
+}
+
+/// Resolves kinds to API resources, once per kind.
+pub struct Resolver {
+    client: Client,
+    cache: HashMap<(String, String, String), (ApiResource, ApiCapabilities)>,
+}
+
+impl Resolver {
+    pub fn new(client: Client) -> Self {
+        Resolver {
+            client,
+            cache: HashMap::new(),
+        }
+    }
+
+    pub async fn resolve(
+        &mut self,
+        object: &ObjectRef,
+    ) -> Result<(ApiResource, ApiCapabilities), kube::Error> {
+        let key = (
+            object.group.clone(),
+            object.version.clone(),
+            object.kind.clone(),
+        );
+        if let Some(found) = self.cache.get(&key) {
+            return Ok(found.clone());
+        }
+        let gvk = GroupVersionKind::gvk(&object.group, &object.version, &object.kind);
+        let found = pinned_kind(&self.client, &gvk).await?;
+        self.cache.insert(key, found.clone());
+        Ok(found)
+    }
+
+    /// The dynamic API for an object (namespaced or cluster-scoped).
+    pub async fn api(&mut self, object: &ObjectRef) -> Result<Api<DynamicObject>, kube::Error> {
+        let (resource, capabilities) = self.resolve(object).await?;
+        Ok(match (capabilities.scope, &object.namespace) {
+            (Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(self.client.clone(), ns, &resource)
+            }
+            (Scope::Namespaced, None) => {
+                Api::default_namespaced_with(self.client.clone(), &resource)
+            }
+            (Scope::Cluster, _) => Api::all_with(self.client.clone(), &resource),
+        })
+    }
+}
+
+/// Drops what the server owns, so live and desired compare on what git says.
+pub fn normalize(mut object: Value) -> Value {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        for key in [
+            "managedFields",
+            "resourceVersion",
+            "uid",
+            "generation",
+            "creationTimestamp",
+            "selfLink",
+        ] {
+            meta.remove(key);
+        }
+    }
+    if let Some(map) = object.as_object_mut() {
+        map.remove("status");
+    }
+    object
+}
+
+/// Replaces Secret values with markers that show whether a value changed.
+pub fn redact_pair(live: &mut Value, desired: &mut Value) {
+    let is_secret = |v: &Value| v.get("kind").and_then(Value::as_str) == Some("Secret");
+    if !is_secret(live) && !is_secret(desired) {
+        return;
+    }
+    for field in ["data", "stringData"] {
+        let live_values = live
+            .get(field)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(Value::Object(map)) = desired.get_mut(field) {
+            for (key, value) in map.iter_mut() {
+                let same = live_values.get(key) == Some(value);
+                *value = Value::String(
+                    if same {
+                        "<redacted>"
+                    } else {
+                        "<redacted, changed>"
+                    }
+                    .into(),
+                );
+            }
+        }
+        if let Some(Value::Object(map)) = live.get_mut(field) {
+            for value in map.values_mut() {
+                *value = Value::String("<redacted>".into());
+            }
+        }
+    }
+    // The last-applied annotation of client-side apply would carry the values too.
+    for object in [live, desired] {
+        if let Some(Value::Object(a)) = object.pointer_mut("/metadata/annotations") {
+            a.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    }
+}
+
+fn to_yaml(value: &Value) -> String {
+    if value.is_null() {
+        String::new()
+    } else {
+        serde_norway::to_string(value).unwrap_or_default()
+    }
+}
+
+/// A unified diff between two objects' YAML, empty when equal.
+pub fn unified_diff(object: &ObjectRef, live: &Value, desired: &Value) -> String {
+    let (a, b) = (to_yaml(live), to_yaml(desired));
+    if a == b {
+        return String::new();
+    }
+    similar::TextDiff::from_lines(&a, &b)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("live/{object}"), &format!("git/{object}"))
+        .to_string()
+}
+
+/// Plans `desired` (with the file each came from) against the cluster;
+/// objects of `inventory` that left git are planned as prunes.
+///
+/// An object in a namespace that does not exist yet cannot be dry-run;
+/// when the namespace is among the desired objects it is planned as a
+/// create of the rendered object, unvalidated ([`Change::validated`]), so
+/// a diff can show it. Applying validates it after creating namespaces
+/// (see `reconcile`).
+pub async fn plan(
+    resolver: &mut Resolver,
+    desired: &[(Value, String)],
+    inventory: &[ObjectRef],
+) -> Result<Plan, PlanError> {
+    let mut changes = Vec::new();
+    let dry_run = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+    let new_namespaces = missing_namespaces(resolver, desired).await?;
+    for (object, origin) in desired {
+        let id = ObjectRef::of(object);
+        if id.kind != "Namespace"
+            && let Some(ns) = &id.namespace
+            && new_namespaces.contains(ns)
+        {
+            let diff = unified_diff(&id, &Value::Null, &redacted(object));
+            changes.push(Change {
+                object: id,
+                action: Action::Create,
+                diff,
+                desired: Some(object.clone()),
+                validated: false,
+            });
+            continue;
+        }
+        let api = resolver
+            .api(&id)
+            .await
+            .map_err(|source| PlanError::UnknownKind {
+                api_version: id.api_version(),
+                kind: id.kind.clone(),
+                origin: origin.clone(),
+                source,
+            })?;
+        let live = api
+            .get_opt(&id.name)
+            .await
+            .map_err(|source| PlanError::Read {
+                object: id.clone(),
+                source,
+            })?
+            .map(|o| serde_json::to_value(o).unwrap_or_default());
+        let applied = match api.patch(&id.name, &dry_run, &Patch::Apply(object)).await {
+            Ok(applied) => serde_json::to_value(applied).unwrap_or_default(),
+            Err(kube::Error::Api(e)) => {
+                return Err(PlanError::Invalid {
+                    object: id,
+                    origin: origin.clone(),
+                    message: e.message,
+                });
+            }
+            Err(source) => return Err(PlanError::Read { object: id, source }),
+        };
+        let mut after = normalize(applied);
+        let mut before = live.clone().map(normalize).unwrap_or(Value::Null);
+        redact_pair(&mut before, &mut after);
+        let action = match &live {
+            None => Action::Create,
+            Some(_) if before == after => Action::Unchanged,
+            Some(_) => Action::Update,
+        };
+        let diff = unified_diff(&id, &before, &after);
+        changes.push(Change {
+            object: id,
+            action,
+            diff,
+            desired: Some(object.clone()),
+            validated: true,
+        });
+    }
+    let desired_ids: Vec<ObjectRef> = changes.iter().map(|c| c.object.clone()).collect();
+    for gone in orphans(inventory, &desired_ids) {
+        let live = match resolver.api(gone).await {
+            Ok(api) => api.get_opt(&gone.name).await.ok().flatten(),
+            Err(_) => None,
+        };
+        // Already gone: nothing to prune.
+        let Some(live) = live else { continue };
+        let mut before = normalize(serde_json::to_value(live).unwrap_or_default());
+        redact_pair(&mut before, &mut Value::Null);
+        let diff = unified_diff(gone, &before, &Value::Null);
+        changes.push(Change {
+            object: gone.clone(),
+            action: Action::Prune,
+            diff,
+            desired: None,
+            validated: true,
+        });
+    }
+    Ok(Plan { changes })
+}
+
+/// A copy with Secret values redacted, for diffs of new objects.
+fn redacted(object: &Value) -> Value {
+    let mut copy = object.clone();
+    redact_pair(&mut Value::Null, &mut copy);
+    copy
+}
+
+/// Namespaces that desired objects live in, that are created by a desired
+/// Namespace object and do not exist yet.
+async fn missing_namespaces(
+    resolver: &mut Resolver,
+    desired: &[(Value, String)],
+) -> Result<Vec<String>, PlanError> {
+    let mut missing = Vec::new();
+    for (object, _) in desired {
+        let id = ObjectRef::of(object);
+        if id.kind != "Namespace" || !id.group.is_empty() {
+            continue;
+        }
+        let api = resolver.api(&id).await.map_err(|source| PlanError::Read {
+            object: id.clone(),
+            source,
+        })?;
+        if api
+            .get_opt(&id.name)
+            .await
+            .map_err(|source| PlanError::Read {
+                object: id.clone(),
+                source,
+            })?
+            .is_none()
+        {
+            missing.push(id.name.clone());
+        }
+    }
+    Ok(missing)
+}
+
+/// Counts per action, for messages: `2 created, 1 updated, 4 unchanged`.
+pub fn summary(plan: &Plan) -> String {
+    let mut counts: BTreeMap<Action, usize> = BTreeMap::new();
+    for c in &plan.changes {
+        *counts.entry(c.action).or_default() += 1;
+    }
+    let words = |a: Action| match a {
+        Action::Create => "to create",
+        Action::Update => "to update",
+        Action::Unchanged => "unchanged",
+        Action::Prune => "to prune",
+    };
+    counts
+        .iter()
+        .map(|(a, n)| format!("{n} {}", words(*a)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn normalize_drops_server_fields() {
+        let live = json!({"metadata": {"name": "a", "uid": "x", "resourceVersion": "9", "managedFields": [], "labels": {"k": "v"}},
+                          "spec": {"x": 1}, "status": {"ready": true}});
+        assert_eq!(
+            normalize(live),
+            json!({"metadata": {"name": "a", "labels": {"k": "v"}}, "spec": {"x": 1}})
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_but_changes_show() {
+        let mut live = json!({"kind": "Secret", "data": {"a": "MQ==", "b": "Mg=="}});
+        let mut desired = json!({"kind": "Secret", "data": {"a": "MQ==", "b": "Mw=="}});
+        redact_pair(&mut live, &mut desired);
+        assert_eq!(live["data"], json!({"a": "<redacted>", "b": "<redacted>"}));
+        assert_eq!(
+            desired["data"],
+            json!({"a": "<redacted>", "b": "<redacted, changed>"})
+        );
+        let id = ObjectRef::of(
+            &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}),
+        );
+        let diff = unified_diff(&id, &live, &desired);
+        assert!(
+            diff.contains("+  b: <redacted, changed>") && !diff.contains("Mw=="),
+            "{diff}"
+        );
+    }
+
+    #[test]
+    fn equal_objects_have_no_diff() {
+        let id = ObjectRef::of(
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+        );
+        let v = json!({"data": {"a": "1"}});
+        assert_eq!(unified_diff(&id, &v, &v), "");
+        assert!(unified_diff(&id, &v, &json!({"data": {"a": "2"}})).contains("-  a: '1'"));
+    }
+}
