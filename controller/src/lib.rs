@@ -9,8 +9,11 @@
 //! review).
 
 pub mod apply;
+pub mod environment;
 pub mod inventory;
+pub mod metrics;
 pub mod plan;
 pub mod policy;
+pub mod reconcile;
 pub mod render;
 pub mod source;

@@ -1,0 +1,193 @@
+//! The `Environment` custom resource (`ferry.dev/v1alpha1`): where an
+//! environment's manifests live in git, and what ferry last did with them.
+//! The CRD under `environments/controller/crd.yaml` is generated from these
+//! types (`ferry-controller crd`); a test fails when it drifts.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::ObjectRef;
+
+/// Keeps a namespace equal to a path of a git repository.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "ferry.dev",
+    version = "v1alpha1",
+    kind = "Environment",
+    namespaced,
+    status = "EnvironmentStatus",
+    shortname = "env",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.lastAppliedRevision"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentSpec {
+    pub source: GitSource,
+    /// When set, every namespaced object must be in this namespace: a guard
+    /// against an overlay writing into another environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_namespace: Option<String>,
+    /// How often to look at git and the cluster again (`30s`, `5m`, `1h`).
+    #[serde(default = "default_interval")]
+    pub interval: String,
+    /// Delete objects that ferry applied before and that left git.
+    #[serde(default = "default_true")]
+    pub prune: bool,
+    /// Take over fields another field manager owns instead of reporting
+    /// the conflict.
+    #[serde(default)]
+    pub force: bool,
+    /// Stop reconciling (nothing is fetched or applied) while true.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// A path of a git repository at a branch, tag or commit.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSource {
+    /// `https://`, `ssh://` (or `git@host:path`), `git://` or `file://`.
+    pub url: String,
+    /// Branch, tag or full commit id.
+    #[serde(rename = "ref", default = "default_ref")]
+    pub reference: String,
+    /// The environment's directory in the repository, e.g. `environments/dev`.
+    pub path: String,
+    /// A Secret in the Environment's namespace with `token` (HTTPS), or
+    /// `identity` and `known_hosts` (SSH; `passphrase` optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretRef {
+    pub name: String,
+}
+
+/// What ferry observed and did, kstatus-style.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Stalled`, with reasons from [`reason`].
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// `ref@sha1:commit` of the last revision ferry tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempted_revision: Option<String>,
+    /// `ref@sha1:commit` of the last revision applied in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_revision: Option<String>,
+    /// sha256 of the canonical form of what was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifests_digest: Option<String>,
+    /// The objects ferry applied: pruning deletes only from this list.
+    #[serde(default)]
+    pub inventory: Vec<ObjectRef>,
+}
+
+/// Setting or changing this annotation makes the controller reconcile at
+/// once (for example after a push, without waiting for the interval).
+pub const REQUESTED_AT: &str = "ferry.dev/requested-at";
+
+/// Condition types.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const STALLED: &str = "Stalled";
+}
+
+/// Condition reasons, documented for alerting on them.
+pub mod reason {
+    /// The revision was applied (Ready=True).
+    pub const APPLIED: &str = "Applied";
+    /// Work in progress (Reconciling=True).
+    pub const PROGRESSING: &str = "Progressing";
+    /// The repository could not be fetched; nothing changed. Retried with back-off.
+    pub const FETCH_FAILED: &str = "FetchFailed";
+    /// The credentials Secret is missing or incomplete. Waits for it.
+    pub const CREDENTIALS_MISSING: &str = "CredentialsMissing";
+    /// The manifests do not render (Stalled): fix git.
+    pub const RENDER_FAILED: &str = "RenderFailed";
+    /// The API server refused an object in a dry run; nothing was applied (Stalled): fix git.
+    pub const VALIDATION_FAILED: &str = "ValidationFailed";
+    /// An object is outside `spec.targetNamespace` (Stalled): fix git or the Environment.
+    pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
+    /// Another field manager owns fields git sets (Stalled): set `force` or remove them.
+    pub const CONFLICT: &str = "Conflict";
+    /// Applying failed for a reason that may pass (API errors). Retried with back-off.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// `spec.suspend` is true.
+    pub const SUSPENDED: &str = "Suspended";
+}
+
+fn default_interval() -> String {
+    "1m".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_ref() -> String {
+    "main".into()
+}
+
+/// Parses `90s`, `5m`, `1h`, `1h30m` (Go-style durations without
+/// fractions); `None` for anything else.
+pub fn parse_interval(text: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number.parse().ok()?;
+        number.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return None,
+        };
+    }
+    (number.is_empty() && total > 0).then(|| Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_interval("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_interval("5"), None);
+        assert_eq!(parse_interval("0s"), None);
+        assert_eq!(parse_interval("2d"), None);
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let spec: EnvironmentSpec = serde_json::from_value(
+            serde_json::json!({"source": {"url": "file:///r", "path": "environments/dev"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                spec.interval.as_str(),
+                spec.prune,
+                spec.source.reference.as_str()
+            ),
+            ("1m", true, "main")
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! The controller's Prometheus metrics, all named `ferry_*`.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::apply::Applied;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub class: &'static str,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    duration: Histogram,
+    errors: Family<ErrorLabels, Counter>,
+    objects: Family<ActionLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register(
+            "ferry_reconcile_duration_seconds",
+            "Time one reconcile took",
+            duration.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "ferry_reconcile_errors",
+            "Failed reconciles by class (terminal, transient) and reason",
+            errors.clone(),
+        );
+        let objects = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "ferry_objects",
+            "Objects applied, by action (created, updated, pruned)",
+            objects.clone(),
+        );
+        Metrics {
+            registry,
+            duration,
+            errors,
+            objects,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_duration(&self, d: Duration) {
+        self.duration.observe(d.as_secs_f64());
+    }
+
+    pub fn record_error(&self, class: &'static str, reason: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                class,
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn record_applied(&self, applied: &Applied) {
+        for (action, n) in [
+            ("created", applied.created),
+            ("updated", applied.updated),
+            ("pruned", applied.pruned),
+        ] {
+            self.objects
+                .get_or_create(&ActionLabels { action })
+                .inc_by(n as u64);
+        }
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
