@@ -233,9 +233,21 @@ async fn run(
         None => kube::Api::all(client),
     };
     // Fails early, with a message, when the CRD is not installed.
-    environments.list(&kube::api::ListParams::default().limit(1)).await.map_err(|e| {
-        anyhow::anyhow!("failed to list Environments ({e}); install the CRD: kubectl apply -f environments/controller/crd.yaml")
-    })?;
+    environments
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(|e| {
+            let hint = match &e {
+                kube::Error::Api(s) if s.code == 404 => {
+                    "install the CRD: kubectl apply -f environments/controller/crd.yaml"
+                }
+                kube::Error::Api(s) if s.code == 403 => {
+                    "grant the RBAC rules of environments/controller/rbac.yaml"
+                }
+                _ => "check KUBECONFIG and that the API server is reachable",
+            };
+            anyhow::anyhow!("failed to list Environments ({e}); {hint}")
+        })?;
 
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))

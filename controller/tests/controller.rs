@@ -182,15 +182,32 @@ fn keeps_the_namespace_equal_to_git_commit_by_commit() {
             None,
         );
     }
-    k(&[
-        "apply",
-        "--server-side",
-        "-f",
-        repo_root()
-            .join("environments/controller/crd.yaml")
-            .to_str()
-            .unwrap(),
-    ]);
+    // The CRD and the controller's RBAC from its install manifests: the
+    // controller below runs as its service account, so this also shows the
+    // RBAC rules are enough (and the API server refuses anything else).
+    for file in ["crd.yaml", "namespace.yaml", "rbac.yaml"] {
+        let path = repo_root().join("environments/controller").join(file);
+        k(&["apply", "--server-side", "-f", path.to_str().unwrap()]);
+    }
+    wait_until(
+        "the RBAC rules to take effect",
+        Duration::from_secs(30),
+        || {
+            let out = kubectl(
+                &[
+                    "auth",
+                    "can-i",
+                    "list",
+                    "environments.ferry.dev",
+                    "--as",
+                    "system:serviceaccount:ferry-system:ferry-controller",
+                    "-A",
+                ],
+                None,
+            );
+            String::from_utf8_lossy(&out.stdout).trim() == "yes"
+        },
+    );
     k(&["create", "namespace", SYSTEM]);
     k(&["create", "namespace", TARGET]);
     // Something ferry did not create: it must never be touched.
@@ -229,6 +246,10 @@ fn keeps_the_namespace_equal_to_git_commit_by_commit() {
             .arg("--cache-dir")
             .arg(work.join("cache"))
             .env("FERRY_LOG", "info")
+            .env(
+                "KUBE_RS_DEBUG_IMPERSONATE_USER",
+                "system:serviceaccount:ferry-system:ferry-controller",
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(work.join("controller.log")).unwrap())
             .spawn()

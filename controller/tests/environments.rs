@@ -294,3 +294,54 @@ fn dev_runs_on_the_lab_spread_over_both_zones_and_answers_behind_its_load_balanc
     );
     let _ = kubectl(&["delete", "namespace", "placement-dev", "--wait=false"]);
 }
+
+#[test]
+fn the_controller_install_renders_and_passes_the_policy() {
+    let objects = render(&repo().join("environments/controller"));
+    let findings = policy::check(&objects, Tier::Standard);
+    assert!(findings.is_empty(), "{findings:#?}");
+    let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    for kind in [
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "Environment",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
+    }
+}
+
+#[test]
+fn the_controller_install_passes_a_server_side_dry_run_on_the_lab() {
+    if !lab_enabled("the_controller_install_passes_a_server_side_dry_run_on_the_lab") {
+        return;
+    }
+    // The Environments need their CRD, and a dry run creates nothing: install it first.
+    let crd = repo().join("environments/controller/crd.yaml");
+    assert!(
+        kubectl(&["apply", "--server-side", "-f", crd.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let _ = kubectl(&["create", "namespace", "ferry-system"]);
+    let out = kubectl(&[
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "-k",
+        repo().join("environments/controller").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("environment.ferry.dev/prod serverside-applied (server dry run)")
+    );
+}
