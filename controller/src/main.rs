@@ -53,6 +53,19 @@ enum Command {
         #[arg(long, env = "FERRY_WATCH_NAMESPACE")]
         namespace: Option<String>,
     },
+    /// Apply an environment once (render, plan, apply; no pruning), as the
+    /// controller would, and report the time each phase took. For a first
+    /// install or a benchmark; the controller keeps it in sync afterwards.
+    Sync {
+        /// The kustomization directory, e.g. environments/dev.
+        path: PathBuf,
+        /// Apply the files of this revision instead of the working tree.
+        #[arg(long)]
+        revision: Option<String>,
+        /// Take over fields other field managers own.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the Environment CustomResourceDefinition (YAML), generated
     /// from the Rust types: `ferry-controller crd > environments/controller/crd.yaml`.
     Crd,
@@ -149,6 +162,43 @@ fn diff(path: &std::path::Path, revision: Option<&str>) -> anyhow::Result<bool> 
 fn try_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Diff { .. } => unreachable!("handled in main"),
+        Command::Sync {
+            path,
+            revision,
+            force,
+        } => {
+            let started = std::time::Instant::now();
+            let desired = render_path(&path, revision.as_deref())?;
+            let rendered = started.elapsed();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (applied, timings) = runtime.block_on(async {
+                let client = kube::Client::try_default().await?;
+                let mut resolver = Resolver::new(client);
+                anyhow::Ok(
+                    ferry_controller::sync::plan_and_apply(
+                        &mut resolver,
+                        &desired,
+                        &[],
+                        force,
+                        false,
+                    )
+                    .await?,
+                )
+            })?;
+            println!(
+                "{} objects: render {:.1} ms, plan {:.1} ms, apply {:.1} ms; {} created, {} updated, {} unchanged",
+                desired.len(),
+                rendered.as_secs_f64() * 1000.0,
+                timings.plan.as_secs_f64() * 1000.0,
+                timings.apply.as_secs_f64() * 1000.0,
+                applied.created,
+                applied.updated,
+                applied.unchanged
+            );
+            Ok(())
+        }
         Command::Crd => {
             print!("{}", crd_yaml()?);
             Ok(())

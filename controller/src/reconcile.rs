@@ -26,13 +26,14 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::Value;
 
-use crate::apply::{self, Applied, ApplyError};
+use crate::apply::Applied;
 use crate::environment::{Environment, EnvironmentStatus, condition, parse_interval, reason};
 use crate::inventory::ObjectRef;
 use crate::metrics::Metrics;
-use crate::plan::{self, PlanError, Resolver};
+use crate::plan::Resolver;
 use crate::render;
 use crate::source::{Cache, Credentials, Revision, SourceSpec};
+use crate::sync;
 
 /// Wait before retrying a transient failure.
 pub const RETRY: Duration = Duration::from_secs(10);
@@ -344,56 +345,22 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
         .map(|s| s.inventory.clone())
         .unwrap_or_default();
     let mut resolver = Resolver::new(ctx.client.clone());
-    let plan_failed = |e: PlanError| {
-        let class = if e.is_terminal() { Terminal } else { Transient };
-        let reason = if e.is_terminal() {
-            reason::VALIDATION_FAILED
-        } else {
-            reason::APPLY_FAILED
-        };
-        failed(Some(&revision), class, reason, e)
-    };
-    let mut plan = match plan::plan(&mut resolver, &desired, &inventory).await {
-        Ok(p) => p,
-        Err(e) => return plan_failed(e),
-    };
-    let mut staged_created = 0;
-    if plan.changes.iter().any(|c| !c.validated) {
-        // Objects in namespaces that do not exist yet can only be dry-run
-        // once the namespaces do: create those first, then plan again.
-        let namespaces = plan::Plan {
-            changes: plan
-                .changes
-                .iter()
-                .filter(|c| c.object.kind == "Namespace" && c.object.group.is_empty())
-                .cloned()
-                .collect(),
-        };
-        match apply::apply(&mut resolver, &namespaces, spec.force, false).await {
-            Ok(done) => staged_created = done.created,
-            Err(e) => return failed(Some(&revision), Transient, reason::APPLY_FAILED, e),
+    match sync::plan_and_apply(&mut resolver, &desired, &inventory, spec.force, spec.prune).await {
+        Ok((applied, timings)) => {
+            tracing::debug!(
+                plan_ms = timings.plan.as_millis() as u64,
+                apply_ms = timings.apply.as_millis() as u64,
+                "synced"
+            );
+            Outcome::Applied {
+                revision,
+                digest,
+                applied,
+            }
         }
-        plan = match plan::plan(&mut resolver, &desired, &inventory).await {
-            Ok(p) => p,
-            Err(e) => return plan_failed(e),
-        };
-    }
-    match apply::apply(&mut resolver, &plan, spec.force, spec.prune).await {
-        Ok(mut applied) => Outcome::Applied {
-            revision,
-            digest,
-            applied: {
-                applied.created += staged_created;
-                applied
-            },
-        },
         Err(e) => {
-            let (class, reason) = match &e {
-                ApplyError::Conflict { .. } => (Terminal, reason::CONFLICT),
-                ApplyError::Rejected { .. } => (Terminal, reason::VALIDATION_FAILED),
-                ApplyError::Request { .. } => (Transient, reason::APPLY_FAILED),
-            };
-            failed(Some(&revision), class, reason, e)
+            let class = if e.is_terminal() { Terminal } else { Transient };
+            failed(Some(&revision), class, e.reason(), e)
         }
     }
 }

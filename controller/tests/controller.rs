@@ -4,11 +4,11 @@
 //! Runs when FERRY_LAB_TESTS=1 (scripts/test sets it after lab/up); the CRD
 //! drift test runs everywhere.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
+use ferry_lab_testkit::{get, git, k, kubectl, lab_enabled, wait_until};
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -31,87 +31,6 @@ fn the_committed_crd_matches_the_types() {
         String::from_utf8(out.stdout).unwrap() == committed,
         "environments/controller/crd.yaml is stale: run `ferry-controller crd > environments/controller/crd.yaml`"
     );
-}
-
-fn lab_enabled(test: &str) -> bool {
-    let enabled = std::env::var("FERRY_LAB_TESTS").is_ok_and(|v| v == "1");
-    if !enabled {
-        eprintln!("skipped {test}: no lab (scripts/test runs lab/up and sets FERRY_LAB_TESTS=1)");
-    }
-    enabled
-}
-
-fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new("kubectl")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn k(args: &[&str]) -> String {
-    let out = kubectl(args, None);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn get(args: &[&str]) -> Option<Value> {
-    let mut full = vec!["get", "-o", "json"];
-    full.extend_from_slice(args);
-    let out = kubectl(&full, None);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).unwrap())
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Ada Lovelace",
-            "-c",
-            "user.email=ada@example.com",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 struct Controller(Child);

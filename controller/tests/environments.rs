@@ -8,10 +8,11 @@
 //! (scripts/test sets it after lab/up).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use ferry_controller::policy::{self, Rule, Tier};
+use ferry_lab_testkit::{kubectl, lab_enabled, wait_until};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -23,16 +24,8 @@ fn repo() -> PathBuf {
 
 const ENVIRONMENTS: [&str; 2] = ["dev", "prod"];
 
-fn kubectl(args: &[&str]) -> Output {
-    Command::new("kubectl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("kubectl is installed")
-}
-
 fn render(dir: &Path) -> Vec<Value> {
-    let out = kubectl(&["kustomize", dir.to_str().unwrap()]);
+    let out = kubectl(&["kustomize", dir.to_str().unwrap()], None);
     assert!(
         out.status.success(),
         "kubectl kustomize {}: {}",
@@ -138,25 +131,6 @@ fn each_policy_rule_catches_its_bad_overlay() {
     }
 }
 
-fn lab_enabled(test: &str) -> bool {
-    let enabled = std::env::var("FERRY_LAB_TESTS").is_ok_and(|v| v == "1");
-    if !enabled {
-        eprintln!("skipped {test}: no lab (scripts/test runs lab/up and sets FERRY_LAB_TESTS=1)");
-    }
-    enabled
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 #[test]
 fn every_environment_passes_a_server_side_dry_run_on_the_lab() {
     if !lab_enabled("every_environment_passes_a_server_side_dry_run_on_the_lab") {
@@ -165,11 +139,14 @@ fn every_environment_passes_a_server_side_dry_run_on_the_lab() {
     for env in ENVIRONMENTS {
         // A dry run does not create the namespace its other objects need.
         let ns = format!("placement-{env}-dryrun");
-        let _ = kubectl(&["create", "namespace", &ns]);
-        let rendered = kubectl(&[
-            "kustomize",
-            repo().join("environments").join(env).to_str().unwrap(),
-        ]);
+        let _ = kubectl(&["create", "namespace", &ns], None);
+        let rendered = kubectl(
+            &[
+                "kustomize",
+                repo().join("environments").join(env).to_str().unwrap(),
+            ],
+            None,
+        );
         let yaml = String::from_utf8(rendered.stdout)
             .unwrap()
             .replace(&format!("placement-{env}\n"), &format!("{ns}\n"));
@@ -182,7 +159,7 @@ fn every_environment_passes_a_server_side_dry_run_on_the_lab() {
             .unwrap();
         std::io::Write::write_all(&mut child.stdin.take().unwrap(), yaml.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
-        let _ = kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+        let _ = kubectl(&["delete", "namespace", &ns, "--wait=false"], None);
         assert!(
             out.status.success(),
             "{env}: {}",
@@ -220,14 +197,20 @@ fn dev_runs_on_the_lab_spread_over_both_zones_and_answers_behind_its_load_balanc
         .unwrap();
     assert!(status.success());
 
-    let _ = kubectl(&[
-        "delete",
-        "namespace",
-        "placement-dev",
-        "--wait=true",
-        "--timeout=60s",
-    ]);
-    let out = kubectl(&["apply", "--server-side", "-k", dev.to_str().unwrap()]);
+    let _ = kubectl(
+        &[
+            "delete",
+            "namespace",
+            "placement-dev",
+            "--wait=true",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    let out = kubectl(
+        &["apply", "--server-side", "-k", dev.to_str().unwrap()],
+        None,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -239,7 +222,7 @@ fn dev_runs_on_the_lab_spread_over_both_zones_and_answers_behind_its_load_balanc
         "two ready pods in two zones",
         Duration::from_secs(120),
         || {
-            let out = kubectl(&["get", "pods", "-n", "placement-dev", "-o", "json"]);
+            let out = kubectl(&["get", "pods", "-n", "placement-dev", "-o", "json"], None);
             let pods: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             let ready_nodes: Vec<String> = pods["items"]
                 .as_array()
@@ -262,15 +245,18 @@ fn dev_runs_on_the_lab_spread_over_both_zones_and_answers_behind_its_load_balanc
 
     let mut ip = String::new();
     wait_until("the load balancer", Duration::from_secs(30), || {
-        let out = kubectl(&[
-            "get",
-            "service",
-            "-n",
-            "placement-dev",
-            "recruitment-rank-app",
-            "-o",
-            "jsonpath={.status.loadBalancer.ingress[0].ip}",
-        ]);
+        let out = kubectl(
+            &[
+                "get",
+                "service",
+                "-n",
+                "placement-dev",
+                "recruitment-rank-app",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[0].ip}",
+            ],
+            None,
+        );
         ip = String::from_utf8_lossy(&out.stdout).into_owned();
         !ip.is_empty()
     });
@@ -292,7 +278,10 @@ fn dev_runs_on_the_lab_spread_over_both_zones_and_answers_behind_its_load_balanc
         "{answer} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = kubectl(&["delete", "namespace", "placement-dev", "--wait=false"]);
+    let _ = kubectl(
+        &["delete", "namespace", "placement-dev", "--wait=false"],
+        None,
+    );
 }
 
 #[test]
@@ -323,18 +312,24 @@ fn the_controller_install_passes_a_server_side_dry_run_on_the_lab() {
     // The Environments need their CRD, and a dry run creates nothing: install it first.
     let crd = repo().join("environments/controller/crd.yaml");
     assert!(
-        kubectl(&["apply", "--server-side", "-f", crd.to_str().unwrap()])
-            .status
-            .success()
+        kubectl(
+            &["apply", "--server-side", "-f", crd.to_str().unwrap()],
+            None
+        )
+        .status
+        .success()
     );
-    let _ = kubectl(&["create", "namespace", "ferry-system"]);
-    let out = kubectl(&[
-        "apply",
-        "--server-side",
-        "--dry-run=server",
-        "-k",
-        repo().join("environments/controller").to_str().unwrap(),
-    ]);
+    let _ = kubectl(&["create", "namespace", "ferry-system"], None);
+    let out = kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-k",
+            repo().join("environments/controller").to_str().unwrap(),
+        ],
+        None,
+    );
     assert!(
         out.status.success(),
         "{}",

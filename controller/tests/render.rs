@@ -57,7 +57,12 @@ fn assert_same(dir: &str) {
 
 #[test]
 fn every_environment_renders_like_kubectl_kustomize() {
-    for env in ["environments/base", "environments/dev", "environments/prod", "environments/controller"] {
+    for env in [
+        "environments/base",
+        "environments/dev",
+        "environments/prod",
+        "environments/controller",
+    ] {
         assert_same(env);
     }
 }

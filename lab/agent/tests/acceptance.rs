@@ -11,59 +11,22 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use ferry_lab_testkit::{k, kubectl, lab_enabled, wait_until};
 use serde_json::Value;
+
+fn get_json(args: &[&str]) -> Value {
+    ferry_lab_testkit::get(args).unwrap_or_else(|| panic!("kubectl get {args:?} failed"))
+}
 
 /// The image every test deploys: ferry-inference, registered by scripts/test.
 const IMAGE: &str = "ferry-lab-test/inference:1";
 /// An image whose process exits at once.
 const CRASHING_IMAGE: &str = "ferry-lab-test/crash:1";
-
-fn lab_enabled(test: &str) -> bool {
-    let enabled = std::env::var("FERRY_LAB_TESTS").is_ok_and(|v| v == "1");
-    if !enabled {
-        eprintln!("skipped {test}: no lab (scripts/test runs lab/up and sets FERRY_LAB_TESTS=1)");
-    }
-    enabled
-}
-
-fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new("kubectl")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl is installed");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// kubectl that must succeed; returns stdout.
-fn k(args: &[&str]) -> String {
-    let out = kubectl(args, None);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn apply(namespace: &str, yaml: &str) {
     let out = kubectl(
@@ -75,23 +38,6 @@ fn apply(namespace: &str, yaml: &str) {
         "apply: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn get_json(args: &[&str]) -> Value {
-    let mut full = vec!["get", "-o", "json"];
-    full.extend_from_slice(args);
-    serde_json::from_str(&k(&full)).unwrap()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// A namespace for one test, deleted when dropped.

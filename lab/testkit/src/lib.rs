@@ -1,0 +1,97 @@
+//! What every test against the lab needs: whether the lab is there to use,
+//! kubectl with and without input, and waiting for a condition with a
+//! deadline. Tests drive the lab the way a user does, through kubectl.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// True when the lab tests should run (`scripts/test` brings the lab up and
+/// sets FERRY_LAB_TESTS=1). Otherwise says the test was skipped.
+pub fn lab_enabled(test: &str) -> bool {
+    let enabled = std::env::var("FERRY_LAB_TESTS").is_ok_and(|v| v == "1");
+    if !enabled {
+        eprintln!("skipped {test}: no lab (scripts/test runs lab/up and sets FERRY_LAB_TESTS=1)");
+    }
+    enabled
+}
+
+/// Runs kubectl, feeding `stdin` when given.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    if let Some(input) = stdin
+        && let Some(mut pipe) = child.stdin.take()
+    {
+        pipe.write_all(input.as_bytes())
+            .expect("kubectl reads its input");
+    }
+    child.wait_with_output().expect("kubectl runs")
+}
+
+/// kubectl that must succeed; its stdout.
+pub fn k(args: &[&str]) -> String {
+    let out = kubectl(args, None);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kubectl get -o json ARGS`, `None` when it fails (not found).
+pub fn get(args: &[&str]) -> Option<Value> {
+    let mut full = vec!["get", "-o", "json"];
+    full.extend_from_slice(args);
+    let out = kubectl(&full, None);
+    if out.status.success() {
+        serde_json::from_slice(&out.stdout).ok()
+    } else {
+        None
+    }
+}
+
+/// Polls `done` every 250 ms; fails the test after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Runs git in `dir` as a fixed author; its trimmed stdout.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Ada Lovelace",
+            "-c",
+            "user.email=ada@example.com",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git is installed");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
