@@ -77,7 +77,9 @@ pub async fn plan_and_apply(
     }
     let planned = Instant::now();
     let mut applied = apply::apply(resolver, &plan, force, prune).await?;
+    // The namespaces created first show up again as unchanged.
     applied.created += staged_created;
+    applied.unchanged = applied.unchanged.saturating_sub(staged_created);
     let timings = Timings {
         plan: planned - started,
         apply: planned.elapsed(),
