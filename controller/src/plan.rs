@@ -222,16 +222,27 @@ fn to_yaml(value: &Value) -> String {
     }
 }
 
-/// A unified diff between two objects' YAML, empty when equal.
+/// A unified diff between live and desired YAML, empty when equal.
 pub fn unified_diff(object: &ObjectRef, live: &Value, desired: &Value) -> String {
-    let (a, b) = (to_yaml(live), to_yaml(desired));
+    unified_diff_labeled(object, live, desired, "live", "git")
+}
+
+/// A unified diff between two objects' YAML with the given side labels.
+pub fn unified_diff_labeled(
+    object: &ObjectRef,
+    a: &Value,
+    b: &Value,
+    left: &str,
+    right: &str,
+) -> String {
+    let (a, b) = (to_yaml(a), to_yaml(b));
     if a == b {
         return String::new();
     }
     similar::TextDiff::from_lines(&a, &b)
         .unified_diff()
         .context_radius(3)
-        .header(&format!("live/{object}"), &format!("git/{object}"))
+        .header(&format!("{left}/{object}"), &format!("{right}/{object}"))
         .to_string()
 }
 

@@ -1,0 +1,145 @@
+//! What the pipelines tell GitHub: one pull-request comment, found by its
+//! hidden marker and updated in place (never duplicated), and commit
+//! statuses. The API address is configurable (GITHUB_API_URL in Actions,
+//! a local server in tests).
+
+use octocrab::Octocrab;
+use octocrab::models::StatusState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitHubError {
+    #[error("failed to set up the GitHub client for {url}")]
+    Client {
+        url: String,
+        #[source]
+        source: Box<octocrab::Error>,
+    },
+    #[error(
+        "failed to {what} on {repo}; check the token's permissions (pull-requests: write, statuses: write)"
+    )]
+    Request {
+        what: String,
+        repo: String,
+        #[source]
+        source: Box<octocrab::Error>,
+    },
+    #[error("{0:?} is not OWNER/NAME")]
+    Repository(String),
+}
+
+/// A repository on a GitHub API.
+pub struct GitHub {
+    client: Octocrab,
+    owner: String,
+    name: String,
+}
+
+/// What happened to the comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    Created(u64),
+    Updated(u64),
+}
+
+impl GitHub {
+    /// `repository` is `owner/name`; `api_url` e.g. `https://api.github.com`.
+    pub fn new(api_url: &str, token: &str, repository: &str) -> Result<Self, GitHubError> {
+        let (owner, name) = repository
+            .split_once('/')
+            .filter(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/'))
+            .ok_or_else(|| GitHubError::Repository(repository.to_owned()))?;
+        let client_error = |source| GitHubError::Client {
+            url: api_url.to_owned(),
+            source: Box::new(source),
+        };
+        let client = Octocrab::builder()
+            .personal_token(token.to_owned())
+            .base_uri(api_url)
+            .map_err(client_error)?
+            .build()
+            .map_err(client_error)?;
+        Ok(GitHub {
+            client,
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+
+    fn request_error(&self, what: &str) -> impl Fn(octocrab::Error) -> GitHubError + '_ {
+        let what = what.to_owned();
+        move |source| GitHubError::Request {
+            what: what.clone(),
+            repo: format!("{}/{}", self.owner, self.name),
+            source: Box::new(source),
+        }
+    }
+
+    /// Creates the pull request's comment that contains `marker`, or
+    /// updates it if one exists (the first one, if several).
+    pub async fn upsert_comment(
+        &self,
+        pull_request: u64,
+        marker: &str,
+        body: &str,
+    ) -> Result<Upsert, GitHubError> {
+        let issues = self.client.issues(&self.owner, &self.name);
+        let mut page = issues
+            .list_comments(pull_request)
+            .per_page(100)
+            .send()
+            .await
+            .map_err(self.request_error("list the pull request's comments"))?;
+        loop {
+            if let Some(existing) = page
+                .items
+                .iter()
+                .find(|c| c.body.as_deref().is_some_and(|b| b.contains(marker)))
+            {
+                let id = existing.id;
+                issues
+                    .update_comment(id, body)
+                    .await
+                    .map_err(self.request_error("update the comment"))?;
+                return Ok(Upsert::Updated(id.into_inner()));
+            }
+            match self
+                .client
+                .get_page::<octocrab::models::issues::Comment>(&page.next)
+                .await
+                .map_err(self.request_error("list the pull request's comments"))?
+            {
+                Some(next) => page = next,
+                None => break,
+            }
+        }
+        let created = issues
+            .create_comment(pull_request, body)
+            .await
+            .map_err(self.request_error("create the comment"))?;
+        Ok(Upsert::Created(created.id.into_inner()))
+    }
+
+    /// Sets a commit status.
+    pub async fn set_status(
+        &self,
+        sha: &str,
+        state: StatusState,
+        context: &str,
+        description: &str,
+        target_url: Option<&str>,
+    ) -> Result<(), GitHubError> {
+        let repos = self.client.repos(&self.owner, &self.name);
+        let mut builder = repos
+            .create_status(sha.to_owned(), state)
+            .context(context.to_owned())
+            .description(description.chars().take(140).collect::<String>());
+        if let Some(url) = target_url {
+            builder = builder.target(url.to_owned());
+        }
+        builder
+            .send()
+            .await
+            .map_err(self.request_error("set the commit status"))?;
+        Ok(())
+    }
+}

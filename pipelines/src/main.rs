@@ -1,0 +1,382 @@
+//! `ferry-pipelines`: the CI side of ferry. `.github/workflows/` only call it.
+//!
+//! Exit codes: 0 success; 1 a check failed (the gate, or policy findings
+//! with `diff --check-policy`); 2 usage; 3 any other error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use ferry_controller::render::Files;
+use ferry_controller::source::GitFiles;
+use ferry_inference::artifact::{self, Artifact};
+use ferry_inference::forest::ForestParams;
+use ferry_inference::train::Step;
+use ferry_pipelines::github::{GitHub, Upsert};
+use ferry_pipelines::{bump, gate, review};
+
+#[derive(Parser)]
+#[command(
+    name = "ferry-pipelines",
+    version,
+    about = "Train and gate the model, bump image tags, review environment changes, report to GitHub, promote.",
+    after_help = "Exit codes: 0 success, 1 a check failed (gate, policy), 2 usage error, 3 other error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum State {
+    Pending,
+    Success,
+    Failure,
+    Error,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the model (deterministic) and write the artifact and a model card.
+    Train {
+        #[arg(long, default_value = "inference/data/Train_Data.csv")]
+        data: PathBuf,
+        #[arg(long, default_value = "inference/model/placement.json")]
+        out: PathBuf,
+        /// Where to write the model card (Markdown).
+        #[arg(long)]
+        card: Option<PathBuf>,
+        #[arg(long, default_value_t = ForestParams::default().seed)]
+        seed: u64,
+    },
+    /// Check a model against the committed thresholds and the released
+    /// model (no metric worse by more than the tolerance). Exit 1 says
+    /// which metric failed by how much.
+    Gate {
+        /// The new artifact.
+        #[arg(long, default_value = "inference/model/placement.json")]
+        model: PathBuf,
+        /// The released model's artifact at a git revision (e.g. origin/main).
+        #[arg(long)]
+        released_rev: Option<String>,
+        /// Or the released artifact as a file.
+        #[arg(long, conflicts_with = "released_rev")]
+        released: Option<PathBuf>,
+        #[arg(long, default_value = "inference/model/gate.json")]
+        thresholds: PathBuf,
+    },
+    /// Point environments/ENV at a new image tag (and digest), changing
+    /// nothing else in its kustomization.yaml. Running it twice changes
+    /// nothing the second time.
+    Bump {
+        #[arg(long)]
+        env: String,
+        /// The image's name in the kustomization's `images:` list.
+        #[arg(long)]
+        image: String,
+        #[arg(long)]
+        tag: String,
+        /// sha256:... (without it, an existing digest is removed).
+        #[arg(long)]
+        digest: Option<String>,
+    },
+    /// Render every environment at two revisions with the controller's
+    /// renderer and print the review as Markdown (one GitHub comment).
+    Diff {
+        #[arg(long)]
+        base: String,
+        #[arg(long)]
+        head: String,
+        /// Write the Markdown here instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Exit 1 when the head has policy findings or does not render.
+        #[arg(long)]
+        check_policy: bool,
+    },
+    /// Create or update the pull request's review comment (found by its
+    /// hidden marker). GITHUB_TOKEN, GITHUB_REPOSITORY, GITHUB_API_URL.
+    Comment {
+        #[arg(long)]
+        pr: u64,
+        #[arg(long)]
+        body_file: PathBuf,
+        #[command(flatten)]
+        github: GitHubArgs,
+    },
+    /// Set a commit status.
+    Status {
+        #[arg(long)]
+        sha: String,
+        #[arg(long, value_enum)]
+        state: State,
+        #[arg(long)]
+        context: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long)]
+        target_url: Option<String>,
+        #[command(flatten)]
+        github: GitHubArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct GitHubArgs {
+    #[arg(long, env = "GITHUB_REPOSITORY")]
+    repo: String,
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    api_url: String,
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+/// A failed check (exit 1), as opposed to an error (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct CheckFailed(String);
+
+fn main() -> ExitCode {
+    match try_main(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<CheckFailed>().is_some() => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn read_artifact_at(rev: &str, path: &str) -> anyhow::Result<Option<Artifact>> {
+    let (files, root) = GitFiles::discover(&std::env::current_dir()?, rev)?;
+    let cwd = std::env::current_dir()?;
+    let relative = cwd.join(path);
+    let relative = relative.strip_prefix(&root).unwrap_or(Path::new(path));
+    match files.read(&relative.to_string_lossy())? {
+        Some(bytes) => Ok(Some(
+            Artifact::from_bytes(&bytes).with_context(|| format!("the model at {rev}"))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+fn model_changes(base: &str, head: &str) -> anyhow::Result<Option<String>> {
+    let path = "inference/model/placement.json";
+    let (old, new) = (read_artifact_at(base, path)?, read_artifact_at(head, path)?);
+    let (Some(old), Some(new)) = (old, new) else {
+        return Ok(None);
+    };
+    if old.sha256 == new.sha256 {
+        return Ok(None);
+    }
+    let (before, after) = (gate::metrics(&old.model), gate::metrics(&new.model));
+    let mut text = format!(
+        "**Model** `{}` → `{}` (training data `{}` → `{}`)\n\n| metric | before | after |\n|---|---|---|\n",
+        old.model.version,
+        new.model.version,
+        &old.model.training_data.sha256[..12],
+        &new.model.training_data.sha256[..12]
+    );
+    for (name, value) in &after {
+        text.push_str(&format!(
+            "| {name} | {:.4} | {value:.4} |\n",
+            before.get(name).copied().unwrap_or(f64::NAN)
+        ));
+    }
+    Ok(Some(text))
+}
+
+fn try_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train {
+            data,
+            out,
+            card,
+            seed,
+        } => {
+            let csv = ferry_inference::data::read(&data)?;
+            let params = ForestParams {
+                seed,
+                ..ForestParams::default()
+            };
+            let artifact = ferry_inference::train::train(&csv, &params, &mut |step| match step {
+                Step::Fold { protocol, fold, of } => eprintln!("[{protocol} cv] fold {fold}/{of}"),
+                Step::Final => eprintln!("fitting the final forest"),
+            })?;
+            artifact.write(&out)?;
+            eprintln!(
+                "wrote {} (version {}, sha256 {})",
+                out.display(),
+                artifact.model.version,
+                artifact.sha256
+            );
+            if let Some(card) = card {
+                std::fs::write(&card, gate::model_card(&artifact.model, &artifact.sha256))
+                    .with_context(|| format!("failed to write {}", card.display()))?;
+            }
+            Ok(())
+        }
+        Command::Gate {
+            model,
+            released_rev,
+            released,
+            thresholds,
+        } => {
+            let new = artifact::load(&model)?;
+            let text = std::fs::read_to_string(&thresholds)
+                .with_context(|| format!("failed to read {}", thresholds.display()))?;
+            let thresholds: gate::Thresholds = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a gate file", thresholds.display()))?;
+            let baseline = match (released_rev, released) {
+                (Some(rev), _) => read_artifact_at(&rev, &model.to_string_lossy())?,
+                (None, Some(path)) => Some(artifact::load(&path)?),
+                (None, None) => None,
+            };
+            let failures =
+                gate::check(&new.model, baseline.as_ref().map(|a| &a.model), &thresholds);
+            if failures.is_empty() {
+                eprintln!("gate open: {} {}", new.model.name, new.model.version);
+                Ok(())
+            } else {
+                let lines: Vec<String> =
+                    failures.into_iter().map(|f| format!("  {}", f.0)).collect();
+                Err(CheckFailed(format!(
+                    "gate closed for {}:\n{}",
+                    new.model.version,
+                    lines.join("\n")
+                ))
+                .into())
+            }
+        }
+        Command::Bump {
+            env,
+            image,
+            tag,
+            digest,
+        } => {
+            let file = PathBuf::from("environments")
+                .join(&env)
+                .join("kustomization.yaml");
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("failed to read {}", file.display()))?;
+            let bumped = bump::bump(
+                &text,
+                &file.to_string_lossy(),
+                &image,
+                &tag,
+                digest.as_deref(),
+            )?;
+            if bumped == text {
+                eprintln!("{} already points at {image}:{tag}", file.display());
+            } else {
+                std::fs::write(&file, bumped)
+                    .with_context(|| format!("failed to write {}", file.display()))?;
+                eprintln!(
+                    "{}: {image} -> {tag}{}",
+                    file.display(),
+                    digest.map(|d| format!("@{d}")).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::Diff {
+            base,
+            head,
+            output,
+            check_policy,
+        } => {
+            let cwd = std::env::current_dir()?;
+            let (base_files, _) = GitFiles::discover(&cwd, &base)?;
+            let (head_files, _) = GitFiles::discover(&cwd, &head)?;
+            let mut names = review::environments(&head_files);
+            for n in review::environments(&base_files) {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+            let reviews: Vec<_> = names
+                .iter()
+                .map(|env| {
+                    eprintln!("rendering environments/{env} at {base} and {head}");
+                    review::review(&base_files, &head_files, env)
+                })
+                .collect();
+            let model = model_changes(&base, &head)?;
+            let text = review::markdown(&reviews, model.as_deref(), review::COMMENT_LIMIT);
+            match output {
+                Some(path) => std::fs::write(&path, &text)
+                    .with_context(|| format!("failed to write {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            let failing: Vec<String> = reviews
+                .iter()
+                .filter(|r| r.error.is_some() || !r.findings.is_empty())
+                .map(|r| r.name.clone())
+                .collect();
+            if check_policy && !failing.is_empty() {
+                return Err(CheckFailed(format!(
+                    "policy findings or render errors in: {}",
+                    failing.join(", ")
+                ))
+                .into());
+            }
+            Ok(())
+        }
+        Command::Comment {
+            pr,
+            body_file,
+            github,
+        } => {
+            let body = std::fs::read_to_string(&body_file)
+                .with_context(|| format!("failed to read {}", body_file.display()))?;
+            let body = if body.contains(review::MARKER) {
+                body
+            } else {
+                format!("{}\n{body}", review::MARKER)
+            };
+            // The client needs a runtime around it from the start.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let upserted = runtime.block_on(async {
+                let client = GitHub::new(&github.api_url, &github.token, &github.repo)?;
+                client.upsert_comment(pr, review::MARKER, &body).await
+            })?;
+            match upserted {
+                Upsert::Created(id) => eprintln!("created comment {id} on #{pr}"),
+                Upsert::Updated(id) => eprintln!("updated comment {id} on #{pr}"),
+            }
+            Ok(())
+        }
+        Command::Status {
+            sha,
+            state,
+            context,
+            description,
+            target_url,
+            github,
+        } => {
+            let state = match state {
+                State::Pending => octocrab::models::StatusState::Pending,
+                State::Success => octocrab::models::StatusState::Success,
+                State::Failure => octocrab::models::StatusState::Failure,
+                State::Error => octocrab::models::StatusState::Error,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let client = GitHub::new(&github.api_url, &github.token, &github.repo)?;
+                client
+                    .set_status(&sha, state, &context, &description, target_url.as_deref())
+                    .await
+            })?;
+            eprintln!("status {context} set on {sha}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! The pipelines end to end, as CI runs them: in a temporary git repository
+//! a model change is trained, gated and bumped, and `diff` shows exactly the
+//! tag change and the metric change; a bad bump and a failing gate fail
+//! with their reasons; the review comment is created once and then updated
+//! (never duplicated), and commit statuses are set, against a local server
+//! that records what GitHub would have been asked.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use ferry_lab_testkit::git;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferry-pipelines");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn pipelines(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A repository with this project's data, model and environments.
+fn workspace(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferry-pipelines-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for part in ["inference/data", "inference/model", "environments"] {
+        copy_dir(&repo_root().join(part), &dir.join(part));
+    }
+    git(&dir, &["init", "-q", "-b", "main"]);
+    git(&dir, &["add", "."]);
+    git(&dir, &["commit", "-q", "-m", "base"]);
+    dir
+}
+
+#[test]
+fn a_model_change_is_trained_gated_bumped_and_reviewed() {
+    let dir = workspace("release");
+    // The model change: the last 20 training rows are dropped.
+    let data = dir.join("inference/data/Train_Data.csv");
+    let text = std::fs::read_to_string(&data).unwrap();
+    let kept: Vec<&str> = text.lines().collect();
+    std::fs::write(&data, kept[..kept.len() - 20].join("\n") + "\n").unwrap();
+
+    let out = pipelines(&dir, &["train", "--card", "model-card.md"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let model: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("inference/model/placement.json")).unwrap())
+            .unwrap();
+    let version = model["model"]["version"].as_str().unwrap().to_owned();
+    assert_eq!(model["model"]["training_data"]["rows"], 650);
+    assert!(
+        std::fs::read_to_string(dir.join("model-card.md"))
+            .unwrap()
+            .contains(&version)
+    );
+
+    let out = pipelines(&dir, &["gate", "--released-rev", "HEAD"], &[]);
+    assert!(
+        out.status.success(),
+        "the gate closed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let tag = format!("0.1.0-{version}");
+    let bump = [
+        "bump",
+        "--env",
+        "dev",
+        "--image",
+        "ghcr.io/ferry-dev/placement",
+        "--tag",
+        &tag,
+    ];
+    assert!(pipelines(&dir, &bump, &[]).status.success());
+    let once = std::fs::read(dir.join("environments/dev/kustomization.yaml")).unwrap();
+    assert!(pipelines(&dir, &bump, &[]).status.success());
+    assert_eq!(
+        std::fs::read(dir.join("environments/dev/kustomization.yaml")).unwrap(),
+        once,
+        "a second bump changed the file"
+    );
+    let changed = git(&dir, &["diff", "--numstat", "--", "environments"]);
+    assert_eq!(
+        changed, "1\t1\tenvironments/dev/kustomization.yaml",
+        "the bump changed more than the tag line"
+    );
+    std::fs::remove_file(dir.join("model-card.md")).unwrap();
+    git(
+        &dir,
+        &["commit", "-q", "-am", "release the retrained model"],
+    );
+
+    let out = pipelines(
+        &dir,
+        &[
+            "diff",
+            "--base",
+            "HEAD~1",
+            "--head",
+            "HEAD",
+            "--check-policy",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let review = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        review.contains("### `dev`: 1 object(s) changed"),
+        "{review}"
+    );
+    assert!(
+        review.contains("### `prod`: no changes")
+            && review.contains("### `controller`: no changes"),
+        "{review}"
+    );
+    assert!(
+        review.contains(&format!(
+            "`ghcr.io/ferry-dev/placement:0.1.0-ab4e228d77a7` → `ghcr.io/ferry-dev/placement:{tag}`"
+        )),
+        "{review}"
+    );
+    assert!(
+        review.contains(&format!("**Model** `ab4e228d77a7` → `{version}`")),
+        "{review}"
+    );
+    assert!(
+        review.contains("| cv_unshuffled_accuracy | 0.9597 |"),
+        "{review}"
+    );
+    // Exactly one line of the Deployment changed, in the diffs.
+    let mut in_diff = false;
+    let mut diff_lines = Vec::new();
+    for line in review.lines() {
+        match line {
+            "```diff" => in_diff = true,
+            "```" => in_diff = false,
+            l if in_diff
+                && (l.starts_with('+') || l.starts_with('-'))
+                && !l.starts_with("+++")
+                && !l.starts_with("---") =>
+            {
+                diff_lines.push(l)
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(diff_lines.len(), 2, "{diff_lines:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_bad_bump_and_a_failing_gate_say_why() {
+    let dir = workspace("failures");
+    let out = pipelines(
+        &dir,
+        &[
+            "bump",
+            "--env",
+            "dev",
+            "--image",
+            "ghcr.io/acme/unknown",
+            "--tag",
+            "1",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("has no `images:` entry named ghcr.io/acme/unknown; the entries are: ghcr.io/ferry-dev/placement"), "{stderr}");
+    let out = pipelines(
+        &dir,
+        &["bump", "--env", "staging", "--image", "x", "--tag", "1"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(3));
+
+    std::fs::write(
+        dir.join("strict.json"),
+        r#"{"minimum": {"cv_stratified_accuracy": 0.99}, "max_regression": 0.0}"#,
+    )
+    .unwrap();
+    let out = pipelines(&dir, &["gate", "--thresholds", "strict.json"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cv_stratified_accuracy is 0.9537, below the minimum 0.9900 by 0.0363"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// What the fake GitHub holds and was asked.
+#[derive(Default)]
+struct FakeGitHub {
+    comments: Vec<(u64, String)>,
+    requests: Vec<String>,
+    statuses: Vec<Value>,
+}
+
+type Shared = Arc<Mutex<FakeGitHub>>;
+
+fn user() -> Value {
+    let url = "https://api.github.test/users/ferry-bot";
+    json!({"login": "ferry-bot", "id": 1, "node_id": "U1", "avatar_url": url, "gravatar_id": "", "url": url,
+           "html_url": url, "followers_url": url, "following_url": url, "gists_url": url, "starred_url": url,
+           "subscriptions_url": url, "organizations_url": url, "repos_url": url, "events_url": url,
+           "received_events_url": url, "type": "Bot", "site_admin": false})
+}
+
+fn comment(id: u64, body: &str) -> Value {
+    let url = format!("https://api.github.test/repos/acme/placement/issues/comments/{id}");
+    json!({"id": id, "node_id": format!("C{id}"), "url": url, "html_url": url, "body": body,
+           "user": user(), "created_at": "2026-11-27T00:00:00Z"})
+}
+
+async fn list(
+    State(s): State<Shared>,
+    UrlPath((_, _, pr)): UrlPath<(String, String, u64)>,
+) -> Json<Value> {
+    let mut s = s.lock().unwrap();
+    s.requests.push(format!("GET comments of #{pr}"));
+    Json(Value::Array(
+        s.comments.iter().map(|(id, b)| comment(*id, b)).collect(),
+    ))
+}
+
+async fn create(
+    State(s): State<Shared>,
+    UrlPath((_, _, pr)): UrlPath<(String, String, u64)>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let mut s = s.lock().unwrap();
+    s.requests.push(format!("POST comment on #{pr}"));
+    let id = 100 + s.comments.len() as u64;
+    let text = body["body"].as_str().unwrap_or("").to_owned();
+    s.comments.push((id, text.clone()));
+    Json(comment(id, &text))
+}
+
+async fn update(
+    State(s): State<Shared>,
+    UrlPath((_, _, id)): UrlPath<(String, String, u64)>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let mut s = s.lock().unwrap();
+    s.requests.push(format!("update comment {id}"));
+    let text = body["body"].as_str().unwrap_or("").to_owned();
+    if let Some(c) = s.comments.iter_mut().find(|(i, _)| *i == id) {
+        c.1 = text.clone();
+    }
+    Json(comment(id, &text))
+}
+
+async fn status(
+    State(s): State<Shared>,
+    UrlPath((_, _, sha)): UrlPath<(String, String, String)>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let mut s = s.lock().unwrap();
+    s.requests.push(format!("POST status on {sha}"));
+    s.statuses.push(body.clone());
+    Json(
+        json!({"state": body["state"], "context": body["context"], "description": body["description"]}),
+    )
+}
+
+fn fake_github() -> (SocketAddr, Shared) {
+    let state: Shared = Arc::default();
+    let app = Router::new()
+        .route(
+            "/repos/{owner}/{repo}/issues/{pr}/comments",
+            get(list).post(create),
+        )
+        // GitHub documents PATCH; octocrab sends POST, which GitHub accepts too.
+        .route(
+            "/repos/{owner}/{repo}/issues/comments/{id}",
+            patch(update).post(update),
+        )
+        .route("/repos/{owner}/{repo}/statuses/{sha}", post(status))
+        .with_state(state.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (addr, state)
+}
+
+#[test]
+fn the_review_comment_is_created_once_then_updated_and_statuses_are_set() {
+    let (addr, state) = fake_github();
+    state
+        .lock()
+        .unwrap()
+        .comments
+        .push((7, "LGTM from a human".into()));
+    let dir = std::env::temp_dir().join(format!("ferry-pipelines-comment-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let env = [
+        ("GITHUB_API_URL", format!("http://{addr}")),
+        ("GITHUB_TOKEN", "test-token".to_owned()),
+        ("GITHUB_REPOSITORY", "acme/placement".to_owned()),
+    ];
+    for body in ["first review", "second review"] {
+        std::fs::write(dir.join("review.md"), body).unwrap();
+        let out = pipelines(
+            &dir,
+            &["comment", "--pr", "12", "--body-file", "review.md"],
+            &env,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = pipelines(
+        &dir,
+        &[
+            "status",
+            "--sha",
+            "abc123",
+            "--state",
+            "failure",
+            "--context",
+            "ferry/policy",
+            "--description",
+            "2 findings",
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let s = state.lock().unwrap();
+    assert_eq!(
+        s.requests,
+        [
+            "GET comments of #12",
+            "POST comment on #12",
+            "GET comments of #12",
+            "update comment 101",
+            "POST status on abc123"
+        ]
+    );
+    assert_eq!(
+        s.comments.len(),
+        2,
+        "the human's comment and ours, nothing more"
+    );
+    assert_eq!(s.comments[0], (7, "LGTM from a human".to_owned()));
+    assert!(
+        s.comments[1]
+            .1
+            .starts_with("<!-- ferry:environment-diff -->")
+            && s.comments[1].1.ends_with("second review")
+    );
+    assert_eq!(s.statuses[0]["state"], "failure");
+    assert_eq!(s.statuses[0]["context"], "ferry/policy");
+    let _ = std::fs::remove_dir_all(dir);
+}
