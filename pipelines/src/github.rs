@@ -119,6 +119,29 @@ impl GitHub {
         Ok(Upsert::Created(created.id.into_inner()))
     }
 
+    /// Opens a pull request from `head` into `base`; returns its number
+    /// and address.
+    pub async fn open_pull_request(
+        &self,
+        title: &str,
+        head: &str,
+        base: &str,
+        body: &str,
+    ) -> Result<(u64, String), GitHubError> {
+        let route = format!("/repos/{}/{}/pulls", self.owner, self.name);
+        let request =
+            serde_json::json!({ "title": title, "head": head, "base": base, "body": body });
+        let created: serde_json::Value = self
+            .client
+            .post(route, Some(&request))
+            .await
+            .map_err(self.request_error("open the pull request"))?;
+        Ok((
+            created["number"].as_u64().unwrap_or(0),
+            created["html_url"].as_str().unwrap_or("").to_owned(),
+        ))
+    }
+
     /// Sets a commit status.
     pub async fn set_status(
         &self,

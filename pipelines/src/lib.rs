@@ -5,4 +5,5 @@
 pub mod bump;
 pub mod gate;
 pub mod github;
+pub mod promote;
 pub mod review;

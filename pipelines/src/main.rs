@@ -105,6 +105,26 @@ enum Command {
         #[command(flatten)]
         github: GitHubArgs,
     },
+    /// Promote the image an environment runs (by digest) to another: a
+    /// branch with the change is pushed to origin and a pull request opened
+    /// (GITHUB_TOKEN, GITHUB_REPOSITORY, GITHUB_API_URL).
+    Promote {
+        #[arg(long, default_value = "dev")]
+        from: String,
+        #[arg(long, default_value = "prod")]
+        to: String,
+        /// The image to promote, when the environment has several.
+        #[arg(long)]
+        image: Option<String>,
+        /// The branch the pull request goes into.
+        #[arg(long, default_value = "main")]
+        base: String,
+        /// Only write the change to the working tree: no branch, push or pull request.
+        #[arg(long)]
+        local: bool,
+        #[command(flatten)]
+        github: GitHubArgs,
+    },
     /// Set a commit status.
     Status {
         #[arg(long)]
@@ -124,12 +144,99 @@ enum Command {
 
 #[derive(clap::Args)]
 struct GitHubArgs {
-    #[arg(long, env = "GITHUB_REPOSITORY")]
+    #[arg(long, env = "GITHUB_REPOSITORY", default_value = "")]
     repo: String,
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     api_url: String,
-    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true, default_value = "")]
     token: String,
+}
+
+fn run_git(args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .output()
+        .context("failed to run git")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "git {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn promote(
+    from: &str,
+    to: &str,
+    image: Option<&str>,
+    base: &str,
+    local: bool,
+    github: &GitHubArgs,
+) -> anyhow::Result<()> {
+    use ferry_pipelines::promote as p;
+    let file = |env: &str| {
+        PathBuf::from("environments")
+            .join(env)
+            .join("kustomization.yaml")
+    };
+    let (from_file, to_file) = (file(from), file(to));
+    let read = |f: &Path| {
+        std::fs::read_to_string(f).with_context(|| format!("failed to read {}", f.display()))
+    };
+    let reference = p::image_of(&read(&from_file)?, &from_file.to_string_lossy(), image)?;
+    let current = read(&to_file)?;
+    let promoted = p::promote(&current, &to_file.to_string_lossy(), &reference)?;
+    let what = format!("{}:{}@{}", reference.name, reference.tag, reference.digest);
+    if promoted == current {
+        eprintln!("{to} already runs {what}");
+        return Ok(());
+    }
+    if local {
+        std::fs::write(&to_file, promoted)?;
+        eprintln!("{}: now {what}", to_file.display());
+        return Ok(());
+    }
+    anyhow::ensure!(
+        !github.token.is_empty() && !github.repo.is_empty(),
+        "set GITHUB_TOKEN and GITHUB_REPOSITORY (or --local)"
+    );
+    let short: String = reference
+        .digest
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect();
+    let branch = format!("promote/{from}-to-{to}-{short}");
+    let original = run_git(&["rev-parse", "--abbrev-ref", "HEAD"])?;
+    run_git(&["switch", "-c", &branch])?;
+    std::fs::write(&to_file, promoted)?;
+    let title = format!(
+        "{to}: promote {} {} from {from}",
+        reference.name, reference.tag
+    );
+    run_git(&[
+        "commit",
+        "-q",
+        "-m",
+        &title,
+        "--",
+        &to_file.to_string_lossy(),
+    ])?;
+    run_git(&["push", "-q", "origin", &branch])?;
+    run_git(&["switch", "-q", &original])?;
+    let body = format!(
+        "Promotes `{what}` from `{from}` to `{to}`: the image `{from}` runs, pinned by digest.\n\nOpened by `ferry-pipelines promote`."
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (number, url) = runtime.block_on(async {
+        let client = GitHub::new(&github.api_url, &github.token, &github.repo)?;
+        client.open_pull_request(&title, &branch, base, &body).await
+    })?;
+    eprintln!("opened #{number} {url}: {title}");
+    Ok(())
 }
 
 /// A failed check (exit 1), as opposed to an error (exit 3).
@@ -352,6 +459,14 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Promote {
+            from,
+            to,
+            image,
+            base,
+            local,
+            github,
+        } => promote(&from, &to, image.as_deref(), &base, local, &github),
         Command::Status {
             sha,
             state,

@@ -300,6 +300,17 @@ async fn status(
     )
 }
 
+async fn pull(State(s): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
+    let mut s = s.lock().unwrap();
+    s.requests.push(format!(
+        "POST pull {} -> {}",
+        body["head"].as_str().unwrap_or(""),
+        body["base"].as_str().unwrap_or("")
+    ));
+    s.statuses.push(body);
+    Json(json!({"number": 42, "html_url": "https://github.test/acme/placement/pull/42"}))
+}
+
 fn fake_github() -> (SocketAddr, Shared) {
     let state: Shared = Arc::default();
     let app = Router::new()
@@ -313,6 +324,7 @@ fn fake_github() -> (SocketAddr, Shared) {
             patch(update).post(update),
         )
         .route("/repos/{owner}/{repo}/statuses/{sha}", post(status))
+        .route("/repos/{owner}/{repo}/pulls", post(pull))
         .with_state(state.clone());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -405,4 +417,93 @@ fn the_review_comment_is_created_once_then_updated_and_statuses_are_set() {
     assert_eq!(s.statuses[0]["state"], "failure");
     assert_eq!(s.statuses[0]["context"], "ferry/policy");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn promote_opens_a_pull_request_that_pins_prod_to_devs_digest() {
+    let (addr, state) = fake_github();
+    let dir = workspace("promote");
+    let origin = dir.with_extension("origin.git");
+    let _ = std::fs::remove_dir_all(&origin);
+    git(
+        dir.parent().unwrap(),
+        &["init", "-q", "--bare", origin.to_str().unwrap()],
+    );
+    git(&dir, &["remote", "add", "origin", origin.to_str().unwrap()]);
+    git(&dir, &["push", "-q", "origin", "main"]);
+    let env = [
+        ("GITHUB_API_URL", format!("http://{addr}")),
+        ("GITHUB_TOKEN", "test-token".to_owned()),
+        ("GITHUB_REPOSITORY", "acme/placement".to_owned()),
+    ];
+    // dev runs by tag only: nothing to promote by digest.
+    let out = pipelines(&dir, &["promote"], &env);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not pinned by digest"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The release pipeline pins dev; then promote.
+    let digest = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+    let bump = [
+        "bump",
+        "--env",
+        "dev",
+        "--image",
+        "ghcr.io/ferry-dev/placement",
+        "--tag",
+        "0.2.0-abc",
+        "--digest",
+        digest,
+    ];
+    assert!(pipelines(&dir, &bump, &[]).status.success());
+    git(&dir, &["commit", "-q", "-am", "release 0.2.0-abc"]);
+    let out = pipelines(&dir, &["promote"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let branch = "promote/dev-to-prod-333333333333";
+    let prod = git(
+        &dir,
+        &[
+            "--git-dir",
+            origin.to_str().unwrap(),
+            "show",
+            &format!("{branch}:environments/prod/kustomization.yaml"),
+        ],
+    );
+    assert!(
+        prod.contains("newTag: 0.2.0-abc") && prod.contains(&format!("digest: {digest}")),
+        "{prod}"
+    );
+    assert_eq!(
+        git(&dir, &["rev-parse", "--abbrev-ref", "HEAD"]),
+        "main",
+        "left the checkout on its branch"
+    );
+    let changed = git(
+        &dir,
+        &[
+            "--git-dir",
+            origin.to_str().unwrap(),
+            "diff",
+            "--numstat",
+            &format!("{branch}~1"),
+            branch,
+        ],
+    );
+    assert_eq!(changed, "2\t2\tenvironments/prod/kustomization.yaml");
+    let s = state.lock().unwrap();
+    assert_eq!(s.requests, [format!("POST pull {branch} -> main")]);
+    assert_eq!(
+        s.statuses[0]["title"],
+        "prod: promote ghcr.io/ferry-dev/placement 0.2.0-abc from dev"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&origin);
 }
