@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ferry_controller::render::{self, Disk};
 use ferry_controller::source::{Cache, Credentials, SourceError, SourceSpec};
-use ferry_lab_testkit::git;
+use ferry_lab_testkit::{copy_dir, git};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,19 +25,6 @@ fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// A repository holding this project's environments, one commit on main.

@@ -196,6 +196,34 @@ pub fn cross_validate(
     })
 }
 
+/// The reports as a Markdown table: mean accuracy, per-fold accuracy, the
+/// pooled precision, recall, F1 and ROC AUC, and the confusion matrix.
+pub fn markdown_table<'a>(reports: impl IntoIterator<Item = &'a CvReport>) -> String {
+    let mut table = String::from(
+        "| protocol | mean accuracy | per fold | precision | recall | F1 | ROC AUC | TP | FP | TN | FN |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in reports {
+        let p = &r.pooled;
+        let c = &p.confusion;
+        let folds: Vec<String> = r.fold_accuracy.iter().map(|a| format!("{a:.3}")).collect();
+        table.push_str(&format!(
+            "| {} | {:.4} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {} | {} | {} | {} |\n",
+            r.protocol,
+            r.mean_accuracy,
+            folds.join(" "),
+            p.precision,
+            p.recall,
+            p.f1,
+            p.roc_auc,
+            c.true_positive,
+            c.false_positive,
+            c.true_negative,
+            c.false_negative
+        ));
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -202,32 +202,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 )?);
             }
             let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "| protocol | mean accuracy | folds | precision | recall | F1 | ROC AUC | TP FP TN FN |"
-            )?;
-            writeln!(out, "|---|---|---|---|---|---|---|---|")?;
-            for r in &reports {
-                let p = &r.pooled;
-                let c = &p.confusion;
-                let folds: Vec<String> =
-                    r.fold_accuracy.iter().map(|a| format!("{a:.3}")).collect();
-                writeln!(
-                    out,
-                    "| {} | {:.4} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {} {} {} {} |",
-                    r.protocol,
-                    r.mean_accuracy,
-                    folds.join(" "),
-                    p.precision,
-                    p.recall,
-                    p.f1,
-                    p.roc_auc,
-                    c.true_positive,
-                    c.false_positive,
-                    c.true_negative,
-                    c.false_negative
-                )?;
-            }
+            write!(out, "{}", evaluation::markdown_table(&reports))?;
             eprintln!(
                 "evaluated {kind:?} in {:.1}s",
                 started.elapsed().as_secs_f64()

@@ -91,24 +91,10 @@ pub fn model_card(model: &Model, sha256: &str) -> String {
             .map_or("√columns".to_owned(), |d| d.to_string()),
         model.parameters.seed,
     );
-    card.push_str("| protocol | mean accuracy | precision | recall | F1 | ROC AUC | TP | FP | TN | FN |\n|---|---|---|---|---|---|---|---|---|---|\n");
-    for r in [&m.cv_unshuffled, &m.cv_stratified] {
-        let p = &r.pooled;
-        let c = &p.confusion;
-        card.push_str(&format!(
-            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {} | {} | {} | {} |\n",
-            r.protocol,
-            r.mean_accuracy,
-            p.precision,
-            p.recall,
-            p.f1,
-            p.roc_auc,
-            c.true_positive,
-            c.false_positive,
-            c.true_negative,
-            c.false_negative
-        ));
-    }
+    card.push_str(&ferry_inference::evaluation::markdown_table([
+        &m.cv_unshuffled,
+        &m.cv_stratified,
+    ]));
     card
 }
 

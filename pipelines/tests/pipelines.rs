@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Path as UrlPath, State};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use ferry_lab_testkit::git;
+use ferry_lab_testkit::{copy_dir, git};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry-pipelines");
@@ -32,19 +32,6 @@ fn pipelines(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// A repository with this project's data, model and environments.
