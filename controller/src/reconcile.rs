@@ -6,7 +6,8 @@
 //!   or the Environment must change. `Stalled=True`, `Ready=False`; looked
 //!   at again at the interval, and at once when the Environment changes.
 //! - transient (fetch, credentials, API errors): may pass by themselves.
-//!   `Reconciling=True`, `Ready=False`; retried after [`RETRY`].
+//!   `Reconciling=True`, `Ready=False`; retried with back-off
+//!   ([`retry_after`]: 10 s, growing with the time spent failing).
 //!
 //! Guarantees: a failure before applying changes nothing in the cluster;
 //! the last applied revision, digest and inventory stay as they were until
@@ -209,7 +210,7 @@ pub fn next_status(
                 now,
                 generation,
             );
-            let retrying = format!("retrying in {}s: {message}", RETRY.as_secs());
+            let retrying = format!("retrying with back-off: {message}");
             set_condition(
                 c,
                 condition::RECONCILING,
@@ -410,7 +411,8 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
             let wait = if *class == FailureClass::Terminal {
                 interval
             } else {
-                RETRY.min(interval)
+                let previous = env.status.clone().unwrap_or_default();
+                retry_after(&previous, &Time(Timestamp::now()), interval)
             };
             (
                 Action::requeue(wait),
@@ -453,6 +455,26 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
     Ok(requeue)
 }
 
+/// How long to wait before retrying a transient failure: [`RETRY`] at
+/// first, then as long as the environment has already been failing
+/// (`Reconciling=True` since its last transition), so the wait roughly
+/// doubles with each retry; never more than the interval or 5 minutes,
+/// never less than the interval when that is shorter than [`RETRY`].
+pub fn retry_after(previous: &EnvironmentStatus, now: &Time, interval: Duration) -> Duration {
+    let failing_for = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::RECONCILING && c.status == "True")
+        .and_then(|c| {
+            now.0
+                .duration_since(c.last_transition_time.0)
+                .try_into()
+                .ok()
+        })
+        .unwrap_or(Duration::ZERO);
+    failing_for.clamp(RETRY.min(interval), interval.min(Duration::from_secs(300)))
+}
+
 /// Retries after a failed status write.
 pub fn error_policy(_env: Arc<Environment>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     tracing::warn!(%error, "reconcile error");
@@ -481,6 +503,35 @@ mod tests {
 
     fn condition<'a>(s: &'a EnvironmentStatus, kind: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.type_ == kind).unwrap()
+    }
+
+    #[test]
+    fn transient_retries_back_off_with_the_time_spent_failing() {
+        let transient = failed(
+            None,
+            FailureClass::Transient,
+            reason::FETCH_FAILED,
+            "unreachable",
+        );
+        let failing = next_status(&EnvironmentStatus::default(), 1, &transient, &time(1000));
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            retry_after(&EnvironmentStatus::default(), &time(1000), hour),
+            RETRY
+        );
+        assert_eq!(retry_after(&failing, &time(1005), hour), RETRY);
+        assert_eq!(
+            retry_after(&failing, &time(1040), hour),
+            Duration::from_secs(40)
+        );
+        assert_eq!(
+            retry_after(&failing, &time(9000), hour),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            retry_after(&failing, &time(9000), Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
     }
 
     #[test]
@@ -547,7 +598,7 @@ mod tests {
         assert!(
             condition(&s, "Reconciling")
                 .message
-                .starts_with("retrying in 10s")
+                .starts_with("retrying with back-off: unreachable")
         );
         assert_eq!(condition(&s, "Stalled").status, "False");
         // Stalled stayed False since the first write: its transition time too.
