@@ -18,7 +18,7 @@ use ferry_controller::source::GitFiles;
 #[command(
     name = "ferry-controller",
     version,
-    after_help = "Exit codes: 0 success, 1 failure, 2 usage error."
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage error. `diff`: 0 no differences, 1 differences, 3 error."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -287,14 +287,7 @@ pub async fn plan(
                 origin: origin.clone(),
                 source,
             })?;
-        let live = api
-            .get_opt(&id.name)
-            .await
-            .map_err(|source| PlanError::Read {
-                object: id.clone(),
-                source,
-            })?
-            .map(|o| serde_json::to_value(o).unwrap_or_default());
+        let live = read_live(&api, &id).await?;
         let applied = match api.patch(&id.name, &dry_run, &Patch::Apply(object)).await {
             Ok(applied) => serde_json::to_value(applied).unwrap_or_default(),
             Err(kube::Error::Api(e)) => {
@@ -345,6 +338,18 @@ pub async fn plan(
     Ok(Plan { changes })
 }
 
+/// The live object, `None` when it does not exist.
+async fn read_live(api: &Api<DynamicObject>, id: &ObjectRef) -> Result<Option<Value>, PlanError> {
+    let live = api
+        .get_opt(&id.name)
+        .await
+        .map_err(|source| PlanError::Read {
+            object: id.clone(),
+            source,
+        })?;
+    Ok(live.map(|o| serde_json::to_value(o).unwrap_or_default()))
+}
+
 /// A copy with Secret values redacted, for diffs of new objects.
 fn redacted(object: &Value) -> Value {
     let mut copy = object.clone();
@@ -368,15 +373,7 @@ async fn missing_namespaces(
             object: id.clone(),
             source,
         })?;
-        if api
-            .get_opt(&id.name)
-            .await
-            .map_err(|source| PlanError::Read {
-                object: id.clone(),
-                source,
-            })?
-            .is_none()
-        {
+        if read_live(&api, &id).await?.is_none() {
             missing.push(id.name.clone());
         }
     }
