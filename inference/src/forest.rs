@@ -90,18 +90,20 @@ impl Tree {
     /// The leaf probability for one encoded row. `validate` guarantees the
     /// walk ends: children always have larger indices than their parent.
     pub fn probability(&self, row: &[f64]) -> f64 {
+        self.value[self.leaf(row)]
+    }
+
+    /// The leaf a row reaches.
+    fn leaf(&self, row: &[f64]) -> usize {
         let mut node = 0usize;
-        loop {
-            let feature = self.feature[node];
-            if feature < 0 {
-                return self.value[node];
-            }
-            node = if row[feature as usize] < self.threshold[node] {
+        while self.feature[node] >= 0 {
+            node = if row[self.feature[node] as usize] < self.threshold[node] {
                 self.left[node] as usize
             } else {
                 self.right[node] as usize
             };
         }
+        node
     }
 
     fn validate(&self, columns: usize) -> Result<(), String> {
@@ -158,7 +160,7 @@ impl Forest {
         sum / self.trees.len() as f64
     }
 
-    /// Checks the structure so that [`Forest::predict`] cannot index out of
+    /// Checks the structure so that [`Forest::probability`] cannot index out of
     /// bounds or loop, whatever the file said.
     pub fn validate(&self) -> Result<(), ForestError> {
         if self.trees.is_empty() {
@@ -388,7 +390,7 @@ fn fit_tree(
     let mut positives = vec![0u32; tree.feature.len()];
     let mut totals = vec![0u32; tree.feature.len()];
     for &i in bootstrap {
-        let leaf = leaf_of(&tree, &x.row(i).to_vec());
+        let leaf = tree.leaf(&x.row(i).to_vec());
         totals[leaf] += 1;
         positives[leaf] += u32::from(y[i]);
     }
@@ -420,18 +422,6 @@ fn flatten(node: &TreeNode<f64, usize>, picked: &[usize], tree: &mut Tree) -> u3
     tree.left[index] = l;
     tree.right[index] = r;
     index as u32
-}
-
-fn leaf_of(tree: &Tree, row: &[f64]) -> usize {
-    let mut node = 0usize;
-    while tree.feature[node] >= 0 {
-        node = if row[tree.feature[node] as usize] < tree.threshold[node] {
-            tree.left[node] as usize
-        } else {
-            tree.right[node] as usize
-        };
-    }
-    node
 }
 
 impl<D: Data<Elem = f64>> Fit<ArrayBase<D, Ix2>, Array1<bool>, ForestError> for ForestParams {

@@ -41,6 +41,14 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 fn serve(model: &str, port: u16, extra: &[&str]) -> Child {
     Command::new(BIN)
         .args([
@@ -87,14 +95,7 @@ fn sigterm_turns_readiness_false_then_exits_zero() {
         get(port, "/v2/health/ready").is_some_and(|(s, _)| s == 200)
     });
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     // During the shutdown delay the server still answers, but not ready.
     wait_until("readiness to turn false", || {
         get(port, "/v2/health/ready").is_some_and(|(s, _)| s == 503)
@@ -133,14 +134,7 @@ fn a_request_in_flight_at_sigterm_completes() {
     stream.flush().unwrap();
     std::thread::sleep(Duration::from_millis(200));
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     std::thread::sleep(Duration::from_millis(300));
     stream.write_all(rest.as_bytes()).unwrap();
     let mut response = String::new();

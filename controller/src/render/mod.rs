@@ -148,51 +148,10 @@ pub fn render_with_origins(
     Ok(out)
 }
 
-/// Apply order: what others depend on first (kustomize's legacy order).
+/// Output order: the order the controller applies in (what others depend
+/// on first), then by identity.
 pub fn apply_rank(object: &Value) -> (usize, String) {
-    const ORDER: [&str; 22] = [
-        "Namespace",
-        "ResourceQuota",
-        "StorageClass",
-        "LimitRange",
-        "PodSecurityPolicy",
-        "PodDisruptionBudget",
-        "ServiceAccount",
-        "Secret",
-        "SecretList",
-        "ConfigMap",
-        "StorageClass",
-        "PersistentVolume",
-        "PersistentVolumeClaim",
-        "CustomResourceDefinition",
-        "ClusterRole",
-        "ClusterRoleList",
-        "ClusterRoleBinding",
-        "ClusterRoleBindingList",
-        "Role",
-        "RoleList",
-        "RoleBinding",
-        "RoleBindingList",
-    ];
-    const MIDDLE: [&str; 10] = [
-        "Service",
-        "DaemonSet",
-        "Pod",
-        "ReplicationController",
-        "ReplicaSet",
-        "Deployment",
-        "HorizontalPodAutoscaler",
-        "StatefulSet",
-        "Job",
-        "CronJob",
-    ];
-    let k = kind(object);
-    let rank = ORDER
-        .iter()
-        .position(|o| *o == k)
-        .or_else(|| MIDDLE.iter().position(|o| *o == k).map(|i| ORDER.len() + i))
-        .unwrap_or(ORDER.len() + MIDDLE.len() + usize::from(k.ends_with("WebhookConfiguration")));
-    (rank, object_id(object))
+    (crate::apply::apply_rank(kind(object)), object_id(object))
 }
 
 fn build(files: &dyn Files, dir: &str, depth: usize) -> Result<Vec<Value>, RenderError> {

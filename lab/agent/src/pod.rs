@@ -96,26 +96,7 @@ struct ContainerRun {
     pull_failures: u32,
     started: bool,
     ready: bool,
-    probes: BTreeMap<ProbeKindKey, (ProbeState, Instant, bool)>,
-}
-
-/// `ProbeKind` in a stable order, as a map key.
-type ProbeKindKey = u8;
-
-fn key(kind: ProbeKind) -> ProbeKindKey {
-    match kind {
-        ProbeKind::Startup => 0,
-        ProbeKind::Liveness => 1,
-        ProbeKind::Readiness => 2,
-    }
-}
-
-fn kind_of(key: ProbeKindKey) -> ProbeKind {
-    match key {
-        0 => ProbeKind::Startup,
-        1 => ProbeKind::Liveness,
-        _ => ProbeKind::Readiness,
-    }
+    probes: BTreeMap<ProbeKind, (ProbeState, Instant, bool)>,
 }
 
 /// A probe's outcome, tagged with the container run it was for.
@@ -458,10 +439,10 @@ impl PodWorker {
                         let probe_spec = ProbeSpec::from_probe(probe, &spec);
                         let due = since + probe_spec.initial_delay;
                         c.probes
-                            .insert(key(kind), (ProbeState::new(probe_spec), due, false));
+                            .insert(kind, (ProbeState::new(probe_spec), due, false));
                     }
                 }
-                c.ready = c.started && !c.probes.contains_key(&key(ProbeKind::Readiness));
+                c.ready = c.started && !c.probes.contains_key(&ProbeKind::Readiness);
                 c.state = State::Running {
                     process,
                     started_at,
@@ -504,8 +485,7 @@ impl PodWorker {
         let c = &mut self.containers[index];
         let now_instant = Instant::now();
         let started = c.started;
-        for (k, (state, due, in_flight)) in c.probes.iter_mut() {
-            let kind = kind_of(*k);
+        for (&kind, (state, due, in_flight)) in c.probes.iter_mut() {
             // Liveness and readiness wait for the startup probe to pass.
             if *in_flight
                 || now_instant < *due
@@ -539,7 +519,7 @@ impl PodWorker {
     async fn on_probe(&mut self, result: ProbeResult) {
         let pod_name = self.name();
         let c = &mut self.containers[result.container];
-        let Some((state, _, in_flight)) = c.probes.get_mut(&key(result.kind)) else {
+        let Some((state, _, in_flight)) = c.probes.get_mut(&result.kind) else {
             return;
         };
         *in_flight = false;
@@ -555,7 +535,7 @@ impl PodWorker {
         match (result.kind, verdict) {
             (ProbeKind::Startup, Some(true)) => {
                 c.started = true;
-                c.ready = !c.probes.contains_key(&key(ProbeKind::Readiness));
+                c.ready = !c.probes.contains_key(&ProbeKind::Readiness);
             }
             (ProbeKind::Startup, Some(false)) => restart = Some("Startup"),
             (ProbeKind::Liveness, Some(false)) => restart = Some("Liveness"),
