@@ -104,15 +104,28 @@ fn main() -> ExitCode {
 }
 
 /// Renders PATH from the working tree or a revision, with origins.
+///
+/// From the working tree any path works, as with `kubectl kustomize`:
+/// relative or absolute, inside a repository or not, with `..` reaching
+/// wherever the files are. With a revision, PATH must lie in a git
+/// repository, whose tree at that revision is read instead.
 fn render_path(
     path: &std::path::Path,
     revision: Option<&str>,
 ) -> anyhow::Result<Vec<(serde_json::Value, String)>> {
-    let cwd = std::env::current_dir()?;
-    let absolute = cwd.join(path);
+    let absolute = std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .map_err(|e| anyhow::anyhow!("failed to resolve {}: {e}", path.display()))?;
     Ok(match revision {
         Some(revision) => {
-            let (files, root) = GitFiles::discover(&cwd, revision)?;
+            let (files, root) = GitFiles::discover(&absolute, revision).map_err(|e| {
+                anyhow::anyhow!(
+                    "--revision reads files from git, but {} is not in a git repository \
+                     (or {revision} is not a revision of it): {e}",
+                    path.display()
+                )
+            })?;
+            let root = std::fs::canonicalize(&root).unwrap_or(root);
             let relative = absolute.strip_prefix(&root).map_err(|_| {
                 anyhow::anyhow!(
                     "{} is outside the repository at {}",
@@ -129,12 +142,10 @@ fn render_path(
             );
             render::render_with_origins(&files, &relative.to_string_lossy())?
         }
-        // Relative to the current directory, so `..` may reach shared
-        // bases, as kustomize allows within the repository.
-        None => {
-            let relative = absolute.strip_prefix(&cwd).unwrap_or(path);
-            render::render_with_origins(&Disk::new(&cwd), &relative.to_string_lossy())?
-        }
+        None => render::render_with_origins(
+            &Disk::new(std::path::Path::new("/")),
+            &absolute.to_string_lossy(),
+        )?,
     })
 }
 

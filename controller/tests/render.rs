@@ -69,7 +69,15 @@ fn every_environment_renders_like_kubectl_kustomize() {
 
 #[test]
 fn each_feature_renders_like_kubectl_kustomize() {
-    for fixture in ["prefix-labels/overlay", "generators", "patches", "images"] {
+    for fixture in [
+        "prefix-labels/overlay",
+        "generators",
+        "patches",
+        "images",
+        "selectors",
+        "binary",
+        "yaml11",
+    ] {
         assert_same(&format!("controller/tests/fixtures/render/{fixture}"));
     }
 }
@@ -128,6 +136,137 @@ fn the_digest_ignores_order_and_follows_content() {
     assert!(render::digest(&objects).starts_with("sha256:"));
 }
 
+/// Inputs kustomize refuses (each folder of `fixtures/refused`, with the
+/// expected message in `expect`): ferry refuses them too, naming the file,
+/// instead of rendering them or panicking.
+#[test]
+fn what_kustomize_refuses_ferry_refuses_naming_the_file() {
+    let dir = repo().join("controller/tests/fixtures/refused");
+    let mut cases = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let path = format!("controller/tests/fixtures/refused/{name}");
+        let expected = std::fs::read_to_string(repo().join(&path).join("expect")).unwrap();
+        let err = render::render(&Disk::new(&repo()), &path)
+            .map(|objects| format!("rendered {} objects", objects.len()))
+            .unwrap_or_else(|e| e.to_string());
+        assert!(
+            err.contains(expected.trim()) && err.starts_with(&path),
+            "{name}: expected an error with {expected:?}, got {err:?}"
+        );
+        let kustomize = Command::new("kubectl")
+            .args(["kustomize", repo().join(&path).to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            !kustomize.status.success(),
+            "{name}: kubectl kustomize accepts it; it does not belong in refused/"
+        );
+        cases += 1;
+    }
+    assert!(cases >= 8, "only {cases} cases in {}", dir.display());
+}
+
+/// What `ferry-controller render` prints, fed to kubectl (a YAML 1.1
+/// reader), gives back exactly the objects ferry rendered: strings such as
+/// `yes`, `on` or `0777` stay strings.
+#[test]
+fn kubectl_reads_our_yaml_back_unchanged() {
+    if !ferry_lab_testkit::lab_enabled("kubectl_reads_our_yaml_back_unchanged") {
+        return;
+    }
+    for dir in [
+        "controller/tests/fixtures/render/yaml11",
+        "controller/tests/fixtures/render/binary",
+        "controller/tests/fixtures/render/generators",
+        "environments/dev",
+    ] {
+        let ours = render::render(&Disk::new(&repo()), dir).unwrap();
+        let out = ferry_lab_testkit::kubectl(
+            &["create", "--dry-run=client", "-o", "json", "-f", "-"],
+            Some(&render::to_yaml(&ours)),
+        );
+        assert!(
+            out.status.success(),
+            "{dir}: kubectl refused our YAML: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // One JSON object after another; kubectl fills in the default
+        // namespace where ours has none.
+        let theirs: Vec<Value> = serde_json::Deserializer::from_slice(&out.stdout)
+            .into_iter::<Value>()
+            .map(|o| o.unwrap())
+            .zip(&ours)
+            .map(|(mut theirs, ours)| {
+                if ours.pointer("/metadata/namespace").is_none()
+                    && let Some(meta) = theirs["metadata"].as_object_mut()
+                {
+                    meta.remove("namespace");
+                }
+                theirs
+            })
+            .collect();
+        assert_eq!(by_id(theirs), by_id(ours), "{dir}");
+    }
+}
+
+fn ferry_render(args: &[&str], cwd: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry-controller"))
+        .arg("render")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+/// `render` takes any path, as `kubectl kustomize` does: absolute, outside
+/// any repository, or reaching up with `..`; `--revision` needs a
+/// repository and says so.
+#[test]
+fn render_works_on_any_path() {
+    let outside = std::env::temp_dir().join(format!("ferry-render-path-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&outside);
+    ferry_lab_testkit::copy_dir(
+        &repo().join("controller/tests/fixtures/render/prefix-labels"),
+        &outside,
+    );
+    let overlay = outside.join("overlay");
+    let expected = ferry_render(
+        &["controller/tests/fixtures/render/prefix-labels/overlay"],
+        &repo(),
+    );
+    assert!(
+        expected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&expected.stderr)
+    );
+    for (path, cwd) in [
+        (overlay.to_str().unwrap(), repo()),
+        (".", overlay.clone()),
+        ("../overlay", outside.join("base")),
+        ("overlay", outside.clone()),
+    ] {
+        let out = ferry_render(&[path], &cwd);
+        assert!(
+            out.status.success(),
+            "render {path} in {}: {}",
+            cwd.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.stdout,
+            expected.stdout,
+            "render {path} in {}",
+            cwd.display()
+        );
+    }
+    let out = ferry_render(&[overlay.to_str().unwrap(), "--revision", "HEAD"], &repo());
+    assert!(!out.status.success());
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(message.contains("is not in a git repository"), "{message}");
+    let _ = std::fs::remove_dir_all(&outside);
+}
+
 fn yaml_value() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -164,6 +303,144 @@ fn yaml_value() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
+/// A field that is usually well formed, sometimes anything, sometimes absent.
+fn field(valid: impl Strategy<Value = Value> + 'static) -> impl Strategy<Value = Option<Value>> {
+    prop_oneof![
+        6 => valid.prop_map(Some),
+        1 => yaml_value().prop_map(Some),
+        1 => Just(None),
+    ]
+}
+
+fn object_from(fields: Vec<(&'static str, Option<Value>)>) -> Value {
+    Value::Object(
+        fields
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+            .collect(),
+    )
+}
+
+/// Kubernetes-like objects with realistic and broken parts.
+fn resource() -> impl Strategy<Value = Value> {
+    let kind = prop::sample::select(vec![
+        "Deployment",
+        "ConfigMap",
+        "Service",
+        "Namespace",
+        "Job",
+        "CronJob",
+        "RoleBinding",
+        "HorizontalPodAutoscaler",
+    ]);
+    let labels = prop::collection::btree_map("[a-z]{1,3}", "[a-z]{0,3}", 0..3)
+        .prop_map(|m| serde_json::to_value(m).unwrap());
+    let metadata = (
+        field("[a-z]{1,4}".prop_map(Value::from)),
+        field("[a-z]{1,4}".prop_map(Value::from)),
+        field(labels),
+    )
+        .prop_map(|(name, namespace, labels)| {
+            object_from(vec![
+                ("name", name),
+                ("namespace", namespace),
+                ("labels", labels),
+            ])
+        });
+    let spec = field(yaml_value().prop_map(|v| serde_json::json!({
+        "replicas": 1,
+        "selector": {"matchLabels": {"app": "a"}},
+        "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "img:1"}, v]}},
+        "scaleTargetRef": {"kind": "Deployment", "name": "a"},
+    })));
+    (
+        field(prop::sample::select(vec!["v1", "apps/v1", "batch/v1"]).prop_map(Value::from)),
+        field(kind.prop_map(Value::from)),
+        field(metadata),
+        spec,
+    )
+        .prop_map(|(api_version, kind, metadata, spec)| {
+            object_from(vec![
+                ("apiVersion", api_version),
+                ("kind", kind),
+                ("metadata", metadata),
+                ("spec", spec),
+            ])
+        })
+}
+
+fn patch_entry() -> impl Strategy<Value = Value> {
+    let selector = prop::sample::select(vec![
+        "app=a",
+        "app!=a",
+        "app in (a,b)",
+        "app notin (a)",
+        "app",
+        "!app",
+        "app in (a",
+        "=",
+        "a,,b",
+        "",
+    ]);
+    let body = prop_oneof![
+        yaml_value().prop_map(|v| serde_norway::to_string(&v).unwrap()),
+        yaml_value().prop_map(|v| serde_norway::to_string(
+            &serde_json::json!([{"op": "replace", "path": "/metadata", "value": v}])
+        )
+        .unwrap()),
+        yaml_value().prop_map(|v| serde_norway::to_string(
+            &serde_json::json!([{"op": "add", "path": "/spec/x", "value": v}])
+        )
+        .unwrap()),
+        Just("metadata: 7\n".to_owned()),
+        Just("$patch: delete\nkind: ConfigMap\nmetadata: {name: a}\n".to_owned()),
+    ];
+    (field(prop::sample::select(vec!["Deployment", "ConfigMap", ".*"]).prop_map(Value::from)), selector, body)
+        .prop_map(|(kind, selector, body)| {
+            serde_json::json!({"target": object_from(vec![("kind", kind), ("labelSelector", Some(Value::from(selector)))]), "patch": body})
+        })
+}
+
+fn kustomization() -> impl Strategy<Value = Value> {
+    let names = "[a-z]{0,3}-?".prop_map(Value::from);
+    (
+        field("[a-z]{1,4}".prop_map(Value::from)),
+        field(names.clone()),
+        field(
+            prop::collection::btree_map("[a-z]{1,3}", "[a-z]{0,3}", 0..3)
+                .prop_map(|m| serde_json::to_value(m).unwrap()),
+        ),
+        field(prop::collection::vec(patch_entry(), 0..3).prop_map(Value::from)),
+        field(Just(serde_json::json!([{"name": "img", "newTag": "2"}]))),
+        field(Just(serde_json::json!([{"name": "a", "count": 3}]))),
+        field(Just(
+            serde_json::json!([{"name": "a", "literals": ["k=yes"], "files": ["bin"]}]),
+        )),
+    )
+        .prop_map(
+            |(namespace, prefix, labels, patches, images, replicas, generators)| {
+                let mut k = object_from(vec![
+                    ("namespace", namespace),
+                    ("namePrefix", prefix),
+                    ("commonLabels", labels),
+                    ("patches", patches),
+                    ("images", images),
+                    ("replicas", replicas),
+                    ("configMapGenerator", generators),
+                ]);
+                k["resources"] = serde_json::json!(["a.yaml", "b.yaml"]);
+                k
+            },
+        )
+}
+
+fn fuzz_cases() -> u32 {
+    std::env::var("FERRY_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -181,5 +458,38 @@ proptest! {
         files.insert("raw/kustomization.yaml", raw);
         let _ = render::render(&files, "env");
         let _ = render::render(&files, "raw");
+    }
+}
+
+proptest! {
+    // The bounded fuzz run of the suite; `FERRY_FUZZ_CASES=200000 cargo
+    // test -p ferry-controller --test render fuzz` runs it for longer.
+    // Failures are kept in proptest-regressions/ and replayed first.
+    #![proptest_config(ProptestConfig { cases: fuzz_cases(), ..ProptestConfig::default() })]
+
+    /// Realistic kustomizations over realistic and broken objects: render
+    /// never panics, and what it renders is well formed and reads back
+    /// from its YAML unchanged.
+    #[test]
+    fn fuzz_render_never_panics_and_emits_valid_objects(
+        kustomization in kustomization(),
+        a in resource(),
+        b in prop::collection::vec(resource(), 0..3),
+        binary in prop::collection::vec(any::<u8>(), 0..16),
+    ) {
+        let mut files = Memory::new();
+        files.insert("env/kustomization.yaml", serde_norway::to_string(&kustomization).unwrap());
+        files.insert("env/a.yaml", serde_norway::to_string(&a).unwrap());
+        let b: Vec<String> = b.iter().map(|o| serde_norway::to_string(o).unwrap()).collect();
+        files.insert("env/b.yaml", b.join("---\n"));
+        files.insert("env/bin", binary);
+        if let Ok(objects) = render::render(&files, "env") {
+            for o in &objects {
+                prop_assert!(render::validate::check(o).is_ok(), "{o}");
+            }
+            let text = render::to_yaml(&objects);
+            let back = render::parse_yaml(&text, "out").unwrap();
+            prop_assert_eq!(back, objects);
+        }
     }
 }

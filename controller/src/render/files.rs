@@ -21,8 +21,11 @@ pub trait Files {
     fn list(&self, path: &str) -> Result<Option<Vec<Entry>>, RenderError>;
 }
 
-/// Joins `base` and `relative` and normalizes `.` and `..`.
+/// Joins `base` and `relative` and normalizes `.` and `..`. A path that
+/// starts with `/` stays absolute (for [`Disk`] rooted at `/`); `..` never
+/// leaves the root.
 pub fn join(base: &str, relative: &str) -> Result<String, RenderError> {
+    let absolute = base.starts_with('/') || relative.starts_with('/');
     let mut parts: Vec<&str> = if relative.starts_with('/') {
         Vec::new()
     } else {
@@ -43,7 +46,12 @@ pub fn join(base: &str, relative: &str) -> Result<String, RenderError> {
             p => parts.push(p),
         }
     }
-    Ok(parts.join("/"))
+    let joined = parts.join("/");
+    Ok(if absolute {
+        format!("/{joined}")
+    } else {
+        joined
+    })
 }
 
 /// A directory on disk.
@@ -179,5 +187,8 @@ mod tests {
         );
         assert_eq!(join("", "a/b/../c").unwrap(), "a/c");
         assert!(join("a", "../../etc").is_err());
+        assert_eq!(join("/tmp/env/dev", "../base").unwrap(), "/tmp/env/base");
+        assert_eq!(join("", "/tmp/env").unwrap(), "/tmp/env");
+        assert!(join("/tmp", "../../etc").is_err());
     }
 }

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use super::RenderError;
 use super::files::{Files, join};
 use super::kustomization::{Generator, GeneratorOptions};
+use super::transform::set;
 
 /// Which object a generator makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,33 +94,37 @@ fn strip_quotes(v: &str) -> &str {
     }
 }
 
-/// The data of a generator, key to value.
+/// The data of a generator, key to bytes. Files may hold any bytes
+/// (kustomize puts those that are not UTF-8 in `binaryData`); env files
+/// are text.
 fn data(
     files: &dyn Files,
     dir: &str,
     file: &str,
     generator: &Generator,
-) -> Result<BTreeMap<String, String>, RenderError> {
+) -> Result<BTreeMap<String, Vec<u8>>, RenderError> {
     let mut out = BTreeMap::new();
-    let read = |path: &str| -> Result<String, RenderError> {
+    let read = |path: &str| -> Result<(String, Vec<u8>), RenderError> {
         let full = join(dir, path)?;
         let bytes = files.read(&full)?.ok_or_else(|| RenderError::Missing {
             file: file.to_owned(),
             path: full.clone(),
         })?;
-        String::from_utf8(bytes).map_err(|_| RenderError::Invalid {
-            file: full,
-            message: "not UTF-8 text".into(),
-        })
+        Ok((full, bytes))
     };
     for env in &generator.envs {
-        for line in read(env)?.lines() {
+        let (full, bytes) = read(env)?;
+        let text = String::from_utf8(bytes).map_err(|_| RenderError::Invalid {
+            file: full,
+            message: "an env file must be UTF-8 text".into(),
+        })?;
+        for line in text.lines() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             let (k, v) = split_pair(line, file, "env line")?;
-            out.insert(k.to_owned(), v.to_owned());
+            out.insert(k.to_owned(), v.as_bytes().to_vec());
         }
     }
     for entry in &generator.files {
@@ -130,11 +135,11 @@ fn data(
                 entry.clone(),
             ),
         };
-        out.insert(key, read(&path)?);
+        out.insert(key, read(&path)?.1);
     }
     for literal in &generator.literals {
         let (k, v) = split_pair(literal, file, "literal")?;
-        out.insert(k.to_owned(), strip_quotes(v).to_owned());
+        out.insert(k.to_owned(), strip_quotes(v).as_bytes().to_vec());
     }
     Ok(out)
 }
@@ -148,6 +153,8 @@ pub fn generate(
     generator: &Generator,
     defaults: Option<&GeneratorOptions>,
 ) -> Result<Value, RenderError> {
+    use base64::Engine;
+    let base64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     if let Some(behavior) = &generator.behavior
         && behavior != "create"
     {
@@ -159,20 +166,29 @@ pub fn generate(
     let entries = data(files, dir, file, generator)?;
     let mut object = match kind {
         Kind::ConfigMap => {
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator.name}, "data": entries})
+            let mut text = BTreeMap::new();
+            let mut binary = BTreeMap::new();
+            for (key, bytes) in entries {
+                match String::from_utf8(bytes) {
+                    Ok(t) => text.insert(key, t),
+                    Err(e) => binary.insert(key, base64(e.as_bytes())),
+                };
+            }
+            let mut object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator.name}, "data": text});
+            if !binary.is_empty() {
+                set(&mut object, &["binaryData"], json!(binary));
+            }
+            object
         }
         Kind::Secret => {
-            use base64::Engine;
-            let encoded: BTreeMap<String, String> = entries
-                .into_iter()
-                .map(|(k, v)| (k, base64::engine::general_purpose::STANDARD.encode(v)))
-                .collect();
+            let encoded: BTreeMap<String, String> =
+                entries.into_iter().map(|(k, v)| (k, base64(&v))).collect();
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": generator.name},
                    "type": generator.type_.clone().unwrap_or_else(|| "Opaque".into()), "data": encoded})
         }
     };
     if let Some(ns) = &generator.namespace {
-        object["metadata"]["namespace"] = ns.clone().into();
+        set(&mut object, &["metadata", "namespace"], ns.clone().into());
     }
     let options: Vec<&GeneratorOptions> = defaults
         .into_iter()
@@ -180,13 +196,17 @@ pub fn generate(
         .collect();
     for o in &options {
         for (k, v) in &o.labels {
-            object["metadata"]["labels"][k] = v.clone().into();
+            set(&mut object, &["metadata", "labels", k], v.clone().into());
         }
         for (k, v) in &o.annotations {
-            object["metadata"]["annotations"][k] = v.clone().into();
+            set(
+                &mut object,
+                &["metadata", "annotations", k],
+                v.clone().into(),
+            );
         }
         if let Some(immutable) = o.immutable {
-            object["immutable"] = immutable.into();
+            set(&mut object, &["immutable"], immutable.into());
         }
     }
     let hashed = !options
@@ -196,7 +216,11 @@ pub fn generate(
         .unwrap_or(false);
     if hashed {
         let hash = content_hash(&object);
-        object["metadata"]["name"] = format!("{}-{hash}", generator.name).into();
+        set(
+            &mut object,
+            &["metadata", "name"],
+            format!("{}-{hash}", generator.name).into(),
+        );
     }
     Ok(object)
 }

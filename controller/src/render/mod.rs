@@ -18,7 +18,10 @@ pub mod files;
 pub mod generator;
 pub mod kustomization;
 pub mod patch;
+pub mod selector;
 pub mod transform;
+pub mod validate;
+pub mod yaml;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -212,7 +215,7 @@ fn build(files: &dyn Files, dir: &str, depth: usize) -> Result<Vec<Value>, Rende
             objects.extend(with_origin(
                 parse_yaml(&read_text(files, &path, &file)?, &path)?,
                 &path,
-            ));
+            )?);
         }
     }
     let mut renames = Vec::new();
@@ -228,7 +231,7 @@ fn build(files: &dyn Files, dir: &str, depth: usize) -> Result<Vec<Value>, Rende
                 from: g.name.clone(),
                 to: name(&object).to_owned(),
             });
-            object[ORIGIN] = Value::String(file.clone());
+            set_origin(&mut object, &file);
             objects.push(object);
         }
     }
@@ -278,20 +281,33 @@ fn plain_folder(files: &dyn Files, dir: &str) -> Result<Vec<Value>, RenderError>
             objects.extend(with_origin(
                 parse_yaml(&read_text(files, &path, dir)?, &path)?,
                 &path,
-            ));
+            )?);
         }
     }
     Ok(objects)
 }
 
-fn with_origin(objects: Vec<Value>, path: &str) -> Vec<Value> {
+/// Checks each object of a resource file and marks where it came from.
+fn with_origin(objects: Vec<Value>, path: &str) -> Result<Vec<Value>, RenderError> {
     objects
         .into_iter()
         .map(|mut o| {
-            o[ORIGIN] = Value::String(path.to_owned());
-            o
+            validate::object(&o, path)?;
+            set_origin(&mut o, path);
+            Ok(o)
         })
         .collect()
+}
+
+fn set_origin(object: &mut Value, path: &str) {
+    if let Some(map) = object.as_object_mut() {
+        map.insert(ORIGIN.to_owned(), Value::String(path.to_owned()));
+    }
+}
+
+/// The file an object came from, as the build carries it.
+fn origin_of(object: &Value) -> Option<&str> {
+    object.get(ORIGIN).and_then(Value::as_str)
 }
 
 fn describe(target: &Target) -> String {
@@ -311,22 +327,11 @@ fn describe(target: &Target) -> String {
 }
 
 fn selector_matches(selector: &str, map: Option<&Value>, file: &str) -> Result<bool, RenderError> {
-    for term in selector.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let (key, value) = term
-            .split_once('=')
-            .ok_or_else(|| RenderError::Unsupported {
-                file: file.to_owned(),
-                field: format!("selector {term:?} (only key=value terms are supported)"),
-            })?;
-        let (key, value) = (
-            key.trim_end_matches('!').trim(),
-            value.trim_start_matches('=').trim(),
-        );
-        if map.and_then(|m| m.get(key)).and_then(Value::as_str) != Some(value) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    let parsed = selector::parse(selector).map_err(|message| RenderError::Invalid {
+        file: file.to_owned(),
+        message: format!("selector {selector:?} does not parse: {message}"),
+    })?;
+    Ok(parsed.matches(map))
 }
 
 fn target_matches(target: &Target, object: &Value, file: &str) -> Result<bool, RenderError> {
@@ -484,6 +489,18 @@ fn apply_patch(
                 }
                 patch::strategic_merge(object, &body);
             }
+            if !delete.contains(&i) {
+                let object = &objects[i];
+                validate::check(object).map_err(|message| RenderError::Patch {
+                    file: source.clone(),
+                    object: format!(
+                        "{} (from {})",
+                        object_id(object),
+                        origin_of(object).unwrap_or(file)
+                    ),
+                    message: format!("the result is not a valid object: {message}"),
+                })?;
+            }
         }
         for i in delete.into_iter().rev() {
             objects.remove(i);
@@ -508,11 +525,8 @@ pub fn digest(objects: &[Value]) -> String {
     format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
-/// Objects as multi-document YAML.
+/// Objects as multi-document YAML that YAML 1.1 readers (kubectl) and
+/// YAML 1.2 readers take back unchanged ([`yaml`]).
 pub fn to_yaml(objects: &[Value]) -> String {
-    objects
-        .iter()
-        .map(|o| serde_norway::to_string(o).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("---\n")
+    yaml::documents(objects)
 }

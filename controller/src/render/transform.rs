@@ -58,6 +58,25 @@ fn group(object: &Value) -> &str {
         .map_or("", |(g, _)| g)
 }
 
+/// Sets `value` at `path`, creating mappings on the way; does nothing
+/// where the path runs into something that is not a mapping, so no input
+/// can make a transformer panic.
+pub fn set(object: &mut Value, path: &[&str], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut current = object;
+    for key in parents {
+        let Value::Object(map) = current else { return };
+        current = map
+            .entry(*key)
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    if let Value::Object(map) = current {
+        map.insert((*last).to_owned(), value);
+    }
+}
+
 /// Sets the value at a `/`-separated path, creating maps on the way when
 /// `create`; a `[]` segment applies to every element of a list.
 fn set_map_entries(
@@ -86,10 +105,10 @@ fn set_map_entries(
         return;
     }
     if value.get(*first).is_none() {
-        if !create || !value.is_object() {
+        if !create {
             return;
         }
-        value[*first] = Value::Object(Default::default());
+        set(value, &[first], Value::Object(Default::default()));
     }
     if let Some(next) = value.get_mut(*first) {
         set_map_entries(next, rest, entries, create);
@@ -273,14 +292,14 @@ pub fn annotations(objects: &mut [Value], entries: &BTreeMap<String, String>) {
 pub fn namespace(objects: &mut [Value], namespace: &str) {
     for object in objects.iter_mut() {
         if !is_cluster_scoped(object) {
-            object["metadata"]["namespace"] = Value::String(namespace.to_owned());
+            set(object, &["metadata", "namespace"], namespace.into());
         }
         if matches!(kind(object), "RoleBinding" | "ClusterRoleBinding")
             && let Some(Value::Array(subjects)) = object.get_mut("subjects")
         {
             for s in subjects {
                 if s.get("kind").and_then(Value::as_str) == Some("ServiceAccount") {
-                    s["namespace"] = Value::String(namespace.to_owned());
+                    set(s, &["namespace"], namespace.into());
                 }
             }
         }
@@ -311,7 +330,7 @@ pub fn prefix_suffix(objects: &mut [Value], prefix: &str, suffix: &str, renames:
             from,
             to: to.clone(),
         });
-        object["metadata"]["name"] = Value::String(to);
+        set(object, &["metadata", "name"], Value::String(to));
     }
 }
 
@@ -373,7 +392,7 @@ pub fn images(objects: &mut [Value], overrides: &[ImageOverride]) {
                     if let Some(d) = digest {
                         new = format!("{new}@{d}");
                     }
-                    container["image"] = Value::String(new);
+                    set(container, &["image"], Value::String(new));
                 }
             }
         }
@@ -396,7 +415,7 @@ pub fn replicas(objects: &mut [Value], overrides: &[ReplicaOverride], renames: &
                     "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController"
                 )
             {
-                object["spec"]["replicas"] = o.count.into();
+                set(object, &["spec", "replicas"], o.count.into());
             }
         }
     }
