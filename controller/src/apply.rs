@@ -2,19 +2,25 @@
 //! prune what left git.
 //!
 //! Guarantees: nothing is applied unless planning (a dry run of every
-//! object) succeeded first, which the caller ensures by passing a [`Plan`].
-//! Objects are applied in the order Namespaces, CRDs, ServiceAccounts and
-//! RBAC, ConfigMaps and Secrets, Services, workloads, then autoscalers and
-//! disruption budgets, so each finds what it refers to. Field ownership
-//! conflicts are reported, not overridden, unless `force`. Pruning deletes
-//! only objects of ferry's inventory that ferry still manages (its field
-//! manager is on the live object); it never deletes anything else.
+//! object, with the same ownership rules) succeeded first, which the
+//! caller ensures by passing a [`Plan`]. Objects are applied in the order
+//! Namespaces, CRDs, ServiceAccounts and RBAC, ConfigMaps and Secrets,
+//! Services, workloads, then autoscalers and disruption budgets, so each
+//! finds what it refers to. Prunes run only after every apply succeeded,
+//! in the reverse order, and only on objects of the inventory that carry
+//! this Environment's label ([`crate::ownership`]): those ferry created
+//! are deleted, those it adopted are released, anything else is left
+//! alone.
 
 use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
 use serde_json::Value;
 
+use crate::drift::Drift;
+use crate::environment::reason;
+use crate::failure::{self, FailureClass};
 use crate::inventory::ObjectRef;
-use crate::plan::{Action, FIELD_MANAGER, Plan, Resolver};
+use crate::ownership::{self, PruneVerdict};
+use crate::plan::{Action, FIELD_MANAGER, Plan, Resolver, managers};
 
 /// Position of a kind in the apply order; unknown kinds (custom
 /// resources) go after workloads and before autoscalers.
@@ -63,6 +69,10 @@ pub struct Applied {
     pub updated: usize,
     pub unchanged: usize,
     pub pruned: usize,
+    /// Adopted objects that left git: released, not deleted.
+    pub released: usize,
+    /// Objects whose hand-edited fields were set back to git's values.
+    pub drift: Vec<(ObjectRef, Vec<Drift>)>,
     /// Everything ferry now manages for the environment.
     pub inventory: Vec<ObjectRef>,
 }
@@ -77,8 +87,12 @@ pub enum ApplyError {
         managers: String,
         message: String,
     },
-    #[error("failed to apply {object}: {message}")]
-    Rejected { object: ObjectRef, message: String },
+    #[error("failed to apply {object} ({code}): {message}")]
+    Rejected {
+        object: ObjectRef,
+        code: u16,
+        message: String,
+    },
     #[error("failed to {verb} {object}")]
     Request {
         verb: &'static str,
@@ -89,50 +103,58 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    /// Conflicts and rejections need a change in git or the cluster;
-    /// request failures may pass on retry.
-    pub fn is_terminal(&self) -> bool {
-        !matches!(self, ApplyError::Request { .. })
+    /// See [`crate::failure`]: the API server's answer decides.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            ApplyError::Conflict { .. } => FailureClass::Terminal,
+            ApplyError::Rejected { code, .. } => failure::of_status(*code),
+            ApplyError::Request { source, .. } => failure::of_error(source),
+        }
+    }
+
+    /// The condition reason it is reported with.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApplyError::Conflict { .. } => reason::CONFLICT,
+            ApplyError::Rejected { code: 403, .. } => reason::FORBIDDEN,
+            _ if self.class() == FailureClass::Transient => reason::APPLY_FAILED,
+            _ => reason::VALIDATION_FAILED,
+        }
     }
 }
 
-fn managers(live: &Value) -> Vec<String> {
-    live.pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.get("manager").and_then(Value::as_str).map(str::to_owned))
-        .collect()
+fn request(verb: &'static str, object: &ObjectRef) -> impl FnOnce(kube::Error) -> ApplyError {
+    let object = object.clone();
+    move |source| ApplyError::Request {
+        verb,
+        object,
+        source,
+    }
 }
 
-/// Applies `plan`; prunes only when `prune`.
+/// Applies `plan`; prunes only when `prune`, and only objects labelled for
+/// `owner` (without an owner nothing is pruned).
 pub async fn apply(
     resolver: &mut Resolver,
     plan: &Plan,
-    force: bool,
     prune: bool,
+    owner: Option<&str>,
 ) -> Result<Applied, ApplyError> {
     let mut changes: Vec<_> = plan.changes.iter().collect();
     changes.sort_by_key(|c| (apply_rank(&c.object.kind), c.object.clone()));
-    let mut params = PatchParams::apply(FIELD_MANAGER);
-    params.force = force;
+    let (prunes, changes): (Vec<_>, Vec<_>) =
+        changes.into_iter().partition(|c| c.action == Action::Prune);
     let mut applied = Applied::default();
     for change in &changes {
         let object = &change.object;
-        let api = resolver
-            .api(object)
-            .await
-            .map_err(|source| ApplyError::Request {
-                verb: "resolve",
-                object: object.clone(),
-                source,
-            })?;
         match (change.action, &change.desired) {
-            (Action::Unchanged, _) => {
-                applied.unchanged += 1;
-                applied.inventory.push(object.clone());
-            }
             (Action::Create | Action::Update, Some(desired)) => {
+                let api = resolver
+                    .api(object)
+                    .await
+                    .map_err(request("resolve", object))?;
+                let mut params = PatchParams::apply(FIELD_MANAGER);
+                params.force = change.force;
                 match api
                     .patch(&object.name, &params, &Patch::Apply(desired))
                     .await
@@ -156,39 +178,49 @@ pub async fn apply(
                     Err(kube::Error::Api(e)) => {
                         return Err(ApplyError::Rejected {
                             object: object.clone(),
+                            code: e.code,
                             message: e.message,
                         });
                     }
-                    Err(source) => {
-                        return Err(ApplyError::Request {
-                            verb: "apply",
-                            object: object.clone(),
-                            source,
-                        });
-                    }
+                    Err(source) => return Err(request("apply", object)(source)),
                 }
                 if change.action == Action::Create {
                     applied.created += 1;
                 } else {
                     applied.updated += 1;
                 }
+                if !change.drift.is_empty() {
+                    applied.drift.push((object.clone(), change.drift.clone()));
+                }
                 applied.inventory.push(object.clone());
             }
-            (Action::Prune, _) if prune => {
-                let live =
-                    api.get_opt(&object.name)
-                        .await
-                        .map_err(|source| ApplyError::Request {
-                            verb: "read",
-                            object: object.clone(),
-                            source,
-                        })?;
-                let Some(live) = live else { continue };
-                let live = serde_json::to_value(live).unwrap_or_default();
-                if !managers(&live).iter().any(|m| m == FIELD_MANAGER) {
-                    tracing::warn!(%object, "not pruning: ferry no longer manages it");
-                    continue;
-                }
+            _ => {
+                applied.unchanged += 1;
+                applied.inventory.push(object.clone());
+            }
+        }
+    }
+    for change in prunes.iter().rev() {
+        let object = &change.object;
+        let Some(owner) = owner.filter(|_| prune) else {
+            // Pruning is off: the object stays, and stays in the inventory.
+            applied.inventory.push(object.clone());
+            continue;
+        };
+        let api = resolver
+            .api(object)
+            .await
+            .map_err(request("resolve", object))?;
+        let Some(live) = api
+            .get_opt(&object.name)
+            .await
+            .map_err(request("read", object))?
+        else {
+            continue;
+        };
+        let live = serde_json::to_value(live).unwrap_or_default();
+        match ownership::prune_verdict(&live, owner) {
+            PruneVerdict::Delete => {
                 let delete = DeleteParams {
                     propagation_policy: Some(PropagationPolicy::Background),
                     ..DeleteParams::default()
@@ -196,22 +228,72 @@ pub async fn apply(
                 match api.delete(&object.name, &delete).await {
                     Ok(_) => applied.pruned += 1,
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(source) => {
-                        return Err(ApplyError::Request {
-                            verb: "prune",
-                            object: object.clone(),
-                            source,
-                        });
-                    }
+                    Err(source) => return Err(request("prune", object)(source)),
                 }
             }
-            // Pruning is off: the object stays, and stays in the inventory.
-            (Action::Prune, _) => applied.inventory.push(object.clone()),
-            (Action::Create | Action::Update, None) => {}
+            PruneVerdict::Release => {
+                release(&api, object).await?;
+                applied.released += 1;
+            }
+            PruneVerdict::Skip => {
+                tracing::warn!(%object, "not pruning: it no longer carries this Environment's label");
+            }
         }
     }
     applied.inventory.sort();
     Ok(applied)
+}
+
+/// Lets go of an adopted object: removes ferry's label and mark and
+/// ferry's managed fields entry, so the fields it set stay as they are
+/// and belong to nobody.
+pub async fn release(
+    api: &kube::Api<kube::api::DynamicObject>,
+    object: &ObjectRef,
+) -> Result<(), ApplyError> {
+    let labels = serde_json::json!({"metadata": {
+        "labels": {ownership::ENVIRONMENT_LABEL: null},
+        "annotations": {ownership::ADOPTED_ANNOTATION: null},
+    }});
+    let params = PatchParams {
+        field_manager: Some("ferry-release".into()),
+        ..PatchParams::default()
+    };
+    api.patch(&object.name, &params, &Patch::Merge(&labels))
+        .await
+        .map_err(request("release", object))?;
+    let Some(live) = api
+        .get_opt(&object.name)
+        .await
+        .map_err(request("read", object))?
+    else {
+        return Ok(());
+    };
+    let entries = serde_json::to_value(&live.metadata.managed_fields).unwrap_or(Value::Null);
+    let kept: Vec<Value> = entries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            let manager = e.get("manager").and_then(Value::as_str);
+            manager != Some(FIELD_MANAGER) && manager != Some("ferry-release")
+        })
+        .cloned()
+        .collect();
+    if kept.len() != entries.as_array().map_or(0, Vec::len) {
+        // An empty list would reset the managed fields to one entry for
+        // the patch itself; a single entry of nobody keeps it empty.
+        let managed = if kept.is_empty() {
+            serde_json::json!([{}])
+        } else {
+            Value::Array(kept)
+        };
+        let patch = serde_json::json!({"metadata": {"managedFields": managed}});
+        api.patch(&object.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(request("release", object))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

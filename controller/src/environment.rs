@@ -29,12 +29,22 @@ use crate::inventory::ObjectRef;
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentSpec {
     pub source: GitSource,
-    /// When set, every namespaced object must be in this namespace: a guard
+    /// When set, namespaced objects without a namespace go into this one,
+    /// objects in any other namespace are refused, and so are
+    /// cluster-scoped objects other than this Namespace itself: a guard
     /// against an overlay writing into another environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_namespace: Option<String>,
-    /// How often to look at git and the cluster again (`30s`, `5m`, `1h`).
+    /// A ServiceAccount (in `targetNamespace`, or else the Environment's
+    /// namespace) that the controller impersonates to plan, apply and
+    /// prune, so this Environment can do only what that account may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// How often to look at git and the cluster again (`30s`, `5m`,
+    /// `1h30m`; at least 10 s).
     #[serde(default = "default_interval")]
+    #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self != '' && duration(self) >= duration('10s')", "message": "interval must be a duration of at least 10s, such as 30s, 5m or 1h30m"}]))]
     pub interval: String,
     /// Delete objects that ferry applied before and that left git.
     #[serde(default = "default_true")]
@@ -63,6 +73,11 @@ pub struct GitSource {
     /// `identity` and `known_hosts` (SSH; `passphrase` optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretRef>,
+    /// The longest a fetch may take, connecting included (`60s`); a remote
+    /// that hangs is reported and retried, never waited on for ever.
+    #[serde(default = "default_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
+    pub timeout: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -97,6 +112,13 @@ pub struct EnvironmentStatus {
 /// once (for example after a push, without waiting for the interval).
 pub const REQUESTED_AT: &str = "ferry.dev/requested-at";
 
+/// The finalizer that lets the controller prune (or orphan, with
+/// `prune: false`) what an Environment applied before it goes away.
+pub const FINALIZER: &str = "ferry.dev/finalizer";
+
+/// The shortest interval the controller honours.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Condition types.
 pub mod condition {
     pub const READY: &str = "Ready";
@@ -120,8 +142,15 @@ pub mod reason {
     pub const VALIDATION_FAILED: &str = "ValidationFailed";
     /// An object is outside `spec.targetNamespace` (Stalled): fix git or the Environment.
     pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
-    /// Another field manager owns fields git sets (Stalled): set `force` or remove them.
+    /// Another field manager owns fields git sets, or another Environment
+    /// owns an object this one renders (Stalled): set `force`, remove the
+    /// other manager's fields, or render the object in one Environment only.
     pub const CONFLICT: &str = "Conflict";
+    /// The API server refused for lack of permission (Stalled): the
+    /// message names the verb, resource and namespace to grant.
+    pub const FORBIDDEN: &str = "Forbidden";
+    /// The Environment's spec is invalid (Stalled): fix the Environment.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
     /// Applying failed for a reason that may pass (API errors). Retried with back-off.
     pub const APPLY_FAILED: &str = "ApplyFailed";
     /// `spec.suspend` is true.
@@ -130,6 +159,10 @@ pub mod reason {
 
 fn default_interval() -> String {
     "1m".into()
+}
+
+fn default_timeout() -> String {
+    "60s".into()
 }
 
 fn default_true() -> bool {

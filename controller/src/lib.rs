@@ -9,12 +9,16 @@
 //! review).
 
 pub mod apply;
+pub mod drift;
 pub mod environment;
+pub mod failure;
 pub mod inventory;
 pub mod metrics;
+pub mod ownership;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;
 pub mod render;
 pub mod source;
 pub mod sync;
+pub mod target;

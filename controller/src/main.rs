@@ -158,7 +158,13 @@ fn diff(path: &std::path::Path, revision: Option<&str>) -> anyhow::Result<bool> 
     let plan = runtime.block_on(async {
         let client = kube::Client::try_default().await?;
         let mut resolver = Resolver::new(client);
-        anyhow::Ok(plan::plan(&mut resolver, &desired, &[]).await?)
+        // As `kubectl diff --server-side --force-conflicts`: show what git
+        // would set even where another manager owns the field.
+        let options = plan::PlanOptions {
+            force: true,
+            owner: None,
+        };
+        anyhow::Ok(plan::plan(&mut resolver, &desired, &[], options).await?)
     })?;
     let mut out = std::io::stdout().lock();
     for change in &plan.changes {
@@ -192,8 +198,11 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                         &mut resolver,
                         &desired,
                         &[],
-                        force,
-                        false,
+                        ferry_controller::sync::SyncOptions {
+                            force,
+                            prune: false,
+                            owner: None,
+                        },
                     )
                     .await?,
                 )
@@ -286,9 +295,21 @@ async fn run(
             cache_dir.display()
         )
     })?;
-    let client = kube::Client::try_default().await?;
+    // A remote that accepts connections and never answers is cut off
+    // here; each Environment's overall timeout bounds the rest.
+    ferry_controller::source::set_network_timeouts(
+        std::time::Duration::from_secs(15),
+        std::time::Duration::from_secs(30),
+    )?;
+    let config = kube::Config::infer().await?;
+    let client = kube::Client::try_from(config.clone())?;
     let metrics = std::sync::Arc::new(Metrics::default());
-    let context = std::sync::Arc::new(Context::new(client.clone(), cache_dir, metrics.clone()));
+    let context = std::sync::Arc::new(Context::new(
+        client.clone(),
+        config,
+        cache_dir,
+        metrics.clone(),
+    ));
     let environments: kube::Api<Environment> = match &namespace {
         Some(ns) => kube::Api::namespaced(client, ns),
         None => kube::Api::all(client),
@@ -310,8 +331,28 @@ async fn run(
             anyhow::anyhow!("failed to list Environments ({e}); {hint}")
         })?;
 
+    // Healthy while the watch of Environments works: it turns false when
+    // the watch fails (and true again when it recovers), and for good
+    // when the reconcile loop ends.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let healthz = {
+        let watching = watching.clone();
+        move || {
+            let healthy = watching.load(std::sync::atomic::Ordering::Relaxed);
+            async move {
+                if healthy {
+                    (axum::http::StatusCode::OK, "ok\n")
+                } else {
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "the watch of Environments has stopped\n",
+                    )
+                }
+            }
+        }
+    };
     let app = axum::Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/healthz", axum::routing::get(healthz))
         .route(
             "/metrics",
             axum::routing::get(move || {
@@ -329,8 +370,12 @@ async fn run(
     // annotation, not on our own status writes; the interval requeue
     // covers new commits.
     let (reader, writer) = reflector::store();
+    let watch_state = watching.clone();
     let changes = watcher(environments, watcher::Config::default())
         .default_backoff()
+        .inspect(move |event| {
+            watch_state.store(event.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        })
         .reflect(writer)
         .applied_objects()
         .predicate_filter(spec_or_request, Default::default());
@@ -343,6 +388,7 @@ async fn run(
             }
         })
         .await;
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
     server.abort();
     tracing::info!("stopped");
     Ok(())

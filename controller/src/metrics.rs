@@ -26,6 +26,7 @@ pub struct Metrics {
     duration: Histogram,
     errors: Family<ErrorLabels, Counter>,
     objects: Family<ActionLabels, Counter>,
+    drift: Counter,
 }
 
 impl Default for Metrics {
@@ -46,14 +47,21 @@ impl Default for Metrics {
         let objects = Family::<ActionLabels, Counter>::default();
         registry.register(
             "ferry_objects",
-            "Objects applied, by action (created, updated, pruned)",
+            "Objects applied, by action (created, updated, pruned, released)",
             objects.clone(),
+        );
+        let drift = Counter::default();
+        registry.register(
+            "ferry_drift_corrected",
+            "Objects whose fields changed in the cluster by hand were set back to git's values",
+            drift.clone(),
         );
         Metrics {
             registry,
             duration,
             errors,
             objects,
+            drift,
         }
     }
 }
@@ -77,11 +85,13 @@ impl Metrics {
             ("created", applied.created),
             ("updated", applied.updated),
             ("pruned", applied.pruned),
+            ("released", applied.released),
         ] {
             self.objects
                 .get_or_create(&ActionLabels { action })
                 .inc_by(n as u64);
         }
+        self.drift.inc_by(applied.drift.len() as u64);
     }
 
     /// The text exposition.

@@ -18,7 +18,11 @@ use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope, pinned_kind};
 use serde_json::Value;
 
+use crate::drift::{self, Drift};
+use crate::environment::reason;
+use crate::failure::{self, FailureClass};
 use crate::inventory::{ObjectRef, orphans};
+use crate::ownership::{self, Ownership, SsaPolicy};
 
 /// The field manager of every apply.
 pub const FIELD_MANAGER: &str = "ferry";
@@ -54,8 +58,13 @@ pub struct Change {
     /// The rendered object (absent for prunes).
     pub desired: Option<Value>,
     /// The API server accepted a dry run of it (false only for objects in
-    /// namespaces this plan creates).
+    /// namespaces this plan creates, or of kinds whose CRD it creates).
     pub validated: bool,
+    /// Apply taking over fields other managers own: the Environment asks
+    /// for it, or the object is already ferry's (drift correction).
+    pub force: bool,
+    /// Fields git sets that another manager changed (see [`crate::drift`]).
+    pub drift: Vec<Drift>,
 }
 
 /// All changes, in the order they would be applied.
@@ -86,14 +95,40 @@ pub enum PlanError {
         #[source]
         source: kube::Error,
     },
-    #[error("{object} (from {origin}) is invalid: {message}")]
+    #[error("{object} (from {origin}) was refused by the API server ({code}): {message}")]
     Invalid {
+        object: ObjectRef,
+        origin: String,
+        code: u16,
+        message: String,
+    },
+    #[error(
+        "{object} (from {origin}) has fields git sets that {managers} also set: {message}; remove the other manager's fields or set force in the Environment"
+    )]
+    Conflict {
+        object: ObjectRef,
+        origin: String,
+        managers: String,
+        message: String,
+    },
+    #[error(
+        "{object} (from {origin}) belongs to Environment {owner} (label {label}); two Environments must not render the same object"
+    )]
+    OwnedElsewhere {
+        object: ObjectRef,
+        origin: String,
+        owner: String,
+        label: &'static str,
+    },
+    #[error("{object} (from {origin}): {message}")]
+    Policy {
         object: ObjectRef,
         origin: String,
         message: String,
     },
-    #[error("failed to read {object} from the cluster")]
-    Read {
+    #[error("failed to {verb} {object}")]
+    Request {
+        verb: &'static str,
         object: ObjectRef,
         #[source]
         source: kube::Error,
@@ -101,11 +136,35 @@ pub enum PlanError {
 }
 
 impl PlanError {
-    /// Whether retrying later can help (a read failed) or a change in git
-    /// is needed (the manifests are invalid).
-    pub fn is_terminal(&self) -> bool {
-        !matches!(self, PlanError::Read { .. })
+    /// Terminal (the manifests or the cluster must change) or transient
+    /// (the API server was unavailable): see [`crate::failure`].
+    pub fn class(&self) -> FailureClass {
+        match self {
+            PlanError::Invalid { code, .. } => failure::of_status(*code),
+            PlanError::Request { source, .. } => failure::of_error(source),
+            _ => FailureClass::Terminal,
+        }
     }
+
+    /// The condition reason it is reported with.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PlanError::Invalid { code: 403, .. } => reason::FORBIDDEN,
+            PlanError::Conflict { .. } | PlanError::OwnedElsewhere { .. } => reason::CONFLICT,
+            _ if self.class() == FailureClass::Transient => reason::APPLY_FAILED,
+            _ => reason::VALIDATION_FAILED,
+        }
+    }
+}
+
+/// How to plan: the same rules the apply follows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions<'a> {
+    /// Take over fields other managers own, on every object.
+    pub force: bool,
+    /// The owning Environment's label value ([`crate::ownership`]); `None`
+    /// for the command line, which neither labels nor checks owners.
+    pub owner: Option<&'a str>,
 }
 
 /// Resolves kinds to API resources, once per kind.
@@ -218,7 +277,7 @@ fn to_yaml(value: &Value) -> String {
     if value.is_null() {
         String::new()
     } else {
-        serde_norway::to_string(value).unwrap_or_default()
+        crate::render::yaml::to_string(value)
     }
 }
 
@@ -249,55 +308,165 @@ pub fn unified_diff_labeled(
 /// Plans `desired` (with the file each came from) against the cluster;
 /// objects of `inventory` that left git are planned as prunes.
 ///
-/// An object in a namespace that does not exist yet cannot be dry-run;
-/// when the namespace is among the desired objects it is planned as a
-/// create of the rendered object, unvalidated ([`Change::validated`]), so
-/// a diff can show it. Applying validates it after creating namespaces
-/// (see `reconcile`).
+/// An object in a namespace that does not exist yet, or of a kind whose
+/// CRD is among the desired objects and not installed yet, cannot be
+/// dry-run; it is planned as a create of the rendered object, unvalidated
+/// ([`Change::validated`]), so a diff can show it. Syncing creates the
+/// namespaces and CRDs first and plans again ([`crate::sync`]).
+///
+/// With an owner, every object is labelled for it and checked: an object
+/// another Environment owns is a conflict, an object already ferry's is
+/// dry-run with force (drift is corrected), any other conflict is
+/// reported unless `force`. The dry run uses exactly the ownership rules
+/// the apply will use, so a conflict stops the sync before anything
+/// changes.
 pub async fn plan(
     resolver: &mut Resolver,
     desired: &[(Value, String)],
     inventory: &[ObjectRef],
+    options: PlanOptions<'_>,
 ) -> Result<Plan, PlanError> {
     let mut changes = Vec::new();
-    let dry_run = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+    let mut kept = Vec::new();
     let new_namespaces = missing_namespaces(resolver, desired).await?;
+    let new_kinds = kinds_defined_by_crds(desired);
     for (object, origin) in desired {
         let id = ObjectRef::of(object);
+        kept.push(id.clone());
+        let unvalidated = |object: &Value| {
+            let object = match options.owner {
+                Some(owner) => ownership::stamp(object, owner, &Ownership::Absent),
+                None => object.clone(),
+            };
+            Change {
+                object: id.clone(),
+                action: Action::Create,
+                diff: unified_diff(&id, &Value::Null, &redacted(&object)),
+                desired: Some(object),
+                validated: false,
+                force: options.force,
+                drift: Vec::new(),
+            }
+        };
         if id.kind != "Namespace"
             && let Some(ns) = &id.namespace
             && new_namespaces.contains(ns)
         {
-            let diff = unified_diff(&id, &Value::Null, &redacted(object));
-            changes.push(Change {
-                object: id,
-                action: Action::Create,
-                diff,
-                desired: Some(object.clone()),
-                validated: false,
-            });
+            changes.push(unvalidated(object));
             continue;
         }
-        let api = resolver
-            .api(&id)
-            .await
-            .map_err(|source| PlanError::UnknownKind {
-                api_version: id.api_version(),
-                kind: id.kind.clone(),
-                origin: origin.clone(),
-                source,
-            })?;
+        let policy = ownership::ssa_policy(object).map_err(|message| PlanError::Policy {
+            object: id.clone(),
+            origin: origin.clone(),
+            message,
+        })?;
+        let api = match resolver.api(&id).await {
+            Ok(api) => api,
+            Err(e)
+                if failure::is_unknown_kind(&e)
+                    && new_kinds.contains(&(id.group.clone(), id.kind.clone())) =>
+            {
+                changes.push(unvalidated(object));
+                continue;
+            }
+            Err(source) if failure::is_unknown_kind(&source) => {
+                return Err(PlanError::UnknownKind {
+                    api_version: id.api_version(),
+                    kind: id.kind.clone(),
+                    origin: origin.clone(),
+                    source,
+                });
+            }
+            Err(source) => {
+                return Err(PlanError::Request {
+                    verb: "discover",
+                    object: id,
+                    source,
+                });
+            }
+        };
         let live = read_live(&api, &id).await?;
-        let applied = match api.patch(&id.name, &dry_run, &Patch::Apply(object)).await {
+        let in_inventory = inventory.iter().any(|i| i.same_object(&id));
+        let (ownership, object) = match options.owner {
+            Some(owner) => {
+                let ownership = ownership::classify(live.as_ref(), owner, in_inventory);
+                if let Ownership::Elsewhere(other) = ownership {
+                    return Err(PlanError::OwnedElsewhere {
+                        object: id,
+                        origin: origin.clone(),
+                        owner: other,
+                        label: ownership::ENVIRONMENT_LABEL,
+                    });
+                }
+                let stamped = ownership::stamp(object, owner, &ownership);
+                (ownership, stamped)
+            }
+            None => (Ownership::Absent, object.clone()),
+        };
+        match (policy, &live) {
+            (SsaPolicy::Ignore, _) => continue,
+            (SsaPolicy::IfNotPresent, Some(_)) => {
+                changes.push(Change {
+                    object: id,
+                    action: Action::Unchanged,
+                    diff: String::new(),
+                    desired: None,
+                    validated: true,
+                    force: false,
+                    drift: Vec::new(),
+                });
+                continue;
+            }
+            _ => {}
+        }
+        let force = options.force || matches!(ownership, Ownership::Ours { .. });
+        let mut dry_run = PatchParams::apply(FIELD_MANAGER).dry_run();
+        dry_run.force = force;
+        let applied = match api.patch(&id.name, &dry_run, &Patch::Apply(&object)).await {
             Ok(applied) => serde_json::to_value(applied).unwrap_or_default(),
-            Err(kube::Error::Api(e)) => {
-                return Err(PlanError::Invalid {
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let others: Vec<String> = live
+                    .as_ref()
+                    .map(managers)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|m| m != FIELD_MANAGER)
+                    .collect();
+                return Err(PlanError::Conflict {
                     object: id,
                     origin: origin.clone(),
+                    managers: if others.is_empty() {
+                        "another field manager".into()
+                    } else {
+                        others.join(", ")
+                    },
                     message: e.message,
                 });
             }
-            Err(source) => return Err(PlanError::Read { object: id, source }),
+            Err(kube::Error::Api(e)) => {
+                let hint = if e.code == 403 {
+                    format!("; {}", failure::FORBIDDEN_HINT)
+                } else {
+                    String::new()
+                };
+                return Err(PlanError::Invalid {
+                    object: id,
+                    origin: origin.clone(),
+                    code: e.code,
+                    message: format!("{}{hint}", e.message),
+                });
+            }
+            Err(source) => {
+                return Err(PlanError::Request {
+                    verb: "dry-run",
+                    object: id,
+                    source,
+                });
+            }
+        };
+        let drift = match (&ownership, &live) {
+            (Ownership::Ours { .. }, Some(live)) => drift::detect(live, &applied),
+            _ => Vec::new(),
         };
         let mut after = normalize(applied);
         let mut before = live.clone().map(normalize).unwrap_or(Value::Null);
@@ -312,15 +481,35 @@ pub async fn plan(
             object: id,
             action,
             diff,
-            desired: Some(object.clone()),
+            desired: Some(object),
             validated: true,
+            force,
+            drift: if action == Action::Update {
+                drift
+            } else {
+                Vec::new()
+            },
         });
     }
-    let desired_ids: Vec<ObjectRef> = changes.iter().map(|c| c.object.clone()).collect();
-    for gone in orphans(inventory, &desired_ids) {
+    for gone in orphans(inventory, &kept) {
         let live = match resolver.api(gone).await {
-            Ok(api) => api.get_opt(&gone.name).await.ok().flatten(),
-            Err(_) => None,
+            Ok(api) => api
+                .get_opt(&gone.name)
+                .await
+                .map_err(|source| PlanError::Request {
+                    verb: "read",
+                    object: gone.clone(),
+                    source,
+                })?,
+            // Its kind is gone from the cluster: so is the object.
+            Err(e) if failure::is_unknown_kind(&e) => None,
+            Err(source) => {
+                return Err(PlanError::Request {
+                    verb: "discover",
+                    object: gone.clone(),
+                    source,
+                });
+            }
         };
         // Already gone: nothing to prune.
         let Some(live) = live else { continue };
@@ -333,9 +522,34 @@ pub async fn plan(
             diff,
             desired: None,
             validated: true,
+            force: false,
+            drift: Vec::new(),
         });
     }
     Ok(Plan { changes })
+}
+
+/// Field managers of a live object.
+pub fn managers(live: &Value) -> Vec<String> {
+    live.pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("manager").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
+/// `(group, kind)` of the custom resources the desired CRDs define.
+pub fn kinds_defined_by_crds(desired: &[(Value, String)]) -> Vec<(String, String)> {
+    desired
+        .iter()
+        .filter(|(o, _)| ObjectRef::of(o).kind == "CustomResourceDefinition")
+        .filter_map(|(o, _)| {
+            let group = o.pointer("/spec/group").and_then(Value::as_str)?;
+            let kind = o.pointer("/spec/names/kind").and_then(Value::as_str)?;
+            Some((group.to_owned(), kind.to_owned()))
+        })
+        .collect()
 }
 
 /// The live object, `None` when it does not exist.
@@ -343,7 +557,8 @@ async fn read_live(api: &Api<DynamicObject>, id: &ObjectRef) -> Result<Option<Va
     let live = api
         .get_opt(&id.name)
         .await
-        .map_err(|source| PlanError::Read {
+        .map_err(|source| PlanError::Request {
+            verb: "read",
             object: id.clone(),
             source,
         })?;
@@ -369,10 +584,14 @@ async fn missing_namespaces(
         if id.kind != "Namespace" || !id.group.is_empty() {
             continue;
         }
-        let api = resolver.api(&id).await.map_err(|source| PlanError::Read {
-            object: id.clone(),
-            source,
-        })?;
+        let api = resolver
+            .api(&id)
+            .await
+            .map_err(|source| PlanError::Request {
+                verb: "discover",
+                object: id.clone(),
+                source,
+            })?;
         if read_live(&api, &id).await?.is_none() {
             missing.push(id.name.clone());
         }
@@ -429,7 +648,7 @@ mod tests {
         );
         let diff = unified_diff(&id, &live, &desired);
         assert!(
-            diff.contains("+  b: <redacted, changed>") && !diff.contains("Mw=="),
+            diff.contains("+  b: \"<redacted, changed>\"") && !diff.contains("Mw=="),
             "{diff}"
         );
     }
@@ -441,6 +660,6 @@ mod tests {
         );
         let v = json!({"data": {"a": "1"}});
         assert_eq!(unified_diff(&id, &v, &v), "");
-        assert!(unified_diff(&id, &v, &json!({"data": {"a": "2"}})).contains("-  a: '1'"));
+        assert!(unified_diff(&id, &v, &json!({"data": {"a": "2"}})).contains("-  a: \"1\""));
     }
 }

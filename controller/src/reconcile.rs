@@ -1,18 +1,27 @@
 //! The reconcile loop: for each `Environment`, fetch, render, plan, apply,
 //! and record what happened in its status, in Events and in metrics.
 //!
-//! Failures fall in two classes, each with its conditions and requeue:
-//! - terminal (render, validation, namespace guard, field conflicts): git
-//!   or the Environment must change. `Stalled=True`, `Ready=False`; looked
-//!   at again at the interval, and at once when the Environment changes.
-//! - transient (fetch, credentials, API errors): may pass by themselves.
-//!   `Reconciling=True`, `Ready=False`; retried with back-off
-//!   ([`retry_after`]: 10 s, growing with the time spent failing).
+//! Failures fall in two classes ([`crate::failure`]), each with its
+//! conditions and requeue:
+//! - terminal (render, validation, namespace guard, conflicts, missing
+//!   permissions): git, the cluster or the Environment must change.
+//!   `Stalled=True`, `Ready=False`; looked at again at the interval, and at
+//!   once when the Environment changes.
+//! - transient (fetch, credentials, API errors such as 429, 5xx and
+//!   timeouts): may pass by themselves. `Reconciling=True`, `Ready=False`;
+//!   retried with back-off ([`retry_after`]: 10 s, growing with the time
+//!   spent failing).
 //!
 //! Guarantees: a failure before applying changes nothing in the cluster;
 //! the last applied revision, digest and inventory stay as they were until
-//! a revision is applied in full. The status is computed by
-//! [`next_status`], a pure function, and written in one patch.
+//! a revision is applied in full. Each reconcile reads the Environment
+//! fresh from the API server (not the watch cache), so it prunes from the
+//! latest inventory; the status is computed by [`next_status`], a pure
+//! function, and written with optimistic concurrency (a newer status is
+//! never overwritten: on a conflict it is read again and recomputed).
+//! A finalizer deletes what the Environment applied when it is deleted
+//! with `prune: true` (owned objects only; adopted ones are released), or
+//! orphans it with `prune: false`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,56 +31,57 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
+use kube::discovery::Scope as ApiScope;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{self, Event as Finalizing};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::Value;
 
-use crate::apply::Applied;
-use crate::environment::{Environment, EnvironmentStatus, condition, parse_interval, reason};
+use crate::apply::{self, Applied};
+use crate::environment::{
+    Environment, EnvironmentStatus, FINALIZER, MIN_INTERVAL, condition, parse_interval, reason,
+};
+pub use crate::failure::FailureClass;
 use crate::inventory::ObjectRef;
 use crate::metrics::Metrics;
-use crate::plan::Resolver;
+use crate::ownership;
+use crate::plan::{Action as PlanAction, Change, Plan, Resolver};
 use crate::render;
-use crate::source::{Cache, Credentials, Revision, SourceSpec};
-use crate::sync;
+use crate::source::{Cache, Credentials, Revision, SourceSpec, redact};
+use crate::sync::{self, SyncOptions};
+use crate::target::{self, Scope};
 
 /// Wait before retrying a transient failure.
 pub const RETRY: Duration = Duration::from_secs(10);
-const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// Status writes that lose a race are recomputed and retried this often.
+const STATUS_ATTEMPTS: usize = 3;
 
 /// What reconcilers share.
 pub struct Context {
     pub client: Client,
+    /// The controller's own configuration, from which impersonating
+    /// clients are made for Environments with `serviceAccountName`.
+    pub config: kube::Config,
     pub cache: Cache,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
 }
 
 impl Context {
-    pub fn new(client: Client, cache_dir: PathBuf, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: Client,
+        config: kube::Config,
+        cache_dir: PathBuf,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let recorder = Recorder::new(client.clone(), "ferry-controller".into());
         Context {
             client,
+            config,
             cache: Cache::new(&cache_dir),
             recorder,
             metrics,
-        }
-    }
-}
-
-/// Whether a failure needs a change (terminal) or time (transient).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
-    Terminal,
-    Transient,
-}
-
-impl FailureClass {
-    pub fn label(self) -> &'static str {
-        match self {
-            FailureClass::Terminal => "terminal",
-            FailureClass::Transient => "transient",
         }
     }
 }
@@ -93,15 +103,30 @@ pub enum Outcome {
     Suspended,
 }
 
-/// Never fails: every failure is an [`Outcome`] written to the status; this
-/// error is only for the status write itself.
+/// Never fails for what git or the cluster hold: every such failure is an
+/// [`Outcome`] written to the status. These errors are the controller's
+/// own I/O (reading the Environment, writing its status, the finalizer).
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
+    #[error("failed to read Environment {name}")]
+    Read {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("failed to write the status of Environment {name}")]
     Status {
         name: String,
         #[source]
         source: kube::Error,
+    },
+    #[error("failed to clean up after Environment {name}: {message}")]
+    Cleanup { name: String, message: String },
+    #[error("failed to handle the finalizer of Environment {name}")]
+    Finalizer {
+        name: String,
+        #[source]
+        source: Box<finalizer::Error<ReconcileError>>,
     },
 }
 
@@ -275,7 +300,7 @@ async fn credentials(ctx: &Context, env: &Environment) -> Result<Credentials, St
             .map(|v| String::from_utf8_lossy(&v.0).into_owned())
     };
     match (text("token"), text("identity"), text("known_hosts")) {
-        (Some(token), _, _) => Ok(Credentials::Token(token)),
+        (Some(token), _, _) => Ok(Credentials::Token(token.trim().to_owned())),
         (None, Some(private_key), Some(known_hosts)) => Ok(Credentials::Ssh {
             private_key,
             passphrase: text("passphrase"),
@@ -288,10 +313,87 @@ async fn credentials(ctx: &Context, env: &Environment) -> Result<Credentials, St
     }
 }
 
+/// The client plan, apply and prune use: the controller's own, or one
+/// impersonating `spec.serviceAccountName`.
+fn client_for(ctx: &Context, env: &Environment) -> Result<Client, String> {
+    let Some(account) = &env.spec.service_account_name else {
+        return Ok(ctx.client.clone());
+    };
+    let namespace = env
+        .spec
+        .target_namespace
+        .clone()
+        .or_else(|| env.namespace())
+        .unwrap_or_default();
+    let mut config = ctx.config.clone();
+    // The API server adds the account's groups (system:serviceaccounts,
+    // system:serviceaccounts:NS, system:authenticated) itself.
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
+    config.auth_info.impersonate_groups = None;
+    Client::try_from(config)
+        .map_err(|e| format!("failed to make a client impersonating {namespace}/{account}: {e}"))
+}
+
+/// The owner label value of an Environment.
+pub fn owner_of(env: &Environment) -> String {
+    ownership::owner_id(&env.namespace().unwrap_or_default(), &env.name_any())
+}
+
+/// Each desired object's scope, from discovery or, for kinds the revision
+/// itself defines, from its CRD.
+async fn scopes(
+    resolver: &mut Resolver,
+    desired: &[(Value, String)],
+) -> Result<Vec<(ObjectRef, Scope)>, kube::Error> {
+    let crds: Vec<(String, String, Scope)> = desired
+        .iter()
+        .filter(|(o, _)| ObjectRef::of(o).kind == "CustomResourceDefinition")
+        .filter_map(|(o, _)| {
+            let group = o.pointer("/spec/group")?.as_str()?.to_owned();
+            let kind = o.pointer("/spec/names/kind")?.as_str()?.to_owned();
+            let scope = match o.pointer("/spec/scope")?.as_str()? {
+                "Cluster" => Scope::Cluster,
+                _ => Scope::Namespaced,
+            };
+            Some((group, kind, scope))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (object, _) in desired {
+        let id = ObjectRef::of(object);
+        match resolver.resolve(&id).await {
+            Ok((_, capabilities)) => {
+                let scope = match capabilities.scope {
+                    ApiScope::Cluster => Scope::Cluster,
+                    ApiScope::Namespaced => Scope::Namespaced,
+                };
+                out.push((id, scope));
+            }
+            Err(e) if crate::failure::is_unknown_kind(&e) => {
+                if let Some((_, _, scope)) = crds
+                    .iter()
+                    .find(|(g, k, _)| *g == id.group && *k == id.kind)
+                {
+                    out.push((id, *scope));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// Fetch, render, plan and apply one Environment.
 async fn sync(env: &Environment, ctx: &Context) -> Outcome {
     use FailureClass::{Terminal, Transient};
     let spec = &env.spec;
+    let Some(timeout) = parse_interval(&spec.source.timeout) else {
+        let message = format!(
+            "spec.source.timeout {:?} is not a duration such as 60s or 2m",
+            spec.source.timeout
+        );
+        return failed(None, Terminal, reason::INVALID_SPEC, message);
+    };
     let credentials = match credentials(ctx, env).await {
         Ok(c) => c,
         Err(message) => return failed(None, Transient, reason::CREDENTIALS_MISSING, message),
@@ -303,41 +405,59 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
     };
     let cache = ctx.cache.clone();
     let path = spec.source.path.clone();
-    let fetched = tokio::task::spawn_blocking(move || {
-        let revision = cache.fetch(&source)?;
-        let files = cache.files(&source.url, &revision.commit)?;
+    let fetch = tokio::task::spawn_blocking(move || {
+        let revision = cache.fetch(&source, timeout)?;
+        let files = cache.files(&source, &revision.commit)?;
         Ok::<_, crate::source::SourceError>((
             revision.clone(),
             render::render_with_origins(&files, &path),
         ))
-    })
-    .await;
+    });
+    // The fetch stops itself at the timeout; this bounds the wait even
+    // when libgit2 blocks somewhere its callbacks do not reach.
+    let fetched = tokio::time::timeout(timeout + Duration::from_secs(5), fetch).await;
     let (revision, rendered) = match fetched {
-        Ok(Ok(r)) => r,
+        Ok(Ok(Ok(r))) => r,
+        Ok(Ok(Err(e))) => return failed(None, Transient, reason::FETCH_FAILED, e),
         Ok(Err(e)) => return failed(None, Transient, reason::FETCH_FAILED, e),
-        Err(e) => return failed(None, Transient, reason::FETCH_FAILED, e),
+        Err(_) => {
+            let message = format!(
+                "failed to fetch {}: no answer within {} s",
+                redact(&spec.source.url),
+                timeout.as_secs()
+            );
+            return failed(None, Transient, reason::FETCH_FAILED, message);
+        }
     };
-    let desired = match rendered {
+    let mut desired = match rendered {
         Ok(d) => d,
         Err(e) => return failed(Some(&revision), Terminal, reason::RENDER_FAILED, e),
     };
-    if let Some(target) = &spec.target_namespace
-        && let Some((object, origin)) = desired.iter().find(|(o, _)| {
-            o.pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .is_some_and(|ns| ns != target)
-        })
-    {
-        let message = format!(
-            "{} (from {origin}) is outside the target namespace {target}",
-            ObjectRef::of(object)
-        );
-        return failed(
-            Some(&revision),
-            Terminal,
-            reason::NAMESPACE_NOT_ALLOWED,
-            message,
-        );
+    let client = match client_for(ctx, env) {
+        Ok(c) => c,
+        Err(message) => return failed(Some(&revision), Terminal, reason::INVALID_SPEC, message),
+    };
+    let mut resolver = Resolver::new(client);
+    let known = match scopes(&mut resolver, &desired).await {
+        Ok(k) => k,
+        Err(e) => {
+            let class = crate::failure::of_error(&e);
+            return failed(
+                Some(&revision),
+                class,
+                reason::APPLY_FAILED,
+                format!("failed to discover the API: {e}"),
+            );
+        }
+    };
+    let scope_of = |id: &ObjectRef| {
+        known
+            .iter()
+            .find(|(k, _)| k.same_object(id) || (k.group == id.group && k.kind == id.kind))
+            .map(|(_, s)| *s)
+    };
+    if let Err(e) = target::place(&mut desired, spec.target_namespace.as_deref(), scope_of) {
+        return failed(Some(&revision), Terminal, reason::NAMESPACE_NOT_ALLOWED, e);
     }
     let digest = render::digest(&desired.iter().map(|(o, _)| o.clone()).collect::<Vec<_>>());
     let inventory = env
@@ -345,8 +465,13 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
         .as_ref()
         .map(|s| s.inventory.clone())
         .unwrap_or_default();
-    let mut resolver = Resolver::new(ctx.client.clone());
-    match sync::plan_and_apply(&mut resolver, &desired, &inventory, spec.force, spec.prune).await {
+    let owner = owner_of(env);
+    let options = SyncOptions {
+        force: spec.force,
+        prune: spec.prune,
+        owner: Some(&owner),
+    };
+    match sync::plan_and_apply(&mut resolver, &desired, &inventory, options).await {
         Ok((applied, timings)) => {
             tracing::debug!(
                 plan_ms = timings.plan.as_millis() as u64,
@@ -359,46 +484,139 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
                 applied,
             }
         }
-        Err(e) => {
-            let class = if e.is_terminal() { Terminal } else { Transient };
-            failed(Some(&revision), class, e.reason(), e)
-        }
+        Err(e) => failed(Some(&revision), e.class(), e.reason(), e),
     }
+}
+
+/// Deletes (or releases) what the Environment applied, in reverse
+/// dependency order; with `prune: false` leaves it all in place.
+async fn cleanup(env: &Environment, ctx: &Context) -> Result<Action, ReconcileError> {
+    let name = format!("{}/{}", env.namespace().unwrap_or_default(), env.name_any());
+    let inventory = env
+        .status
+        .as_ref()
+        .map(|s| s.inventory.clone())
+        .unwrap_or_default();
+    if !env.spec.prune {
+        tracing::info!(
+            objects = inventory.len(),
+            "Environment deleted with prune: false; orphaning what it applied"
+        );
+        return Ok(Action::await_change());
+    }
+    let client = client_for(ctx, env).map_err(|message| ReconcileError::Cleanup {
+        name: name.clone(),
+        message,
+    })?;
+    let mut resolver = Resolver::new(client);
+    let plan = Plan {
+        changes: inventory
+            .iter()
+            .map(|object| Change {
+                object: object.clone(),
+                action: PlanAction::Prune,
+                diff: String::new(),
+                desired: None,
+                validated: true,
+                force: false,
+                drift: Vec::new(),
+            })
+            .collect(),
+    };
+    let owner = owner_of(env);
+    let applied = apply::apply(&mut resolver, &plan, true, Some(&owner))
+        .await
+        .map_err(|e| ReconcileError::Cleanup {
+            name: name.clone(),
+            message: e.to_string(),
+        })?;
+    tracing::info!(
+        pruned = applied.pruned,
+        released = applied.released,
+        "Environment deleted; removed what it applied"
+    );
+    Ok(Action::await_change())
 }
 
 /// Reconciles one Environment; see the module docs.
 #[tracing::instrument(skip_all, fields(environment = %format!("{}/{}", env.namespace().unwrap_or_default(), env.name_any())))]
 pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let ns = env.namespace().unwrap_or_default();
+    let name = env.name_any();
+    let api: Api<Environment> = Api::namespaced(ctx.client.clone(), &ns);
+    // Fresh, not from the watch cache: the inventory pruning trusts.
+    let Some(fresh) = api
+        .get_opt(&name)
+        .await
+        .map_err(|source| ReconcileError::Read {
+            name: format!("{ns}/{name}"),
+            source,
+        })?
+    else {
+        return Ok(Action::await_change());
+    };
+    finalizer::finalizer(&api, FINALIZER, Arc::new(fresh), |event| async {
+        match event {
+            Finalizing::Apply(env) => apply_environment(&env, &ctx, &api).await,
+            Finalizing::Cleanup(env) => cleanup(&env, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|source| ReconcileError::Finalizer {
+        name: format!("{ns}/{name}"),
+        source: Box::new(source),
+    })
+}
+
+async fn apply_environment(
+    env: &Environment,
+    ctx: &Context,
+    api: &Api<Environment>,
+) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let name = env.name_any();
     let ns = env.namespace().unwrap_or_default();
-    let interval = parse_interval(&env.spec.interval).unwrap_or(DEFAULT_INTERVAL);
-    let outcome = if env.spec.suspend {
-        Outcome::Suspended
-    } else {
-        sync(&env, &ctx).await
+    let interval = parse_interval(&env.spec.interval).map(|i| i.max(MIN_INTERVAL));
+    let outcome = match interval {
+        _ if env.spec.suspend => Outcome::Suspended,
+        None => failed(
+            None,
+            FailureClass::Terminal,
+            reason::INVALID_SPEC,
+            format!(
+                "spec.interval {:?} is not a duration such as 30s, 5m or 1h30m",
+                env.spec.interval
+            ),
+        ),
+        Some(_) => sync(env, ctx).await,
     };
+    let interval = interval.unwrap_or(Duration::from_secs(300));
 
     let reference = env.object_ref(&());
-    let (requeue, event) = match &outcome {
+    let mut events = Vec::new();
+    let requeue = match &outcome {
         Outcome::Applied {
             revision, applied, ..
         } => {
-            tracing::info!(revision = %revision.id(), created = applied.created, updated = applied.updated, pruned = applied.pruned, "applied");
+            tracing::info!(revision = %revision.id(), created = applied.created, updated = applied.updated, pruned = applied.pruned, released = applied.released, drifted = applied.drift.len(), "applied");
             ctx.metrics.record_applied(applied);
-            let changed = applied.created + applied.updated + applied.pruned > 0;
-            let note = format!(
-                "applied {} ({}): {} created, {} updated, {} pruned",
-                short(revision),
-                revision.subject(),
-                applied.created,
-                applied.updated,
-                applied.pruned
-            );
-            (
-                Action::requeue(interval),
-                changed.then_some((EventType::Normal, "Applied", note)),
-            )
+            let changed = applied.created + applied.updated + applied.pruned + applied.released > 0;
+            if changed {
+                let note = format!(
+                    "applied {} ({}): {} created, {} updated, {} pruned, {} released",
+                    short(revision),
+                    revision.subject(),
+                    applied.created,
+                    applied.updated,
+                    applied.pruned,
+                    applied.released
+                );
+                events.push((EventType::Normal, "Applied", note));
+            }
+            if !applied.drift.is_empty() {
+                events.push((EventType::Warning, "DriftCorrected", drift_note(applied)));
+            }
+            Action::requeue(interval)
         }
         Outcome::Failed {
             class,
@@ -408,20 +626,17 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
         } => {
             tracing::warn!(class = class.label(), reason, %message, "reconcile failed");
             ctx.metrics.record_error(class.label(), reason);
-            let wait = if *class == FailureClass::Terminal {
-                interval
+            events.push((EventType::Warning, *reason, message.clone()));
+            if *class == FailureClass::Terminal {
+                Action::requeue(interval)
             } else {
                 let previous = env.status.clone().unwrap_or_default();
-                retry_after(&previous, &Time(Timestamp::now()), interval)
-            };
-            (
-                Action::requeue(wait),
-                Some((EventType::Warning, *reason, message.clone())),
-            )
+                Action::requeue(retry_after(&previous, &Time(Timestamp::now()), interval))
+            }
         }
-        Outcome::Suspended => (Action::await_change(), None),
+        Outcome::Suspended => Action::await_change(),
     };
-    if let Some((type_, reason, note)) = event {
+    for (type_, reason, note) in events {
         let event = Event {
             type_,
             reason: reason.into(),
@@ -433,26 +648,70 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
             tracing::debug!(error = %e, "failed to publish an event");
         }
     }
-
-    let previous = env.status.clone().unwrap_or_default();
-    let status = next_status(
-        &previous,
-        env.metadata.generation.unwrap_or(0),
-        &outcome,
-        &Time(Timestamp::now()),
-    );
-    if status != previous {
-        let api: Api<Environment> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = serde_json::json!({ "status": status });
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|source| ReconcileError::Status {
-                name: format!("{ns}/{name}"),
-                source,
-            })?;
-    }
+    write_status(api, env, &outcome)
+        .await
+        .map_err(|source| ReconcileError::Status {
+            name: format!("{ns}/{name}"),
+            source,
+        })?;
     ctx.metrics.observe_duration(started.elapsed());
     Ok(requeue)
+}
+
+/// `Deployment.apps dev/web: spec.replicas (by kubectl); ...`
+fn drift_note(applied: &Applied) -> String {
+    let objects: Vec<String> = applied
+        .drift
+        .iter()
+        .map(|(object, fields)| {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|d| format!("{} (changed by {})", d.field, d.managers.join(", ")))
+                .collect();
+            format!("{object}: {}", fields.join(", "))
+        })
+        .collect();
+    format!("set back to git's values: {}", objects.join("; "))
+}
+
+/// Writes the status `outcome` leads to, with the resourceVersion it was
+/// computed from; when someone wrote in between, reads again and
+/// recomputes, so a newer status is never overwritten.
+async fn write_status(
+    api: &Api<Environment>,
+    env: &Environment,
+    outcome: &Outcome,
+) -> Result<(), kube::Error> {
+    let name = env.name_any();
+    let mut current = env.clone();
+    for attempt in 1..=STATUS_ATTEMPTS {
+        let previous = current.status.clone().unwrap_or_default();
+        let status = next_status(
+            &previous,
+            env.metadata.generation.unwrap_or(0),
+            outcome,
+            &Time(Timestamp::now()),
+        );
+        if status == previous {
+            return Ok(());
+        }
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": current.resource_version()},
+            "status": status,
+        });
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < STATUS_ATTEMPTS => {
+                tracing::debug!(attempt, "status changed meanwhile; recomputing");
+                current = api.get_status(&name).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// How long to wait before retrying a transient failure: [`RETRY`] at
@@ -475,10 +734,10 @@ pub fn retry_after(previous: &EnvironmentStatus, now: &Time, interval: Duration)
     failing_for.clamp(RETRY.min(interval), interval.min(Duration::from_secs(300)))
 }
 
-/// Retries after a failed status write.
+/// Retries after a failed read, status write or cleanup.
 pub fn error_policy(_env: Arc<Environment>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     tracing::warn!(%error, "reconcile error");
-    ctx.metrics.record_error("transient", "StatusWriteFailed");
+    ctx.metrics.record_error("transient", "ControllerIOFailed");
     Action::requeue(RETRY)
 }
 

@@ -7,7 +7,10 @@
 //! Errors: [`SourceError`] says what failed and, for credentials and host
 //! keys, what to check.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use git2::{Cred, FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository};
 use sha2::{Digest, Sha256};
@@ -84,12 +87,14 @@ pub enum SourceError {
         #[source]
         source: git2::Error,
     },
-    #[error("failed to fetch {url}: {source}; check the URL, the network and the credentials")]
-    Fetch {
-        url: String,
-        #[source]
-        source: git2::Error,
-    },
+    /// The cause is kept as text, with any credentials in it redacted,
+    /// rather than as the `git2::Error` that may quote the URL.
+    #[error("failed to fetch {url}: {message}; check the URL, the network and the credentials")]
+    Fetch { url: String, message: String },
+    #[error(
+        "failed to fetch {url}: no answer within {seconds} s; the remote may hang or be slow, retrying"
+    )]
+    Timeout { url: String, seconds: u64 },
     #[error("{reference:?} is not a branch, tag or commit of {url}")]
     UnknownReference { url: String, reference: String },
     #[error(
@@ -104,11 +109,61 @@ pub enum SourceError {
     },
 }
 
-/// Bare repositories, one per URL, under a directory.
+/// Bare repositories under a directory, one per URL and credentials (so
+/// an Environment without credentials never reads what another one
+/// fetched with them).
+///
+/// Guarantees: one fetch at a time per repository; callers that asked
+/// while a fetch was running share its result instead of fetching again.
 #[derive(Debug, Clone)]
 pub struct Cache {
     dir: PathBuf,
+    /// Per repository: when its last fetch finished.
+    fetches: Arc<Mutex<HashMap<PathBuf, Arc<Mutex<Option<Instant>>>>>>,
 }
+
+/// `url` with any user and password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Replaces every occurrence of `url`'s credentials in `text`.
+fn sanitize(text: &str, url: &str) -> String {
+    let mut out = text.replace(url, &redact(url));
+    if let Some((_, rest)) = url.split_once("://")
+        && let Some(at) = rest[..rest.find('/').unwrap_or(rest.len())].rfind('@')
+    {
+        let userinfo = &rest[..at];
+        if !userinfo.is_empty() {
+            out = out.replace(userinfo, "***");
+        }
+    }
+    out
+}
+
+/// How long libgit2 waits to connect, and for any answer on a connection.
+/// Process-wide; set once at start, before any fetch.
+pub fn set_network_timeouts(connect: Duration, read: Duration) -> Result<(), git2::Error> {
+    let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: libgit2 reads these options at connection time; they are set
+    // once, at start, before any thread fetches.
+    unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(millis(connect))?;
+        git2::opts::set_server_timeout_in_milliseconds(millis(read))?;
+    }
+    Ok(())
+}
+
+/// Credential prompts libgit2 may make per fetch before it gives up (it
+/// asks again after each refusal).
+const MAX_CREDENTIAL_ATTEMPTS: usize = 3;
 
 /// `known_hosts` says this host has this key (plain host names, with or
 /// without a `[host]:port` form; hashed entries are not supported).
@@ -141,16 +196,24 @@ impl Cache {
     pub fn new(dir: &Path) -> Self {
         Cache {
             dir: dir.to_owned(),
+            fetches: Arc::default(),
         }
     }
 
-    fn path_for(&self, url: &str) -> PathBuf {
-        let digest = hex::encode(Sha256::digest(url.as_bytes()));
+    fn path_for(&self, spec: &SourceSpec) -> PathBuf {
+        let mut hasher = Sha256::new();
+        hasher.update(spec.url.as_bytes());
+        match &spec.credentials {
+            Credentials::None => {}
+            Credentials::Token(token) => hasher.update(format!("\0token\0{token}")),
+            Credentials::Ssh { private_key, .. } => hasher.update(format!("\0ssh\0{private_key}")),
+        }
+        let digest = hex::encode(hasher.finalize());
         self.dir.join(format!("{}.git", &digest[..16]))
     }
 
-    fn open(&self, url: &str) -> Result<Repository, SourceError> {
-        let path = self.path_for(url);
+    fn open(&self, spec: &SourceSpec) -> Result<Repository, SourceError> {
+        let path = self.path_for(spec);
         let result = if path.exists() {
             Repository::open_bare(&path)
         } else {
@@ -159,12 +222,46 @@ impl Cache {
         result.map_err(|source| SourceError::Cache { path, source })
     }
 
-    /// Fetches branches and tags of `spec.url` and resolves `spec.reference`.
-    pub fn fetch(&self, spec: &SourceSpec) -> Result<Revision, SourceError> {
-        let repo = self.open(&spec.url)?;
-        let fetch_error = |source| SourceError::Fetch {
-            url: spec.url.clone(),
-            source,
+    /// Fetches branches and tags of `spec.url` (at most `timeout`) and
+    /// resolves `spec.reference`. When another caller's fetch of the same
+    /// repository finished after this one asked, that fetch is used.
+    pub fn fetch(&self, spec: &SourceSpec, timeout: Duration) -> Result<Revision, SourceError> {
+        let asked = Instant::now();
+        let slot = {
+            let mut fetches = self.fetches.lock().unwrap_or_else(PoisonError::into_inner);
+            fetches.entry(self.path_for(spec)).or_default().clone()
+        };
+        let mut last = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let repo = self.open(spec)?;
+        if !last.is_some_and(|finished| finished >= asked) {
+            self.fetch_now(&repo, spec, timeout)?;
+            *last = Some(Instant::now());
+        }
+        drop(last);
+        let commit = self.resolve(&repo, spec)?;
+        revision(&repo, &spec.reference, commit)
+    }
+
+    fn fetch_now(
+        &self,
+        repo: &Repository,
+        spec: &SourceSpec,
+        timeout: Duration,
+    ) -> Result<(), SourceError> {
+        let deadline = Instant::now() + timeout;
+        let url = redact(&spec.url);
+        let fetch_error = |source: git2::Error| {
+            if Instant::now() >= deadline {
+                SourceError::Timeout {
+                    url: url.clone(),
+                    seconds: timeout.as_secs(),
+                }
+            } else {
+                SourceError::Fetch {
+                    url: url.clone(),
+                    message: sanitize(source.message(), &spec.url),
+                }
+            }
         };
         let mut remote = repo.remote_anonymous(&spec.url).map_err(fetch_error)?;
         let host = host_of(&spec.url);
@@ -172,8 +269,16 @@ impl Cache {
         {
             let mut callbacks = RemoteCallbacks::new();
             let credentials = spec.credentials.clone();
-            callbacks.credentials(move |_url, username, _allowed| match &credentials {
-                Credentials::Token(token) => Cred::userpass_plaintext("x-access-token", token),
+            let mut attempts = 0;
+            callbacks.credentials(move |_url, username, _allowed| {
+                attempts += 1;
+                if attempts > MAX_CREDENTIAL_ATTEMPTS {
+                    return Err(git2::Error::from_str(
+                        "the remote refused the credentials; check the token or key in the secretRef",
+                    ));
+                }
+                match &credentials {
+                Credentials::Token(token) => Cred::userpass_plaintext("x-access-token", token.trim()),
                 Credentials::Ssh {
                     private_key,
                     passphrase,
@@ -187,7 +292,11 @@ impl Cache {
                 Credentials::None => Err(git2::Error::from_str(
                     "the repository asks for credentials; set a secretRef",
                 )),
+            }
             });
+            // Returning false cancels the transfer once the deadline passed.
+            callbacks.transfer_progress(move |_| Instant::now() < deadline);
+            callbacks.sideband_progress(move |_| Instant::now() < deadline);
             if let Credentials::Ssh { known_hosts, .. } = &spec.credentials {
                 let known_hosts = known_hosts.clone();
                 let host = host.clone();
@@ -215,6 +324,8 @@ impl Cache {
             let mut options = FetchOptions::new();
             options.remote_callbacks(callbacks);
             options.download_tags(git2::AutotagOption::All);
+            // Branches deleted on the remote go from the cache too.
+            options.prune(git2::FetchPrune::On);
             let refspecs = [
                 "+refs/heads/*:refs/remotes/origin/*",
                 "+refs/tags/*:refs/tags/*",
@@ -229,14 +340,13 @@ impl Cache {
                 });
             }
         }
-        let commit = self.resolve(&repo, spec)?;
-        revision(&repo, &spec.reference, commit)
+        Ok(())
     }
 
     fn resolve(&self, repo: &Repository, spec: &SourceSpec) -> Result<Oid, SourceError> {
         let reference = spec.reference.as_str();
         let unknown = || SourceError::UnknownReference {
-            url: spec.url.clone(),
+            url: redact(&spec.url),
             reference: reference.to_owned(),
         };
         let candidates = [
@@ -255,9 +365,9 @@ impl Cache {
         Err(unknown())
     }
 
-    /// The files of `commit` in the cached repository of `url`.
-    pub fn files(&self, url: &str, commit: &str) -> Result<GitFiles, SourceError> {
-        GitFiles::open(&self.path_for(url), commit)
+    /// The files of `commit` in the cached repository of `spec`.
+    pub fn files(&self, spec: &SourceSpec, commit: &str) -> Result<GitFiles, SourceError> {
+        GitFiles::open(&self.path_for(spec), commit)
     }
 }
 
@@ -387,6 +497,22 @@ mod tests {
         assert_eq!(host_of("https://github.com/acme/app.git"), "github.com");
         assert_eq!(host_of("ssh://git@github.com/acme/app.git"), "github.com");
         assert_eq!(host_of("git@github.com:acme/app.git"), "github.com");
+    }
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(
+            redact("https://x-access-token:ghp_s3cr3t@github.com/acme/app.git"),
+            "https://***@github.com/acme/app.git"
+        );
+        assert_eq!(redact("https://github.com/a@b"), "https://github.com/a@b");
+        assert_eq!(redact("file:///srv/repo"), "file:///srv/repo");
+        let url = "https://bot:ghp_s3cr3t@github.com/acme/app.git";
+        let message = sanitize(
+            &format!("could not read from {url}: bot:ghp_s3cr3t refused"),
+            url,
+        );
+        assert!(!message.contains("ghp_s3cr3t"), "{message}");
     }
 
     #[test]

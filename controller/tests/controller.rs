@@ -4,19 +4,14 @@
 //! Runs when FERRY_LAB_TESTS=1 (scripts/test sets it after lab/up); the CRD
 //! drift test runs everywhere.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ferry_lab_testkit::{get, git, k, kubectl, lab_enabled, wait_until};
-use serde_json::Value;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
+use common::{Lab, condition, repo_root};
+use ferry_lab_testkit::{get, k, kubectl, lab_enabled, wait_until};
 
 #[test]
 fn the_committed_crd_matches_the_types() {
@@ -33,195 +28,67 @@ fn the_committed_crd_matches_the_types() {
     );
 }
 
-struct Controller(Child);
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-const SYSTEM: &str = "ctrl-test-system";
-const TARGET: &str = "ctrl-test";
-
-fn environment(url: &str) -> String {
-    format!(
-        r#"apiVersion: ferry.dev/v1alpha1
-kind: Environment
-metadata: {{name: test, namespace: {SYSTEM}}}
-spec:
-  source: {{url: "{url}", ref: main, path: env}}
-  targetNamespace: {TARGET}
-  interval: 2s
-"#
-    )
-}
-
-fn status() -> Value {
-    get(&["environment", "-n", SYSTEM, "test"])
-        .map(|e| e["status"].clone())
-        .unwrap_or(Value::Null)
-}
-
-fn condition(status: &Value, kind: &str) -> (String, String, String) {
-    let c = status["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == kind);
-    let field = |k: &str| c.and_then(|c| c[k].as_str()).unwrap_or("").to_owned();
-    (field("status"), field("reason"), field("message"))
-}
-
-fn wait_applied(commit: &str) {
-    wait_until(
-        &format!("commit {commit} applied"),
-        Duration::from_secs(60),
-        || {
-            let s = status();
-            s["lastAppliedRevision"] == format!("main@sha1:{commit}")
-                && condition(&s, "Ready").0 == "True"
-        },
-    );
-}
-
-fn configmap(name: &str) -> Option<Value> {
-    get(&["configmap", "-n", TARGET, name])
-}
-
+/// The controller keeps a namespace equal to git commit by commit, as its
+/// install RBAC allows (impersonating the Environment's deployer), and
+/// never touches what it did not create.
 #[test]
 fn keeps_the_namespace_equal_to_git_commit_by_commit() {
     if !lab_enabled("keeps_the_namespace_equal_to_git_commit_by_commit") {
         return;
     }
-    for ns in [TARGET, SYSTEM] {
-        let _ = kubectl(
-            &["delete", "namespace", ns, "--wait=true", "--timeout=90s"],
-            None,
-        );
-    }
-    // The CRD and the controller's RBAC from its install manifests: the
-    // controller below runs as its service account, so this also shows the
-    // RBAC rules are enough (and the API server refuses anything else).
-    for file in ["crd.yaml", "namespace.yaml", "rbac.yaml"] {
-        let path = repo_root().join("environments/controller").join(file);
-        k(&["apply", "--server-side", "-f", path.to_str().unwrap()]);
-    }
-    wait_until(
-        "the RBAC rules to take effect",
-        Duration::from_secs(30),
-        || {
-            let out = kubectl(
-                &[
-                    "auth",
-                    "can-i",
-                    "list",
-                    "environments.ferry.dev",
-                    "--as",
-                    "system:serviceaccount:ferry-system:ferry-controller",
-                    "-A",
-                ],
-                None,
-            );
-            String::from_utf8_lossy(&out.stdout).trim() == "yes"
-        },
-    );
-    k(&["create", "namespace", SYSTEM]);
-    k(&["create", "namespace", TARGET]);
+    let mut lab = Lab::new("ctrl-test", "ctrl-test");
+    let target = lab.target.clone();
+    let configmap = |name: &str| get(&["configmap", "-n", &target, name]);
     // Something ferry did not create: it must never be touched.
     k(&[
         "create",
         "configmap",
         "bystander",
         "-n",
-        TARGET,
+        &target,
         "--from-literal=owner=someone-else",
     ]);
+    let first = lab.commit("first");
+    lab.start_controller();
+    lab.environment("test", "");
 
-    let work = std::env::temp_dir().join(format!("ferry-controller-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    let repo = work.join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    let env = repo.join("env");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/controller/ctrl-test");
-    std::fs::create_dir_all(&env).unwrap();
-    for file in [
-        "kustomization.yaml",
-        "namespace.yaml",
-        "config.yaml",
-        "app.yaml",
-    ] {
-        std::fs::copy(fixture.join(file), env.join(file)).unwrap();
-    }
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-q", "-m", "first"]);
-    let first = git(&repo, &["rev-parse", "HEAD"]);
-
-    let controller = Controller(
-        Command::new(env!("CARGO_BIN_EXE_ferry-controller"))
-            .args(["run", "--namespace", SYSTEM, "--http-addr", "127.0.0.1:0"])
-            .arg("--cache-dir")
-            .arg(work.join("cache"))
-            .env("FERRY_LOG", "info")
-            .env(
-                "KUBE_RS_DEBUG_IMPERSONATE_USER",
-                "system:serviceaccount:ferry-system:ferry-controller",
-            )
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(work.join("controller.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("file://{}", repo.display());
-    let out = kubectl(&["apply", "-f", "-"], Some(&environment(&url)));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    // 1. Into an empty namespace.
-    wait_applied(&first);
+    // 1. Into an empty namespace (which ferry adopts: it existed).
+    lab.wait_applied("test", &first);
     assert_eq!(configmap("settings").unwrap()["data"]["mode"], "fast");
     assert!(configmap("extra").is_some());
-    let inventory = status()["inventory"].as_array().unwrap().len();
-    assert_eq!(inventory, 5, "{}", status());
-    let listed = k(&["get", "environments", "-n", SYSTEM]);
+    let status = lab.status("test");
+    assert_eq!(status["inventory"].as_array().unwrap().len(), 5, "{status}");
+    let namespace = get(&["namespace", &target]).unwrap();
+    assert_eq!(
+        namespace["metadata"]["labels"]["ferry.dev/owned-by"],
+        format!("{}.test", lab.system)
+    );
+    assert_eq!(
+        namespace["metadata"]["annotations"]["ferry.dev/adopted"],
+        "true"
+    );
+    let listed = k(&["get", "environments", "-n", &lab.system]);
     assert!(
         listed.contains("READY") && listed.contains("True") && listed.contains(&first),
         "{listed}"
     );
 
-    let commit = |message: &str| {
-        git(&repo, &["commit", "-q", "-am", message]);
-        git(&repo, &["rev-parse", "HEAD"])
-    };
-    let edit = |file: &str, from: &str, to: &str| {
-        let path = env.join(file);
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains(from), "{file} has no {from:?}");
-        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
-    };
-
     // 2. A replica count changes: applied.
-    edit("app.yaml", "replicas: 1", "replicas: 2");
-    let second = commit("two replicas");
-    wait_applied(&second);
+    lab.edit("app.yaml", "replicas: 1", "replicas: 2");
+    let second = lab.commit("two replicas");
+    lab.wait_applied("test", &second);
     assert_eq!(
-        get(&["deployment", "-n", TARGET, "web"]).unwrap()["spec"]["replicas"],
+        get(&["deployment", "-n", &target, "web"]).unwrap()["spec"]["replicas"],
         2
     );
 
     // 3. An object leaves git: pruned; the bystander stays.
-    std::fs::write(
-        env.join("config.yaml"),
+    lab.write(
+        "config.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: fast}\n",
-    )
-    .unwrap();
-    let third = commit("drop extra");
-    wait_applied(&third);
+    );
+    let third = lab.commit("drop extra");
+    lab.wait_applied("test", &third);
     wait_until("extra to be pruned", Duration::from_secs(20), || {
         configmap("extra").is_none()
     });
@@ -231,29 +98,17 @@ fn keeps_the_namespace_equal_to_git_commit_by_commit() {
     );
 
     // 4. An invalid object next to a valid change: nothing is applied.
-    edit("config.yaml", "mode: fast", "mode: slow");
-    std::fs::write(
-        env.join("bad.yaml"),
+    lab.edit("config.yaml", "mode: fast", "mode: slow");
+    lab.write(
+        "bad.yaml",
         "apiVersion: v1\nkind: Service\nmetadata: {name: bad}\nspec:\n  ports: [{port: 99999}]\n",
-    )
-    .unwrap();
-    edit("kustomization.yaml", "app.yaml]", "app.yaml, bad.yaml]");
-    git(&repo, &["add", "."]);
-    let fourth = commit("invalid service");
-    wait_until(
-        "the invalid commit to stall",
-        Duration::from_secs(60),
-        || {
-            let s = status();
-            s["lastAttemptedRevision"] == format!("main@sha1:{fourth}")
-                && condition(&s, "Stalled").0 == "True"
-        },
     );
-    let s = status();
-    let (_, reason, message) = condition(&s, "Stalled");
-    assert_eq!(reason, "ValidationFailed");
+    lab.edit("kustomization.yaml", "app.yaml]", "app.yaml, bad.yaml]");
+    let fourth = lab.commit("invalid service");
+    let s = lab.wait_condition("test", "Stalled", "True", "ValidationFailed", Some(&fourth));
+    let (_, _, message) = condition(&s, "Stalled");
     assert!(
-        message.contains("Service ctrl-test/bad") && message.contains("env/bad.yaml"),
+        message.contains(&format!("Service {target}/bad")) && message.contains("env/bad.yaml"),
         "{message}"
     );
     assert_eq!(s["lastAppliedRevision"], format!("main@sha1:{third}"));
@@ -265,42 +120,58 @@ fn keeps_the_namespace_equal_to_git_commit_by_commit() {
     assert_eq!(condition(&s, "Ready").0, "False");
 
     // 5. Fixed: applied again.
-    std::fs::remove_file(env.join("bad.yaml")).unwrap();
-    edit("kustomization.yaml", "app.yaml, bad.yaml]", "app.yaml]");
-    git(&repo, &["add", "."]);
-    let fifth = commit("remove the invalid service");
-    wait_applied(&fifth);
+    std::fs::remove_file(lab.repo.join("env/bad.yaml")).unwrap();
+    lab.edit("kustomization.yaml", "app.yaml, bad.yaml]", "app.yaml]");
+    let fifth = lab.commit("remove the invalid service");
+    lab.wait_applied("test", &fifth);
     assert_eq!(configmap("settings").unwrap()["data"]["mode"], "slow");
 
     // 6. The repository becomes unreachable: nothing changes.
-    std::fs::rename(&repo, work.join("moved")).unwrap();
-    wait_until("the fetch failure", Duration::from_secs(60), || {
-        condition(&status(), "Ready").1 == "FetchFailed"
-    });
-    let s = status();
+    std::fs::rename(&lab.repo, lab.work.join("moved")).unwrap();
+    let s = lab.wait_condition("test", "Ready", "False", "FetchFailed", None);
     assert_eq!(condition(&s, "Reconciling").0, "True");
     assert_eq!(condition(&s, "Stalled").0, "False");
     assert_eq!(s["lastAppliedRevision"], format!("main@sha1:{fifth}"));
     assert_eq!(configmap("settings").unwrap()["data"]["mode"], "slow");
     assert!(configmap("bystander").is_some());
-    let events = k(&[
-        "get",
-        "events",
-        "-n",
-        SYSTEM,
-        "--field-selector",
-        "involvedObject.name=test",
-    ]);
+    let events = lab.events("test");
     assert!(
         events.contains("Applied") && events.contains("FetchFailed"),
         "{events}"
     );
+    std::fs::rename(lab.work.join("moved"), &lab.repo).unwrap();
 
-    drop(controller);
-    let _ = std::fs::remove_dir_all(&work);
-    for ns in [TARGET, SYSTEM] {
-        let _ = kubectl(&["delete", "namespace", ns, "--wait=false"], None);
-    }
+    // 7. The Environment is deleted (prune: true): what ferry created goes,
+    // the adopted namespace is released, the bystander stays.
+    k(&[
+        "delete",
+        "environment",
+        "-n",
+        &lab.system,
+        "test",
+        "--wait=false",
+    ]);
+    wait_until(
+        "the Environment to be gone",
+        Duration::from_secs(60),
+        || get(&["environment", "-n", &lab.system, "test"]).is_none(),
+    );
+    assert!(configmap("settings").is_none(), "{}", lab.log());
+    assert!(get(&["deployment", "-n", &target, "web"]).is_none());
+    assert!(configmap("bystander").is_some());
+    let namespace =
+        get(&["namespace", &target]).expect("the adopted namespace is released, not deleted");
+    assert!(
+        namespace["metadata"]["labels"]
+            .get("ferry.dev/owned-by")
+            .is_none(),
+        "{namespace}"
+    );
+    assert!(
+        namespace["metadata"]["deletionTimestamp"].is_null(),
+        "{namespace}"
+    );
+    lab.stop_controller();
 }
 
 fn diff_codes(dir: &Path) -> (i32, i32) {

@@ -15,6 +15,9 @@ use ferry_controller::policy::{self, Rule, Tier};
 use ferry_lab_testkit::{kubectl, lab_enabled, wait_until};
 use serde_json::Value;
 
+/// The tests that create or delete the namespace placement-dev take turns.
+static PLACEMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -184,6 +187,7 @@ fn dev_runs_on_the_lab_spread_over_both_zones_and_answers_behind_its_load_balanc
     }
     let binary = std::env::var("FERRY_INFERENCE_BIN")
         .expect("FERRY_INFERENCE_BIN names the ferry-inference binary (scripts/test sets it)");
+    let _placement = PLACEMENT.lock().unwrap_or_else(|e| e.into_inner());
     let dev = repo().join("environments/dev");
     let objects = render(&dev);
     let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
@@ -309,7 +313,9 @@ fn the_controller_install_passes_a_server_side_dry_run_on_the_lab() {
     if !lab_enabled("the_controller_install_passes_a_server_side_dry_run_on_the_lab") {
         return;
     }
-    // The Environments need their CRD, and a dry run creates nothing: install it first.
+    let _placement = PLACEMENT.lock().unwrap_or_else(|e| e.into_inner());
+    // The Environments need their CRD, and a dry run creates nothing:
+    // install it first, and the namespaces the deployers live in.
     let crd = repo().join("environments/controller/crd.yaml");
     assert!(
         kubectl(
@@ -319,7 +325,9 @@ fn the_controller_install_passes_a_server_side_dry_run_on_the_lab() {
         .status
         .success()
     );
-    let _ = kubectl(&["create", "namespace", "ferry-system"], None);
+    for ns in ["ferry-system", "placement-dev", "placement-prod"] {
+        let _ = kubectl(&["create", "namespace", ns], None);
+    }
     let out = kubectl(
         &[
             "apply",

@@ -46,6 +46,8 @@ fn upstream(name: &str) -> PathBuf {
     dir
 }
 
+const TIMEOUT: Duration = Duration::from_secs(30);
+
 fn spec(url: &str, reference: &str) -> SourceSpec {
     SourceSpec {
         url: url.to_owned(),
@@ -60,7 +62,7 @@ fn fetches_resolves_and_renders_any_revision() {
     let url = format!("file://{}", upstream.display());
     let cache = Cache::new(&temp_dir("local-cache"));
 
-    let first = cache.fetch(&spec(&url, "main")).unwrap();
+    let first = cache.fetch(&spec(&url, "main"), TIMEOUT).unwrap();
     assert_eq!(first.commit, git(&upstream, &["rev-parse", "HEAD"]));
     assert_eq!(
         (first.author.as_str(), first.email.as_str()),
@@ -71,7 +73,7 @@ fn fetches_resolves_and_renders_any_revision() {
 
     // What is read from the commit renders exactly as the files on disk.
     let from_git = render::render(
-        &cache.files(&url, &first.commit).unwrap(),
+        &cache.files(&spec(&url, "main"), &first.commit).unwrap(),
         "environments/dev",
     )
     .unwrap();
@@ -86,32 +88,37 @@ fn fetches_resolves_and_renders_any_revision() {
     std::fs::write(&patch, text).unwrap();
     git(&upstream, &["commit", "-q", "-am", "dev: allow 6 replicas"]);
     git(&upstream, &["tag", "v2"]);
-    let second = cache.fetch(&spec(&url, "main")).unwrap();
+    let second = cache.fetch(&spec(&url, "main"), TIMEOUT).unwrap();
     assert_ne!(second.commit, first.commit);
     assert_eq!(
-        cache.fetch(&spec(&url, "v2")).unwrap().commit,
+        cache.fetch(&spec(&url, "v2"), TIMEOUT).unwrap().commit,
         second.commit
     );
     assert_eq!(
-        cache.fetch(&spec(&url, &first.commit)).unwrap().commit,
+        cache
+            .fetch(&spec(&url, &first.commit), TIMEOUT)
+            .unwrap()
+            .commit,
         first.commit
     );
 
     // Both revisions stay renderable: a rollback renders the old one again.
     let old = render::render(
-        &cache.files(&url, &first.commit).unwrap(),
+        &cache.files(&spec(&url, "main"), &first.commit).unwrap(),
         "environments/dev",
     )
     .unwrap();
     let new = render::render(
-        &cache.files(&url, &second.commit).unwrap(),
+        &cache.files(&spec(&url, "main"), &second.commit).unwrap(),
         "environments/dev",
     )
     .unwrap();
     assert_eq!(render::digest(&old), render::digest(&from_disk));
     assert_ne!(render::digest(&old), render::digest(&new));
 
-    let err = cache.fetch(&spec(&url, "no-such-branch")).unwrap_err();
+    let err = cache
+        .fetch(&spec(&url, "no-such-branch"), TIMEOUT)
+        .unwrap_err();
     assert!(matches!(err, SourceError::UnknownReference { .. }), "{err}");
 }
 
@@ -163,11 +170,11 @@ fn fetches_over_the_git_protocol_and_keeps_the_cache_when_the_remote_is_gone() {
     let (daemon, port) = git_daemon(upstream.parent().unwrap());
     let url = format!("git://127.0.0.1:{port}/placement.git");
     let cache = Cache::new(&temp_dir("daemon-cache"));
-    let revision = cache.fetch(&spec(&url, "main")).unwrap();
+    let revision = cache.fetch(&spec(&url, "main"), TIMEOUT).unwrap();
     assert_eq!(revision.commit, git(&upstream, &["rev-parse", "HEAD"]));
 
     drop(daemon);
-    let err = cache.fetch(&spec(&url, "main")).unwrap_err();
+    let err = cache.fetch(&spec(&url, "main"), TIMEOUT).unwrap_err();
     assert!(matches!(err, SourceError::Fetch { .. }), "{err}");
     assert!(
         err.to_string()
@@ -176,9 +183,147 @@ fn fetches_over_the_git_protocol_and_keeps_the_cache_when_the_remote_is_gone() {
     );
     // What was fetched before is still there to render.
     let objects = render::render(
-        &cache.files(&url, &revision.commit).unwrap(),
+        &cache.files(&spec(&url, "main"), &revision.commit).unwrap(),
         "environments/prod",
     )
     .unwrap();
     assert_eq!(objects.len(), 5);
+}
+
+/// A remote that accepts connections and never answers: the fetch gives up
+/// at its timeout with a message saying so, instead of hanging.
+#[test]
+fn a_remote_that_never_answers_times_out() {
+    ferry_controller::source::set_network_timeouts(Duration::from_secs(2), Duration::from_secs(2))
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        // Accept and hold the connections, answering nothing.
+        let mut open = Vec::new();
+        for _ in 0..2 {
+            if let Ok((stream, _)) = listener.accept() {
+                open.push(stream);
+            }
+        }
+        std::thread::sleep(Duration::from_secs(12));
+    });
+    let cache = Cache::new(&temp_dir("hung-cache"));
+    for url in [
+        format!("git://127.0.0.1:{port}/placement.git"),
+        format!("http://127.0.0.1:{port}/placement.git"),
+    ] {
+        let started = Instant::now();
+        let err = cache
+            .fetch(&spec(&url, "main"), Duration::from_secs(4))
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(10),
+            "{url}: gave up only after {took:?}"
+        );
+        assert!(
+            matches!(err, SourceError::Timeout { .. } | SourceError::Fetch { .. }),
+            "{url}: {err}"
+        );
+    }
+    drop(held);
+}
+
+/// Environments on one repository that fetch at the same time share one
+/// fetch (the daemon sees one request) and all get the same revision.
+#[test]
+fn simultaneous_fetches_of_one_repository_share_one_fetch() {
+    let upstream = upstream("shared");
+    let base = upstream.parent().unwrap().to_owned();
+    let log = base.join("daemon.log");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("git")
+        .args([
+            "daemon",
+            "--verbose",
+            "--reuseaddr",
+            "--listen=127.0.0.1",
+            &format!("--port={port}"),
+            "--export-all",
+        ])
+        .arg(format!("--base-path={}", base.display()))
+        .arg(&base)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let daemon = Daemon(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "git daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let requests = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("Request upload-pack")
+            .count()
+    };
+    let url = format!("git://127.0.0.1:{port}/placement.git");
+    let cache = Cache::new(&temp_dir("shared-cache"));
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (cache, url, barrier) = (cache.clone(), url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                cache.fetch(&spec(&url, "main"), TIMEOUT).map(|r| r.commit)
+            })
+        })
+        .collect();
+    let commits: Vec<String> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap().unwrap())
+        .collect();
+    assert!(commits.iter().all(|c| *c == commits[0]), "{commits:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(requests(), 1, "{}", std::fs::read_to_string(&log).unwrap());
+    // A later fetch goes to the remote again.
+    cache.fetch(&spec(&url, "main"), TIMEOUT).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(requests(), 2);
+    drop(daemon);
+}
+
+/// A branch deleted on the remote is gone from the cache after the next
+/// fetch: an Environment following it reports it instead of applying a
+/// stale commit for ever.
+#[test]
+fn deleted_branches_are_pruned_from_the_cache() {
+    let upstream = upstream("prune");
+    git(&upstream, &["branch", "feature"]);
+    let url = format!("file://{}", upstream.display());
+    let cache = Cache::new(&temp_dir("prune-cache"));
+    cache.fetch(&spec(&url, "feature"), TIMEOUT).unwrap();
+    git(&upstream, &["branch", "-D", "feature"]);
+    cache.fetch(&spec(&url, "main"), TIMEOUT).unwrap();
+    let err = cache.fetch(&spec(&url, "feature"), TIMEOUT).unwrap_err();
+    assert!(matches!(err, SourceError::UnknownReference { .. }), "{err}");
+}
+
+/// A token in the URL never reaches a message.
+#[test]
+fn credentials_in_the_url_stay_out_of_errors() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://bot:ghp_s3cr3tt0ken@127.0.0.1:{port}/placement.git");
+    let cache = Cache::new(&temp_dir("redact-cache"));
+    let err = cache.fetch(&spec(&url, "main"), TIMEOUT).unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("s3cr3t"), "{text}");
+    assert!(text.contains("http://***@127.0.0.1"), "{text}");
 }

@@ -1,0 +1,384 @@
+//! What the controller's lab tests share: a pair of namespaces (the
+//! Environments' and the target), the controller's install RBAC, a deployer
+//! account in the target, a git repository to commit to, and the real
+//! `ferry-controller run` watching the Environments' namespace as the
+//! controller's service account.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ferry_lab_testkit::{get, git, k, kubectl, wait_until};
+use serde_json::Value;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+pub fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/controller")
+        .join(path)
+}
+
+/// One test's corner of the lab.
+pub struct Lab {
+    /// Where the Environments live (the controller watches it).
+    pub system: String,
+    /// Where they apply (their targetNamespace).
+    pub target: String,
+    pub work: PathBuf,
+    /// A git repository; Environments follow its `main`.
+    pub repo: PathBuf,
+    pub metrics_port: u16,
+    controller: Option<Child>,
+}
+
+/// Lets Environments left by an earlier run go without a controller.
+fn strip_finalizers(ns: &str) {
+    let names = kubectl(&["get", "environments", "-n", ns, "-o", "name"], None);
+    for env in String::from_utf8_lossy(&names.stdout).lines() {
+        let _ = kubectl(
+            &[
+                "patch",
+                env,
+                "-n",
+                ns,
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ],
+            None,
+        );
+    }
+}
+
+fn delete_namespace(ns: &str, wait: bool) {
+    strip_finalizers(ns);
+    let wait = if wait { "--wait=true" } else { "--wait=false" };
+    let _ = kubectl(&["delete", "namespace", ns, wait, "--timeout=90s"], None);
+}
+
+/// The CRD and the controller's RBAC from its install manifests.
+pub fn install_controller_rbac() {
+    for file in ["crd.yaml", "namespace.yaml", "rbac.yaml"] {
+        let path = repo_root().join("environments/controller").join(file);
+        k(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            path.to_str().unwrap(),
+        ]);
+    }
+    wait_until(
+        "the RBAC rules to take effect",
+        Duration::from_secs(30),
+        || {
+            let out = kubectl(
+                &[
+                    "auth",
+                    "can-i",
+                    "impersonate",
+                    "serviceaccounts/ferry-deployer",
+                    "--as",
+                    "system:serviceaccount:ferry-system:ferry-controller",
+                ],
+                None,
+            );
+            String::from_utf8_lossy(&out.stdout).trim() == "yes"
+        },
+    );
+    wait_until("the CRD to be served", Duration::from_secs(30), || {
+        kubectl(&["get", "environments", "-A"], None)
+            .status
+            .success()
+    });
+}
+
+impl Lab {
+    /// Fresh namespaces `NAME-system` and `NAME`, the deployer in `NAME`,
+    /// and a repository whose `env/` holds the files of `fixture_dir`.
+    pub fn new(name: &str, fixture_dir: &str) -> Lab {
+        let system = format!("{name}-system");
+        let target = name.to_owned();
+        for ns in [&target, &system] {
+            delete_namespace(ns, true);
+        }
+        install_controller_rbac();
+        k(&["create", "namespace", &system]);
+        k(&["create", "namespace", &target]);
+        let deployer = std::fs::read_to_string(fixture("deployer.yaml"))
+            .unwrap()
+            .replace("NAMESPACE", &target);
+        let out = kubectl(&["apply", "--server-side", "-f", "-"], Some(&deployer));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let work = std::env::temp_dir().join(format!("ferry-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        let repo = work.join("repo");
+        std::fs::create_dir_all(repo.join("env")).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        ferry_lab_testkit::copy_dir(&fixture(fixture_dir), &repo.join("env"));
+        let kustomization = repo.join("env/kustomization.yaml");
+        if let Ok(text) = std::fs::read_to_string(&kustomization) {
+            std::fs::write(&kustomization, text.replace("NAMESPACE", &target)).unwrap();
+        }
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Lab {
+            system,
+            target,
+            work,
+            repo,
+            metrics_port,
+            controller: None,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("file://{}", self.repo.display())
+    }
+
+    /// Starts `ferry-controller run` as the controller's service account.
+    pub fn start_controller(&mut self) {
+        self.stop_controller();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.work.join("controller.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ferry-controller"))
+            .args(["run", "--namespace", &self.system])
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
+            .arg("--cache-dir")
+            .arg(self.work.join("cache"))
+            .env("FERRY_LOG", "info")
+            .env(
+                "KUBE_RS_DEBUG_IMPERSONATE_USER",
+                "system:serviceaccount:ferry-system:ferry-controller",
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.controller = Some(child);
+    }
+
+    pub fn stop_controller(&mut self) {
+        if let Some(mut child) = self.controller.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The controller's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.work.join("controller.log")).unwrap_or_default()
+    }
+
+    /// Commits everything under the repository; the new commit id.
+    pub fn commit(&self, message: &str) -> String {
+        git(&self.repo, &["add", "-A"]);
+        git(
+            &self.repo,
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        git(&self.repo, &["rev-parse", "HEAD"])
+    }
+
+    pub fn write(&self, file: &str, text: &str) {
+        let path = self.repo.join("env").join(file);
+        std::fs::write(path, text.replace("NAMESPACE", &self.target)).unwrap();
+    }
+
+    pub fn edit(&self, file: &str, from: &str, to: &str) {
+        let path = self.repo.join("env").join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file} has no {from:?}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+
+    /// Creates or changes Environment `name` with `spec` lines added to
+    /// source, interval and (unless `spec` names one) the target namespace
+    /// and the deployer.
+    pub fn environment(&self, name: &str, spec: &str) {
+        let mut extra = spec.to_owned();
+        if !spec.contains("targetNamespace") {
+            extra.push_str(&format!("\n  targetNamespace: {}", self.target));
+        }
+        if !spec.contains("serviceAccountName") {
+            extra.push_str("\n  serviceAccountName: ferry-deployer");
+        }
+        let manifest = format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {{name: {name}, namespace: {}}}\nspec:\n  source: {{url: \"{}\", ref: main, path: env}}\n  interval: 10s{extra}\n",
+            self.system,
+            self.url()
+        );
+        let out = kubectl(&["apply", "-f", "-"], Some(&manifest));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Asks for a reconcile now instead of at the interval.
+    pub fn reconcile_now(&self, name: &str) {
+        let stamp = format!(
+            "{:?}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+        );
+        let _ = kubectl(
+            &[
+                "annotate",
+                "environment",
+                "-n",
+                &self.system,
+                name,
+                &format!("ferry.dev/requested-at={stamp}"),
+                "--overwrite",
+            ],
+            None,
+        );
+    }
+
+    pub fn status(&self, name: &str) -> Value {
+        get(&["environment", "-n", &self.system, name])
+            .map(|e| e["status"].clone())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits for `commit` to be applied and Ready.
+    pub fn wait_applied(&self, name: &str, commit: &str) {
+        self.reconcile_now(name);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let last = self.status(name);
+            if last["lastAppliedRevision"] == format!("main@sha1:{commit}")
+                && condition(&last, "Ready").0 == "True"
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "commit {commit} not applied: {last:#}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Waits until condition `kind` of `name` is `status` with `reason`
+    /// for `commit` (when given); the status then.
+    pub fn wait_condition(
+        &self,
+        name: &str,
+        kind: &str,
+        status: &str,
+        reason: &str,
+        commit: Option<&str>,
+    ) -> Value {
+        self.reconcile_now(name);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.status(name);
+            let (st, re, _) = condition(&s, kind);
+            let revision_ok =
+                commit.is_none_or(|c| s["lastAttemptedRevision"] == format!("main@sha1:{c}"));
+            if st == status && re == reason && revision_ok {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: {kind} never became {status}/{reason}: {s:#}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// `kubectl get events` about Environment `name`.
+    pub fn events(&self, name: &str) -> String {
+        k(&[
+            "get",
+            "events",
+            "-n",
+            &self.system,
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "custom-columns=REASON:.reason,MESSAGE:.message",
+        ])
+    }
+
+    /// The controller's /metrics.
+    pub fn metrics(&self) -> String {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{}/metrics", self.metrics_port),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl get -o json` of an object in the target namespace.
+    pub fn get(&self, kind: &str, name: &str) -> Option<Value> {
+        get(&[kind, "-n", &self.target, name])
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_controller();
+        // Environments first, so their finalizers do not hold the namespace.
+        let _ = kubectl(
+            &[
+                "delete",
+                "environments",
+                "--all",
+                "-n",
+                &self.system,
+                "--wait=false",
+            ],
+            None,
+        );
+        strip_finalizers(&self.system);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.work);
+        }
+        for ns in [&self.target, &self.system] {
+            delete_namespace(ns, false);
+        }
+    }
+}
+
+/// `(status, reason, message)` of a condition.
+pub fn condition(status: &Value, kind: &str) -> (String, String, String) {
+    let c = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == kind);
+    let field = |k: &str| c.and_then(|c| c[k].as_str()).unwrap_or("").to_owned();
+    (field("status"), field("reason"), field("message"))
+}
