@@ -117,6 +117,9 @@ impl ApplyError {
         match self {
             ApplyError::Conflict { .. } => reason::CONFLICT,
             ApplyError::Rejected { code: 403, .. } => reason::FORBIDDEN,
+            ApplyError::Request { source, .. } if failure::is_forbidden(source) => {
+                reason::FORBIDDEN
+            }
             _ if self.class() == FailureClass::Transient => reason::APPLY_FAILED,
             _ => reason::VALIDATION_FAILED,
         }

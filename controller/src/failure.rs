@@ -60,6 +60,27 @@ pub fn is_unknown_kind(error: &kube::Error) -> bool {
     }
 }
 
+/// Whether the API server refused for lack of permission.
+pub fn is_forbidden(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 403)
+}
+
+/// An error with its causes, `outer: inner: innermost`, for status
+/// messages and Events, where a reader sees no source chain.
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// What to add to a 403: the API server's message already names the
 /// user, the verb, the resource and the namespace.
 pub const FORBIDDEN_HINT: &str = "grant it in the RBAC of the controller, or of spec.serviceAccountName when the Environment sets one";
@@ -73,6 +94,25 @@ mod tests {
             code,
             ..Default::default()
         }))
+    }
+
+    #[test]
+    fn descriptions_carry_the_causes() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("failed to read Secret a/b")]
+        struct Outer(#[source] kube::Error);
+        let forbidden = kube::Error::Api(Box::new(kube::core::Status {
+            code: 403,
+            message: "secrets \"b\" is forbidden: User \"x\" cannot get resource \"secrets\""
+                .into(),
+            ..Default::default()
+        }));
+        assert!(is_forbidden(&forbidden));
+        let text = describe(&Outer(forbidden));
+        assert!(
+            text.starts_with("failed to read Secret a/b: ") && text.contains("cannot get resource"),
+            "{text}"
+        );
     }
 
     #[test]

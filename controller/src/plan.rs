@@ -150,6 +150,7 @@ impl PlanError {
     pub fn reason(&self) -> &'static str {
         match self {
             PlanError::Invalid { code: 403, .. } => reason::FORBIDDEN,
+            PlanError::Request { source, .. } if failure::is_forbidden(source) => reason::FORBIDDEN,
             PlanError::Conflict { .. } | PlanError::OwnedElsewhere { .. } => reason::CONFLICT,
             _ if self.class() == FailureClass::Transient => reason::APPLY_FAILED,
             _ => reason::VALIDATION_FAILED,

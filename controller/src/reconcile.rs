@@ -418,7 +418,14 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
     let fetched = tokio::time::timeout(timeout + Duration::from_secs(5), fetch).await;
     let (revision, rendered) = match fetched {
         Ok(Ok(Ok(r))) => r,
-        Ok(Ok(Err(e))) => return failed(None, Transient, reason::FETCH_FAILED, e),
+        Ok(Ok(Err(e))) => {
+            return failed(
+                None,
+                Transient,
+                reason::FETCH_FAILED,
+                crate::failure::describe(&e),
+            );
+        }
         Ok(Err(e)) => return failed(None, Transient, reason::FETCH_FAILED, e),
         Err(_) => {
             let message = format!(
@@ -431,7 +438,14 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
     };
     let mut desired = match rendered {
         Ok(d) => d,
-        Err(e) => return failed(Some(&revision), Terminal, reason::RENDER_FAILED, e),
+        Err(e) => {
+            return failed(
+                Some(&revision),
+                Terminal,
+                reason::RENDER_FAILED,
+                crate::failure::describe(&e),
+            );
+        }
     };
     let client = match client_for(ctx, env) {
         Ok(c) => c,
@@ -484,7 +498,14 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
                 applied,
             }
         }
-        Err(e) => failed(Some(&revision), e.class(), e.reason(), e),
+        Err(e) => {
+            let mut message = crate::failure::describe(&e);
+            if e.reason() == reason::FORBIDDEN && !message.contains(crate::failure::FORBIDDEN_HINT)
+            {
+                message = format!("{message}; {}", crate::failure::FORBIDDEN_HINT);
+            }
+            failed(Some(&revision), e.class(), e.reason(), message)
+        }
     }
 }
 

@@ -119,8 +119,11 @@ pub enum SourceError {
 pub struct Cache {
     dir: PathBuf,
     /// Per repository: when its last fetch finished.
-    fetches: Arc<Mutex<HashMap<PathBuf, Arc<Mutex<Option<Instant>>>>>>,
+    fetches: Arc<Mutex<HashMap<PathBuf, LastFetch>>>,
 }
+
+/// When a repository's last fetch finished; held while fetching.
+type LastFetch = Arc<Mutex<Option<Instant>>>;
 
 /// `url` with any user and password replaced, for messages and logs.
 pub fn redact(url: &str) -> String {

@@ -47,35 +47,35 @@ pub fn place(
     desired: &mut [(Value, String)],
     target: Option<&str>,
     scope_of: impl Fn(&ObjectRef) -> Option<Scope>,
-) -> Result<(), PlacementError> {
+) -> Result<(), Box<PlacementError>> {
     for (object, origin) in desired.iter_mut() {
         let id = ObjectRef::of(object);
         match (scope_of(&id), target, &id.namespace) {
             (Some(Scope::Cluster), Some(t), _) => {
                 let own_namespace = id.kind == "Namespace" && id.group.is_empty() && id.name == t;
                 if !own_namespace {
-                    return Err(PlacementError::ClusterScoped {
+                    return Err(Box::new(PlacementError::ClusterScoped {
                         object: id,
                         origin: origin.clone(),
                         target: t.to_owned(),
-                    });
+                    }));
                 }
             }
             (Some(Scope::Namespaced), Some(t), None) => {
                 set(object, &["metadata", "namespace"], t.into());
             }
             (_, Some(t), Some(ns)) if ns != t => {
-                return Err(PlacementError::OtherNamespace {
+                return Err(Box::new(PlacementError::OtherNamespace {
                     object: id,
                     origin: origin.clone(),
                     target: t.to_owned(),
-                });
+                }));
             }
             (Some(Scope::Namespaced), None, None) => {
-                return Err(PlacementError::NoNamespace {
+                return Err(Box::new(PlacementError::NoNamespace {
                     object: id,
                     origin: origin.clone(),
-                });
+                }));
             }
             _ => {}
         }
@@ -116,7 +116,7 @@ mod tests {
         let mut other = vec![object("ConfigMap", Some("prod"))];
         assert!(matches!(
             place(&mut other, Some("dev"), scope),
-            Err(PlacementError::OtherNamespace { .. })
+            Err(e) if matches!(*e, PlacementError::OtherNamespace { .. })
         ));
         let mut role = vec![object("ClusterRole", None)];
         let err = place(&mut role, Some("dev"), scope).unwrap_err();
@@ -138,7 +138,7 @@ mod tests {
         let mut bare = vec![object("ConfigMap", None)];
         assert!(matches!(
             place(&mut bare, None, scope),
-            Err(PlacementError::NoNamespace { .. })
+            Err(e) if matches!(*e, PlacementError::NoNamespace { .. })
         ));
         let mut fine = vec![
             object("ConfigMap", Some("a")),

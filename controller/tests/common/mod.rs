@@ -129,9 +129,12 @@ impl Lab {
         std::fs::create_dir_all(repo.join("env")).unwrap();
         git(&repo, &["init", "-q", "-b", "main"]);
         ferry_lab_testkit::copy_dir(&fixture(fixture_dir), &repo.join("env"));
-        let kustomization = repo.join("env/kustomization.yaml");
-        if let Ok(text) = std::fs::read_to_string(&kustomization) {
-            std::fs::write(&kustomization, text.replace("NAMESPACE", &target)).unwrap();
+        // The fixtures say NAMESPACE where the target namespace goes.
+        for entry in std::fs::read_dir(repo.join("env")).unwrap() {
+            let path = entry.unwrap().path();
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                std::fs::write(&path, text.replace("NAMESPACE", &target)).unwrap();
+            }
         }
         let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -223,6 +226,11 @@ impl Lab {
         if !spec.contains("serviceAccountName") {
             extra.push_str("\n  serviceAccountName: ferry-deployer");
         }
+        self.environment_exactly(name, &extra);
+    }
+
+    /// Environment `name` with only `extra` added to source and interval.
+    pub fn environment_exactly(&self, name: &str, extra: &str) {
         let manifest = format!(
             "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {{name: {name}, namespace: {}}}\nspec:\n  source: {{url: \"{}\", ref: main, path: env}}\n  interval: 10s{extra}\n",
             self.system,
