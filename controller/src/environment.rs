@@ -22,6 +22,7 @@ use crate::inventory::ObjectRef;
     status = "EnvironmentStatus",
     shortname = "env",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Healthy","type":"string","jsonPath":".status.conditions[?(@.type==\"Healthy\")].status"}"#,
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.lastAppliedRevision"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -56,6 +57,83 @@ pub struct EnvironmentSpec {
     /// Stop reconciling (nothing is fetched or applied) while true.
     #[serde(default)]
     pub suspend: bool,
+    /// The gate every applied revision must pass.
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    /// What to do when a revision fails its gate.
+    #[serde(default)]
+    pub rollback: RollbackPolicy,
+}
+
+/// The health gate: workloads healthy (kstatus rules), then the HTTP
+/// checks, within `timeout` of the end of the apply.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// From the end of the apply to healthy (`5m`).
+    #[serde(default = "default_health_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
+    pub timeout: String,
+    /// Requests that must succeed once the workloads are healthy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpCheck>,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            timeout: default_health_timeout(),
+            http: Vec::new(),
+        }
+    }
+}
+
+/// One HTTP check. `url` may contain `{{.podIP}}`: it is then made against
+/// every pod of the release's new revision directly.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpCheck {
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default = "default_expect_status")]
+    pub expect_status: u16,
+    /// A JSON pointer into the response and the value it must hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_json: Option<ExpectJson>,
+    /// Consecutive successes needed (3).
+    #[serde(default = "default_success_threshold")]
+    pub success_threshold: u32,
+    /// Time between attempts (`2s`).
+    #[serde(default = "default_period")]
+    #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
+    pub period: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct ExpectJson {
+    /// RFC 6901 pointer, such as `/status`.
+    pub pointer: String,
+    /// Any JSON value.
+    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    pub equals: serde_json::Value,
+}
+
+/// Automatic rollback to the last revision that passed the gate.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct RollbackPolicy {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for RollbackPolicy {
+    fn default() -> Self {
+        RollbackPolicy { enabled: true }
+    }
 }
 
 /// A path of a git repository at a branch, tag or commit.
@@ -106,11 +184,49 @@ pub struct EnvironmentStatus {
     /// The objects ferry applied: pruning deletes only from this list.
     #[serde(default)]
     pub inventory: Vec<ObjectRef>,
+    /// `ref@sha1:commit` of the last revision that passed the health gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_healthy_revision: Option<String>,
+    /// The revision that failed its gate (not applied again until the
+    /// branch moves or `ferry.dev/retry` changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_revision: Option<String>,
+    /// Why `failedRevision` failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_reason: Option<String>,
+    /// The `ferry.dev/retry` value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_retry: Option<String>,
+    /// A release being judged: what a restarted controller resumes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// A revision applied and waiting for its verdict.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// `ref@sha1:commit` being judged.
+    pub revision: String,
+    /// When its apply ended (RFC 3339).
+    pub started_at: String,
+    /// Set while rolling back: the revision that failed, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_back_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// Consecutive successes (or, negative, failures) per HTTP check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_streaks: Vec<i32>,
 }
 
 /// Setting or changing this annotation makes the controller reconcile at
 /// once (for example after a push, without waiting for the interval).
 pub const REQUESTED_AT: &str = "ferry.dev/requested-at";
+
+/// Changing this annotation makes the controller try the failed revision
+/// again.
+pub const RETRY: &str = "ferry.dev/retry";
 
 /// The finalizer that lets the controller prune (or orphan, with
 /// `prune: false`) what an Environment applied before it goes away.
@@ -122,6 +238,9 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
 /// Condition types.
 pub mod condition {
     pub const READY: &str = "Ready";
+    /// The applied revision passed its health gate (True), failed it
+    /// (False), or is being judged (Unknown).
+    pub const HEALTHY: &str = "Healthy";
     pub const RECONCILING: &str = "Reconciling";
     pub const STALLED: &str = "Stalled";
 }
@@ -155,10 +274,40 @@ pub mod reason {
     pub const APPLY_FAILED: &str = "ApplyFailed";
     /// `spec.suspend` is true.
     pub const SUSPENDED: &str = "Suspended";
+    /// The applied revision passed its health gate (Healthy=True).
+    pub const HEALTHY: &str = "Healthy";
+    /// A revision failed its health gate and there was nothing to roll
+    /// back to, or rollback is disabled (Stalled): fix git or retry.
+    pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
+    /// A revision failed its gate and the last healthy one was restored
+    /// (Stalled: git asks for a revision that failed).
+    pub const ROLLED_BACK: &str = "RolledBack";
+    /// Restoring the last healthy revision failed too (Stalled).
+    pub const ROLLBACK_FAILED: &str = "RollbackFailed";
 }
 
 fn default_interval() -> String {
     "1m".into()
+}
+
+fn default_health_timeout() -> String {
+    "5m".into()
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+fn default_expect_status() -> u16 {
+    200
+}
+
+fn default_success_threshold() -> u32 {
+    3
+}
+
+fn default_period() -> String {
+    "2s".into()
 }
 
 fn default_timeout() -> String {

@@ -2,16 +2,20 @@
 //! to the cluster, judges its health and rolls it back when it is not
 //! healthy.
 //!
-//! So far: [`source`] (git: fetch, resolve, read a commit's tree),
-//! [`render`], the kustomize-compatible renderer, and [`policy`],
-//! the rules every rendered environment must pass (shared by the
-//! environments tests and, next, by the controller and the pull-request
-//! review).
+//! The reconcile loop ([`reconcile`]) conducts: [`source`] (git: fetch,
+//! resolve, read a commit's tree), [`render`] (kustomize-compatible),
+//! [`plan`] and [`apply`] (server-side apply with [`ownership`] rules,
+//! [`drift`] correction and [`target`] namespace placement), the health
+//! gate ([`health`] rules, read by [`gate`]) and [`rollout`] decisions,
+//! and the [`status`] they lead to. [`policy`] holds the rules every
+//! rendered environment must pass.
 
 pub mod apply;
 pub mod drift;
 pub mod environment;
 pub mod failure;
+pub mod gate;
+pub mod health;
 pub mod inventory;
 pub mod metrics;
 pub mod ownership;
@@ -19,6 +23,8 @@ pub mod plan;
 pub mod policy;
 pub mod reconcile;
 pub mod render;
+pub mod rollout;
 pub mod source;
+pub mod status;
 pub mod sync;
 pub mod target;

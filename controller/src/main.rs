@@ -394,8 +394,9 @@ async fn run(
     Ok(())
 }
 
-/// Changes when the spec does or someone asks for a reconcile with
-/// `kubectl annotate environment NAME ferry.dev/requested-at="$(date)" --overwrite`.
+/// Changes when the spec does, when someone asks for a reconcile with
+/// `kubectl annotate environment NAME ferry.dev/requested-at="$(date)" --overwrite`,
+/// or for a retry of a failed revision with `ferry.dev/retry`.
 fn spec_or_request(env: &ferry_controller::environment::Environment) -> Option<u64> {
     use kube::ResourceExt;
     use std::hash::{Hash, Hasher};
@@ -403,6 +404,9 @@ fn spec_or_request(env: &ferry_controller::environment::Environment) -> Option<u
     env.metadata.generation.hash(&mut hasher);
     env.annotations()
         .get(ferry_controller::environment::REQUESTED_AT)
+        .hash(&mut hasher);
+    env.annotations()
+        .get(ferry_controller::environment::RETRY)
         .hash(&mut hasher);
     Some(hasher.finish())
 }

@@ -27,6 +27,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     objects: Family<ActionLabels, Counter>,
     drift: Counter,
+    rollbacks: Counter,
 }
 
 impl Default for Metrics {
@@ -56,12 +57,19 @@ impl Default for Metrics {
             "Objects whose fields changed in the cluster by hand were set back to git's values",
             drift.clone(),
         );
+        let rollbacks = Counter::default();
+        registry.register(
+            "ferry_rollbacks",
+            "Rollbacks to the last healthy revision started after a failed health gate",
+            rollbacks.clone(),
+        );
         Metrics {
             registry,
             duration,
             errors,
             objects,
             drift,
+            rollbacks,
         }
     }
 }
@@ -92,6 +100,10 @@ impl Metrics {
                 .inc_by(n as u64);
         }
         self.drift.inc_by(applied.drift.len() as u64);
+    }
+
+    pub fn record_rollback(&self) {
+        self.rollbacks.inc();
     }
 
     /// The text exposition.

@@ -28,9 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::discovery::Scope as ApiScope;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -40,20 +40,24 @@ use serde_json::Value;
 
 use crate::apply::{self, Applied};
 use crate::environment::{
-    Environment, EnvironmentStatus, FINALIZER, MIN_INTERVAL, condition, parse_interval, reason,
+    Environment, FINALIZER, MIN_INTERVAL, RETRY as RETRY_ANNOTATION, parse_interval, reason,
 };
 pub use crate::failure::FailureClass;
+use crate::gate;
+use crate::health::{self, Verdict};
 use crate::inventory::ObjectRef;
 use crate::metrics::Metrics;
 use crate::ownership;
 use crate::plan::{Action as PlanAction, Change, Plan, Resolver};
 use crate::render;
+use crate::rollout::{self, Checks, Decision};
 use crate::source::{Cache, Credentials, Revision, SourceSpec, redact};
+pub use crate::status::{Outcome, RETRY, next_status, retry_after, short_id};
 use crate::sync::{self, SyncOptions};
 use crate::target::{self, Scope};
 
-/// Wait before retrying a transient failure.
-pub const RETRY: Duration = Duration::from_secs(10);
+/// How often a release being judged is looked at again.
+pub const JUDGE_EVERY: Duration = Duration::from_secs(2);
 /// Status writes that lose a race are recomputed and retried this often.
 const STATUS_ATTEMPTS: usize = 3;
 
@@ -66,6 +70,8 @@ pub struct Context {
     pub cache: Cache,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// For the health gate's HTTP checks.
+    pub http: reqwest::Client,
 }
 
 impl Context {
@@ -82,25 +88,9 @@ impl Context {
             cache: Cache::new(&cache_dir),
             recorder,
             metrics,
+            http: reqwest::Client::new(),
         }
     }
-}
-
-/// How a reconcile ended.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    Applied {
-        revision: Revision,
-        digest: String,
-        applied: Applied,
-    },
-    Failed {
-        revision: Option<Revision>,
-        class: FailureClass,
-        reason: &'static str,
-        message: String,
-    },
-    Suspended,
 }
 
 /// Never fails for what git or the cluster hold: every such failure is an
@@ -128,140 +118,6 @@ pub enum ReconcileError {
         #[source]
         source: Box<finalizer::Error<ReconcileError>>,
     },
-}
-
-fn set_condition(
-    conditions: &mut Vec<Condition>,
-    kind: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    now: &Time,
-    generation: i64,
-) {
-    let status = if status { "True" } else { "False" }.to_owned();
-    let transition = conditions
-        .iter()
-        .find(|c| c.type_ == kind && c.status == status)
-        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-    conditions.retain(|c| c.type_ != kind);
-    conditions.push(Condition {
-        type_: kind.to_owned(),
-        status,
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        last_transition_time: transition,
-        observed_generation: Some(generation),
-    });
-    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-}
-
-fn short(revision: &Revision) -> String {
-    format!(
-        "{}@{}",
-        revision.reference,
-        &revision.commit[..revision.commit.len().min(12)]
-    )
-}
-
-/// The status after `outcome`, from the previous one. Pure.
-pub fn next_status(
-    previous: &EnvironmentStatus,
-    generation: i64,
-    outcome: &Outcome,
-    now: &Time,
-) -> EnvironmentStatus {
-    let mut status = previous.clone();
-    status.observed_generation = Some(generation);
-    let c = &mut status.conditions;
-    match outcome {
-        Outcome::Applied {
-            revision,
-            digest,
-            applied,
-        } => {
-            // Counts per reconcile go to Events; the condition stays stable.
-            let message = format!(
-                "applied {} ({} objects)",
-                short(revision),
-                applied.inventory.len()
-            );
-            set_condition(
-                c,
-                condition::READY,
-                true,
-                reason::APPLIED,
-                &message,
-                now,
-                generation,
-            );
-            set_condition(
-                c,
-                condition::RECONCILING,
-                false,
-                reason::APPLIED,
-                "",
-                now,
-                generation,
-            );
-            set_condition(
-                c,
-                condition::STALLED,
-                false,
-                reason::APPLIED,
-                "",
-                now,
-                generation,
-            );
-            status.last_attempted_revision = Some(revision.id());
-            status.last_applied_revision = Some(revision.id());
-            status.manifests_digest = Some(digest.clone());
-            status.inventory = applied.inventory.clone();
-        }
-        Outcome::Failed {
-            revision,
-            class,
-            reason,
-            message,
-        } => {
-            set_condition(c, condition::READY, false, reason, message, now, generation);
-            let terminal = *class == FailureClass::Terminal;
-            set_condition(
-                c,
-                condition::STALLED,
-                terminal,
-                reason,
-                if terminal { message } else { "" },
-                now,
-                generation,
-            );
-            let retrying = format!("retrying with back-off: {message}");
-            set_condition(
-                c,
-                condition::RECONCILING,
-                !terminal,
-                reason,
-                if terminal { "" } else { &retrying },
-                now,
-                generation,
-            );
-            if let Some(revision) = revision {
-                status.last_attempted_revision = Some(revision.id());
-            }
-        }
-        Outcome::Suspended => {
-            set_condition(
-                c,
-                condition::RECONCILING,
-                false,
-                reason::SUSPENDED,
-                "spec.suspend is true",
-                now,
-                generation,
-            );
-        }
-    }
-    status
 }
 
 fn failed(
@@ -383,8 +239,30 @@ async fn scopes(
     Ok(out)
 }
 
-/// Fetch, render, plan and apply one Environment.
-async fn sync(env: &Environment, ctx: &Context) -> Outcome {
+/// The repository of an Environment, with its credentials.
+async fn source_of(env: &Environment, ctx: &Context) -> Result<SourceSpec, Outcome> {
+    let credentials = credentials(ctx, env).await.map_err(|message| {
+        failed(
+            None,
+            FailureClass::Transient,
+            reason::CREDENTIALS_MISSING,
+            message,
+        )
+    })?;
+    Ok(SourceSpec {
+        url: env.spec.source.url.clone(),
+        reference: env.spec.source.reference.clone(),
+        credentials,
+    })
+}
+
+/// Fetches and renders the branch head (`commit: None`) or a given commit
+/// of the Environment's reference (for a rollback).
+async fn fetch_and_render(
+    env: &Environment,
+    ctx: &Context,
+    commit: Option<String>,
+) -> Result<(Revision, Vec<(Value, String)>), Outcome> {
     use FailureClass::{Terminal, Transient};
     let spec = &env.spec;
     let Some(timeout) = parse_interval(&spec.source.timeout) else {
@@ -392,26 +270,24 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
             "spec.source.timeout {:?} is not a duration such as 60s or 2m",
             spec.source.timeout
         );
-        return failed(None, Terminal, reason::INVALID_SPEC, message);
+        return Err(failed(None, Terminal, reason::INVALID_SPEC, message));
     };
-    let credentials = match credentials(ctx, env).await {
-        Ok(c) => c,
-        Err(message) => return failed(None, Transient, reason::CREDENTIALS_MISSING, message),
-    };
-    let source = SourceSpec {
-        url: spec.source.url.clone(),
-        reference: spec.source.reference.clone(),
-        credentials,
-    };
+    let source = source_of(env, ctx).await?;
     let cache = ctx.cache.clone();
     let path = spec.source.path.clone();
     let fetch = tokio::task::spawn_blocking(move || {
-        let revision = cache.fetch(&source, timeout)?;
-        let files = cache.files(&source, &revision.commit)?;
-        Ok::<_, crate::source::SourceError>((
-            revision.clone(),
-            render::render_with_origins(&files, &path),
-        ))
+        let (revision, files) = match commit {
+            None => {
+                let revision = cache.fetch(&source, timeout)?;
+                let files = cache.files(&source, &revision.commit)?;
+                (revision, files)
+            }
+            Some(commit) => {
+                let files = cache.files_at(&source, &commit, timeout)?;
+                (files.revision(&source.reference)?, files)
+            }
+        };
+        Ok::<_, crate::source::SourceError>((revision, render::render_with_origins(&files, &path)))
     });
     // The fetch stops itself at the timeout; this bounds the wait even
     // when libgit2 blocks somewhere its callbacks do not reach.
@@ -419,49 +295,57 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
     let (revision, rendered) = match fetched {
         Ok(Ok(Ok(r))) => r,
         Ok(Ok(Err(e))) => {
-            return failed(
+            return Err(failed(
                 None,
                 Transient,
                 reason::FETCH_FAILED,
                 crate::failure::describe(&e),
-            );
+            ));
         }
-        Ok(Err(e)) => return failed(None, Transient, reason::FETCH_FAILED, e),
+        Ok(Err(e)) => return Err(failed(None, Transient, reason::FETCH_FAILED, e)),
         Err(_) => {
             let message = format!(
                 "failed to fetch {}: no answer within {} s",
                 redact(&spec.source.url),
                 timeout.as_secs()
             );
-            return failed(None, Transient, reason::FETCH_FAILED, message);
+            return Err(failed(None, Transient, reason::FETCH_FAILED, message));
         }
     };
-    let mut desired = match rendered {
-        Ok(d) => d,
-        Err(e) => {
-            return failed(
-                Some(&revision),
-                Terminal,
-                reason::RENDER_FAILED,
-                crate::failure::describe(&e),
-            );
-        }
-    };
-    let client = match client_for(ctx, env) {
-        Ok(c) => c,
-        Err(message) => return failed(Some(&revision), Terminal, reason::INVALID_SPEC, message),
-    };
+    match rendered {
+        Ok(desired) => Ok((revision, desired)),
+        Err(e) => Err(failed(
+            Some(&revision),
+            Terminal,
+            reason::RENDER_FAILED,
+            crate::failure::describe(&e),
+        )),
+    }
+}
+
+/// Places, plans and applies rendered objects as the Environment's
+/// deployer; what was applied and the digest.
+async fn apply_desired(
+    env: &Environment,
+    ctx: &Context,
+    revision: &Revision,
+    mut desired: Vec<(Value, String)>,
+) -> Result<(Applied, String), Outcome> {
+    use FailureClass::Terminal;
+    let spec = &env.spec;
+    let client = client_for(ctx, env)
+        .map_err(|message| failed(Some(revision), Terminal, reason::INVALID_SPEC, message))?;
     let mut resolver = Resolver::new(client);
     let known = match scopes(&mut resolver, &desired).await {
         Ok(k) => k,
         Err(e) => {
             let class = crate::failure::of_error(&e);
-            return failed(
-                Some(&revision),
+            return Err(failed(
+                Some(revision),
                 class,
                 reason::APPLY_FAILED,
                 format!("failed to discover the API: {e}"),
-            );
+            ));
         }
     };
     let scope_of = |id: &ObjectRef| {
@@ -471,7 +355,12 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
             .map(|(_, s)| *s)
     };
     if let Err(e) = target::place(&mut desired, spec.target_namespace.as_deref(), scope_of) {
-        return failed(Some(&revision), Terminal, reason::NAMESPACE_NOT_ALLOWED, e);
+        return Err(failed(
+            Some(revision),
+            Terminal,
+            reason::NAMESPACE_NOT_ALLOWED,
+            e,
+        ));
     }
     let digest = render::digest(&desired.iter().map(|(o, _)| o.clone()).collect::<Vec<_>>());
     let inventory = env
@@ -492,11 +381,7 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
                 apply_ms = timings.apply.as_millis() as u64,
                 "synced"
             );
-            Outcome::Applied {
-                revision,
-                digest,
-                applied,
-            }
+            Ok((applied, digest))
         }
         Err(e) => {
             let mut message = crate::failure::describe(&e);
@@ -504,8 +389,272 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
             {
                 message = format!("{message}; {}", crate::failure::FORBIDDEN_HINT);
             }
-            failed(Some(&revision), e.class(), e.reason(), message)
+            Err(failed(Some(revision), e.class(), e.reason(), message))
         }
+    }
+}
+
+/// Fetch, render, plan and apply the revision git asks for, unless it is
+/// the one that failed its gate ([`rollout::decide`]).
+async fn sync(env: &Environment, ctx: &Context) -> Outcome {
+    let (revision, desired) = match fetch_and_render(env, ctx, None).await {
+        Ok(r) => r,
+        Err(outcome) => return outcome,
+    };
+    let status = env.status.clone().unwrap_or_default();
+    let retry = env.annotations().get(RETRY_ANNOTATION).cloned();
+    let decision = rollout::decide(&status, &revision.id(), retry.as_deref());
+    tracing::debug!(revision = %revision.id(), ?decision, "git asks for");
+    if decision == Decision::Hold {
+        return Outcome::Held { revision };
+    }
+    let (applied, digest) = match apply_desired(env, ctx, &revision, desired).await {
+        Ok(r) => r,
+        Err(outcome) => return outcome,
+    };
+    let id = Some(revision.id());
+    let settled = status.last_healthy_revision == id
+        && status.last_applied_revision == id
+        && status.failed_revision.is_none()
+        && applied.created + applied.updated + applied.pruned + applied.released == 0;
+    Outcome::Applied {
+        revision,
+        digest,
+        applied,
+        judge: !settled,
+        rollback_from: None,
+        retry,
+    }
+}
+
+/// A note for an Event, and its type and reason.
+type Note = (EventType, &'static str, String);
+
+/// Judges the release in `status.rollout`; on failure rolls back (when
+/// enabled and there is a healthy revision to go back to).
+async fn judge(env: &Environment, ctx: &Context) -> (Outcome, Vec<Note>) {
+    let status = env.status.clone().unwrap_or_default();
+    let Some(rollout) = status.rollout.clone() else {
+        return (sync(env, ctx).await, Vec::new());
+    };
+    let timeout =
+        parse_interval(&env.spec.health_check.timeout).unwrap_or(Duration::from_secs(300));
+    let client = match client_for(ctx, env) {
+        Ok(c) => c,
+        Err(message) => {
+            return (
+                failed(None, FailureClass::Terminal, reason::INVALID_SPEC, message),
+                Vec::new(),
+            );
+        }
+    };
+    let mut resolver = Resolver::new(client.clone());
+    let observation = match gate::observe(&mut resolver, &client, &status.inventory).await {
+        Ok(o) => o,
+        Err(e) => {
+            let class = crate::failure::of_error(&e);
+            let message = format!(
+                "failed to read the release's objects: {}",
+                crate::failure::describe(&e)
+            );
+            return (
+                failed(None, class, reason::APPLY_FAILED, message),
+                Vec::new(),
+            );
+        }
+    };
+    let now = Timestamp::now().as_second();
+    let since = health::seconds(&rollout.started_at).unwrap_or(now);
+    let mut verdict = health::assess(
+        &observation.objects,
+        &observation.replica_sets,
+        &observation.pods,
+        since,
+        now,
+        timeout,
+    );
+    tracing::debug!(revision = %rollout.revision, ?verdict, "judged");
+    let mut streaks = rollout.http_streaks.clone();
+    if verdict == Verdict::Healthy && !env.spec.health_check.http.is_empty() {
+        let checks = &env.spec.health_check.http;
+        let ips = gate::new_pod_ips(&observation);
+        let mut attempts = Vec::new();
+        streaks.resize(checks.len(), 0);
+        for (i, check) in checks.iter().enumerate() {
+            let attempt = rollout::attempt(&ctx.http, check, &ips).await;
+            streaks[i] = rollout::next_streak(streaks[i], attempt.ok);
+            attempts.push(attempt);
+        }
+        verdict = match rollout::judge_checks(checks, &streaks, &attempts) {
+            Checks::Passed => Verdict::Healthy,
+            Checks::Waiting(what) if now - since >= timeout.as_secs() as i64 => {
+                Verdict::Failed(health::Evidence {
+                    object: "HTTP checks".into(),
+                    summary: format!("not passed within {} s: {what}", timeout.as_secs()),
+                    pods: Vec::new(),
+                })
+            }
+            Checks::Waiting(what) => Verdict::Progressing(vec![what]),
+            Checks::Failed(why) => Verdict::Failed(health::Evidence {
+                object: "HTTP checks".into(),
+                summary: why,
+                pods: Vec::new(),
+            }),
+        };
+    }
+    match verdict {
+        Verdict::Progressing(waiting) => (
+            Outcome::Progressing {
+                message: waiting.join("; "),
+                http_streaks: streaks,
+            },
+            Vec::new(),
+        ),
+        Verdict::Healthy => {
+            pin(env, ctx, &rollout.revision).await;
+            match &rollout.rolling_back_from {
+                Some(failed_revision) => {
+                    let why = rollout.failure.clone().unwrap_or_default();
+                    let note = format!(
+                        "rolled back to {}: {} failed: {why}",
+                        short_id(&rollout.revision),
+                        short_id(failed_revision)
+                    );
+                    (
+                        Outcome::RolledBack {
+                            healthy: rollout.revision.clone(),
+                            failed: failed_revision.clone(),
+                            reason: why,
+                        },
+                        vec![(EventType::Warning, "RolledBack", note)],
+                    )
+                }
+                None => {
+                    let note = format!("{} is healthy", short_id(&rollout.revision));
+                    (
+                        Outcome::Healthy {
+                            revision: rollout.revision.clone(),
+                        },
+                        vec![(EventType::Normal, "Healthy", note)],
+                    )
+                }
+            }
+        }
+        Verdict::Failed(evidence) => {
+            let namespace = evidence_namespace(&evidence, env);
+            let note =
+                gate::describe(&client, namespace.as_deref(), &evidence, gate::NOTE_LIMIT).await;
+            tracing::warn!(revision = %rollout.revision, evidence = %note, "health check failed");
+            let why = cap_line(&format!("{}: {}", evidence.object, evidence.summary));
+            let event = (
+                EventType::Warning,
+                reason::HEALTH_CHECK_FAILED,
+                format!(
+                    "{} failed its health gate: {note}",
+                    short_id(&rollout.revision)
+                ),
+            );
+            if let Some(from) = &rollout.rolling_back_from {
+                let outcome = Outcome::RollbackFailed {
+                    failed: from.clone(),
+                    reason: rollout.failure.clone().unwrap_or_default(),
+                    rollback: why,
+                };
+                return (outcome, vec![event]);
+            }
+            let healthy = status
+                .last_healthy_revision
+                .clone()
+                .filter(|h| *h != rollout.revision);
+            match healthy {
+                Some(healthy) if env.spec.rollback.enabled => {
+                    ctx.metrics.record_rollback();
+                    let outcome = roll_back(env, ctx, &healthy, &rollout.revision, &why).await;
+                    (outcome, vec![event])
+                }
+                _ => (
+                    Outcome::HealthFailed {
+                        revision: rollout.revision.clone(),
+                        reason: why,
+                        rollback_disabled: !env.spec.rollback.enabled,
+                    },
+                    vec![event],
+                ),
+            }
+        }
+    }
+}
+
+/// Applies the last healthy revision again (rendered from git at its
+/// commit, with the same safe plan, apply and prune); its gate is judged
+/// next, as any release's.
+async fn roll_back(
+    env: &Environment,
+    ctx: &Context,
+    healthy: &str,
+    failed_revision: &str,
+    why: &str,
+) -> Outcome {
+    let rollback_failed = |rollback: String| Outcome::RollbackFailed {
+        failed: failed_revision.to_owned(),
+        reason: why.to_owned(),
+        rollback,
+    };
+    let Some((_, commit)) = healthy.split_once("@sha1:") else {
+        return rollback_failed(format!("{healthy} is not a revision id"));
+    };
+    let (revision, desired) = match fetch_and_render(env, ctx, Some(commit.to_owned())).await {
+        Ok(r) => r,
+        Err(Outcome::Failed { message, .. }) => return rollback_failed(message),
+        Err(other) => return other,
+    };
+    match apply_desired(env, ctx, &revision, desired).await {
+        Ok((applied, digest)) => Outcome::Applied {
+            revision,
+            digest,
+            applied,
+            judge: true,
+            rollback_from: Some((failed_revision.to_owned(), why.to_owned())),
+            retry: None,
+        },
+        Err(Outcome::Failed { message, .. }) => rollback_failed(message),
+        Err(other) => other,
+    }
+}
+
+/// Keeps a healthy commit reachable in the cache for later rollbacks.
+async fn pin(env: &Environment, ctx: &Context, revision: &str) {
+    let Some((_, commit)) = revision.split_once("@sha1:") else {
+        return;
+    };
+    let Ok(source) = source_of(env, ctx).await else {
+        return;
+    };
+    let cache = ctx.cache.clone();
+    let commit = commit.to_owned();
+    let pinned = tokio::task::spawn_blocking(move || cache.pin(&source, &commit)).await;
+    if !matches!(pinned, Ok(Ok(()))) {
+        tracing::warn!(%revision, "failed to pin the healthy commit in the cache; a rollback would fetch it by id");
+    }
+}
+
+/// The namespace of the failing object, for its pods' events and logs.
+fn evidence_namespace(evidence: &health::Evidence, env: &Environment) -> Option<String> {
+    evidence
+        .object
+        .split_once(' ')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(ns, _)| ns.to_owned())
+        .or_else(|| env.spec.target_namespace.clone())
+}
+
+/// One line of at most 300 characters, for condition messages.
+fn cap_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() <= 300 {
+        line.to_owned()
+    } else {
+        format!("{}…", line.chars().take(299).collect::<String>())
     }
 }
 
@@ -560,6 +709,11 @@ async fn cleanup(env: &Environment, ctx: &Context) -> Result<Action, ReconcileEr
 }
 
 /// Reconciles one Environment; see the module docs.
+///
+/// Each reconcile is one step: apply the revision git asks for (or hold
+/// it, when it failed its gate), or, while a release is being judged,
+/// look at it once more (every [`JUDGE_EVERY`]) and, when it failed, roll
+/// back. A restarted controller resumes from the status.
 #[tracing::instrument(skip_all, fields(environment = %format!("{}/{}", env.namespace().unwrap_or_default(), env.name_any())))]
 pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let ns = env.namespace().unwrap_or_default();
@@ -598,6 +752,7 @@ async fn apply_environment(
     let name = env.name_any();
     let ns = env.namespace().unwrap_or_default();
     let interval = parse_interval(&env.spec.interval).map(|i| i.max(MIN_INTERVAL));
+    let mut events_from_judge = Vec::new();
     let outcome = match interval {
         _ if env.spec.suspend => Outcome::Suspended,
         None => failed(
@@ -609,15 +764,22 @@ async fn apply_environment(
                 env.spec.interval
             ),
         ),
-        Some(_) => sync(env, ctx).await,
+        Some(_) => {
+            let (outcome, notes) = judge(env, ctx).await;
+            events_from_judge = notes;
+            outcome
+        }
     };
     let interval = interval.unwrap_or(Duration::from_secs(300));
 
     let reference = env.object_ref(&());
-    let mut events = Vec::new();
+    let mut events = events_from_judge;
     let requeue = match &outcome {
         Outcome::Applied {
-            revision, applied, ..
+            revision,
+            applied,
+            judge,
+            ..
         } => {
             tracing::info!(revision = %revision.id(), created = applied.created, updated = applied.updated, pruned = applied.pruned, released = applied.released, drifted = applied.drift.len(), "applied");
             ctx.metrics.record_applied(applied);
@@ -625,7 +787,7 @@ async fn apply_environment(
             if changed {
                 let note = format!(
                     "applied {} ({}): {} created, {} updated, {} pruned, {} released",
-                    short(revision),
+                    short_id(&revision.id()),
                     revision.subject(),
                     applied.created,
                     applied.updated,
@@ -637,6 +799,19 @@ async fn apply_environment(
             if !applied.drift.is_empty() {
                 events.push((EventType::Warning, "DriftCorrected", drift_note(applied)));
             }
+            if *judge {
+                Action::requeue(JUDGE_EVERY)
+            } else {
+                Action::requeue(interval)
+            }
+        }
+        Outcome::Progressing { .. } => Action::requeue(JUDGE_EVERY),
+        Outcome::Healthy { .. } | Outcome::RolledBack { .. } | Outcome::Held { .. } => {
+            Action::requeue(interval)
+        }
+        Outcome::HealthFailed { .. } | Outcome::RollbackFailed { .. } => {
+            ctx.metrics
+                .record_error("terminal", reason::HEALTH_CHECK_FAILED);
             Action::requeue(interval)
         }
         Outcome::Failed {
@@ -696,8 +871,9 @@ fn drift_note(applied: &Applied) -> String {
 }
 
 /// Writes the status `outcome` leads to, with the resourceVersion it was
-/// computed from; when someone wrote in between, reads again and
-/// recomputes, so a newer status is never overwritten.
+/// computed from; when someone wrote in between (a status write or a
+/// change of the spec or annotations), reads again and recomputes, so a
+/// newer status is never overwritten.
 async fn write_status(
     api: &Api<Environment>,
     env: &Environment,
@@ -716,12 +892,12 @@ async fn write_status(
         if status == previous {
             return Ok(());
         }
-        let patch = serde_json::json!({
-            "metadata": {"resourceVersion": current.resource_version()},
-            "status": status,
-        });
+        // A replace (not a merge patch): fields that became empty go,
+        // and the resourceVersion makes a concurrent write a conflict.
+        let mut object = current.clone();
+        object.status = Some(status);
         match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .replace_status(&name, &kube::api::PostParams::default(), &object)
             .await
         {
             Ok(_) => return Ok(()),
@@ -735,153 +911,9 @@ async fn write_status(
     Ok(())
 }
 
-/// How long to wait before retrying a transient failure: [`RETRY`] at
-/// first, then as long as the environment has already been failing
-/// (`Reconciling=True` since its last transition), so the wait roughly
-/// doubles with each retry; never more than the interval or 5 minutes,
-/// never less than the interval when that is shorter than [`RETRY`].
-pub fn retry_after(previous: &EnvironmentStatus, now: &Time, interval: Duration) -> Duration {
-    let failing_for = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == condition::RECONCILING && c.status == "True")
-        .and_then(|c| {
-            now.0
-                .duration_since(c.last_transition_time.0)
-                .try_into()
-                .ok()
-        })
-        .unwrap_or(Duration::ZERO);
-    failing_for.clamp(RETRY.min(interval), interval.min(Duration::from_secs(300)))
-}
-
 /// Retries after a failed read, status write or cleanup.
 pub fn error_policy(_env: Arc<Environment>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "reconcile error");
+    tracing::warn!(error = %crate::failure::describe(error), "reconcile error");
     ctx.metrics.record_error("transient", "ControllerIOFailed");
     Action::requeue(RETRY)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn revision(commit: &str) -> Revision {
-        Revision {
-            reference: "main".into(),
-            commit: commit.into(),
-            author: "a".into(),
-            email: "e".into(),
-            time: 0,
-            message: "m".into(),
-        }
-    }
-
-    fn time(s: i64) -> Time {
-        Time(Timestamp::from_second(s).unwrap())
-    }
-
-    fn condition<'a>(s: &'a EnvironmentStatus, kind: &str) -> &'a Condition {
-        s.conditions.iter().find(|c| c.type_ == kind).unwrap()
-    }
-
-    #[test]
-    fn transient_retries_back_off_with_the_time_spent_failing() {
-        let transient = failed(
-            None,
-            FailureClass::Transient,
-            reason::FETCH_FAILED,
-            "unreachable",
-        );
-        let failing = next_status(&EnvironmentStatus::default(), 1, &transient, &time(1000));
-        let hour = Duration::from_secs(3600);
-        assert_eq!(
-            retry_after(&EnvironmentStatus::default(), &time(1000), hour),
-            RETRY
-        );
-        assert_eq!(retry_after(&failing, &time(1005), hour), RETRY);
-        assert_eq!(
-            retry_after(&failing, &time(1040), hour),
-            Duration::from_secs(40)
-        );
-        assert_eq!(
-            retry_after(&failing, &time(9000), hour),
-            Duration::from_secs(300)
-        );
-        assert_eq!(
-            retry_after(&failing, &time(9000), Duration::from_secs(60)),
-            Duration::from_secs(60)
-        );
-    }
-
-    #[test]
-    fn applied_sets_ready_revision_digest_and_inventory() {
-        let applied = Applied {
-            created: 2,
-            inventory: vec![],
-            ..Applied::default()
-        };
-        let outcome = Outcome::Applied {
-            revision: revision("1f3c2ab0aaaaaaaaaaaa"),
-            digest: "sha256:x".into(),
-            applied,
-        };
-        let s = next_status(&EnvironmentStatus::default(), 3, &outcome, &time(10));
-        assert_eq!(condition(&s, "Ready").status, "True");
-        assert_eq!(
-            condition(&s, "Ready").message,
-            "applied main@1f3c2ab0aaaa (0 objects)"
-        );
-        assert_eq!(condition(&s, "Stalled").status, "False");
-        assert_eq!(
-            s.last_applied_revision.as_deref(),
-            Some("main@sha1:1f3c2ab0aaaaaaaaaaaa")
-        );
-        assert_eq!(s.observed_generation, Some(3));
-    }
-
-    #[test]
-    fn failures_keep_what_was_applied_and_say_how_they_are_retried() {
-        let applied = Outcome::Applied {
-            revision: revision("aaa"),
-            digest: "sha256:x".into(),
-            applied: Applied::default(),
-        };
-        let good = next_status(&EnvironmentStatus::default(), 1, &applied, &time(10));
-        let terminal = failed(
-            Some(&revision("bbb")),
-            FailureClass::Terminal,
-            reason::VALIDATION_FAILED,
-            "bad object",
-        );
-        let s = next_status(&good, 1, &terminal, &time(20));
-        assert_eq!(
-            (
-                condition(&s, "Ready").status.as_str(),
-                condition(&s, "Stalled").status.as_str()
-            ),
-            ("False", "True")
-        );
-        assert_eq!(condition(&s, "Stalled").reason, "ValidationFailed");
-        assert_eq!(s.last_applied_revision.as_deref(), Some("main@sha1:aaa"));
-        assert_eq!(s.last_attempted_revision.as_deref(), Some("main@sha1:bbb"));
-        assert_eq!(s.manifests_digest.as_deref(), Some("sha256:x"));
-
-        let transient = failed(
-            None,
-            FailureClass::Transient,
-            reason::FETCH_FAILED,
-            "unreachable",
-        );
-        let s = next_status(&good, 1, &transient, &time(30));
-        assert_eq!(condition(&s, "Reconciling").status, "True");
-        assert!(
-            condition(&s, "Reconciling")
-                .message
-                .starts_with("retrying with back-off: unreachable")
-        );
-        assert_eq!(condition(&s, "Stalled").status, "False");
-        // Stalled stayed False since the first write: its transition time too.
-        assert_eq!(condition(&s, "Stalled").last_transition_time, time(10));
-    }
 }

@@ -164,6 +164,13 @@ pub fn set_network_timeouts(connect: Duration, read: Duration) -> Result<(), git
     Ok(())
 }
 
+/// What a fetch brings: every branch (as remote-tracking refs, pruned when
+/// deleted upstream) and every tag.
+const BRANCHES_AND_TAGS: [&str; 2] = [
+    "+refs/heads/*:refs/remotes/origin/*",
+    "+refs/tags/*:refs/tags/*",
+];
+
 /// Credential prompts libgit2 may make per fetch before it gives up (it
 /// asks again after each refusal).
 const MAX_CREDENTIAL_ATTEMPTS: usize = 3;
@@ -237,7 +244,7 @@ impl Cache {
         let mut last = slot.lock().unwrap_or_else(PoisonError::into_inner);
         let repo = self.open(spec)?;
         if !last.is_some_and(|finished| finished >= asked) {
-            self.fetch_now(&repo, spec, timeout)?;
+            self.fetch_now(&repo, spec, timeout, &BRANCHES_AND_TAGS)?;
             *last = Some(Instant::now());
         }
         drop(last);
@@ -245,11 +252,54 @@ impl Cache {
         revision(&repo, &spec.reference, commit)
     }
 
+    /// Keeps `commit` reachable in the cache under a ref of ferry's own
+    /// (`refs/ferry/healthy/<commit>`), whatever happens to the branch: a
+    /// rollback renders it again.
+    pub fn pin(&self, spec: &SourceSpec, commit: &str) -> Result<(), SourceError> {
+        let repo = self.open(spec)?;
+        let read = |source| SourceError::Read {
+            commit: commit.to_owned(),
+            source,
+        };
+        let oid = Oid::from_str(commit).map_err(read)?;
+        repo.reference(
+            &format!("refs/ferry/healthy/{commit}"),
+            oid,
+            true,
+            "ferry: passed its health gate",
+        )
+        .map_err(read)?;
+        Ok(())
+    }
+
+    /// The files of `commit`; when the cache does not hold it (a new
+    /// controller, a lost volume), it is fetched by its id first.
+    pub fn files_at(
+        &self,
+        spec: &SourceSpec,
+        commit: &str,
+        timeout: Duration,
+    ) -> Result<GitFiles, SourceError> {
+        let repo = self.open(spec)?;
+        let present = Oid::from_str(commit).is_ok_and(|oid| repo.find_commit(oid).is_ok());
+        if !present {
+            let slot = {
+                let mut fetches = self.fetches.lock().unwrap_or_else(PoisonError::into_inner);
+                fetches.entry(self.path_for(spec)).or_default().clone()
+            };
+            let _fetching = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            let refspec = format!("+{commit}:refs/ferry/healthy/{commit}");
+            self.fetch_now(&repo, spec, timeout, &[refspec.as_str()])?;
+        }
+        self.files(spec, commit)
+    }
+
     fn fetch_now(
         &self,
         repo: &Repository,
         spec: &SourceSpec,
         timeout: Duration,
+        refspecs: &[&str],
     ) -> Result<(), SourceError> {
         let deadline = Instant::now() + timeout;
         let url = redact(&spec.url);
@@ -329,11 +379,7 @@ impl Cache {
             options.download_tags(git2::AutotagOption::All);
             // Branches deleted on the remote go from the cache too.
             options.prune(git2::FetchPrune::On);
-            let refspecs = [
-                "+refs/heads/*:refs/remotes/origin/*",
-                "+refs/tags/*:refs/tags/*",
-            ];
-            let fetched = remote.fetch(&refspecs, Some(&mut options), None);
+            let fetched = remote.fetch(refspecs, Some(&mut options), None);
             let _ = remote.disconnect();
             if let Err(source) = fetched {
                 return Err(if unknown_host.get() {

@@ -325,6 +325,13 @@ fn the_controller_install_passes_a_server_side_dry_run_on_the_lab() {
         .status
         .success()
     );
+    for ns in ["placement-dev", "placement-prod"] {
+        // Another test may have left it terminating.
+        let _ = kubectl(
+            &["delete", "namespace", ns, "--wait=true", "--timeout=90s"],
+            None,
+        );
+    }
     for ns in ["ferry-system", "placement-dev", "placement-prod"] {
         let _ = kubectl(&["create", "namespace", ns], None);
     }

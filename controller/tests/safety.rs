@@ -170,8 +170,12 @@ fn drift_is_set_back_and_reported() {
         "9",
         "IfNotPresent was overridden"
     );
-    let s = lab.status("test");
-    assert_eq!(condition(&s, "Ready").0, "True", "{s}");
+    // A corrected drift is judged again, as any change: healthy again.
+    wait_until(
+        "Ready again after the correction",
+        Duration::from_secs(30),
+        || condition(&lab.status("test"), "Ready").0 == "True",
+    );
     let mut events = String::new();
     wait_until("the DriftCorrected event", Duration::from_secs(20), || {
         events = lab.events("test");

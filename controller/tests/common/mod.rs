@@ -169,7 +169,10 @@ impl Lab {
             .arg(format!("127.0.0.1:{}", self.metrics_port))
             .arg("--cache-dir")
             .arg(self.work.join("cache"))
-            .env("FERRY_LOG", "info")
+            .env(
+                "FERRY_LOG",
+                std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env(
                 "KUBE_RS_DEBUG_IMPERSONATE_USER",
                 "system:serviceaccount:ferry-system:ferry-controller",
