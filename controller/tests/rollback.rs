@@ -1,0 +1,440 @@
+//! The health gate and automatic rollback against the lab, with the real
+//! inference binary in the lab's image store and clients through the
+//! release's LoadBalancer: each kind of bad release is judged, rolled
+//! back to the last healthy revision (or reported when it cannot be), and
+//! never applied again until git moves or someone asks.
+//!
+//! Runs when FERRY_LAB_TESTS=1 (scripts/test sets it after lab/up and
+//! registers ferry-lab-test/inference:1 and ferry-lab-test/crash:1).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Lab, condition, repo_root};
+use ferry_lab_testkit::{k, lab_enabled, wait_until};
+
+const CANDIDATE: &str = r#"{"gender":"M","ssc_p":71,"ssc_b":"Central","hsc_p":58.66,"hsc_b":"Central","hsc_s":"Science","degree_p":58,"degree_t":"Sci&Tech","etest_p":56,"mba_p":61.3,"specialisation":"Mkt&Fin","workex":"Yes"}"#;
+
+/// Registers an image in the lab's store.
+fn image(name: &str, command: &[&str]) {
+    let status = std::process::Command::new(repo_root().join("lab/image"))
+        .arg(name)
+        .args(command)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn inference_bin() -> String {
+    std::env::var("FERRY_INFERENCE_BIN")
+        .expect("FERRY_INFERENCE_BIN names the ferry-inference binary (scripts/test sets it)")
+}
+
+/// A second good image, one that never becomes ready (its readiness
+/// endpoint answers 503 for ever), and one that is ready but answers 500
+/// to predictions. (A corrupted model makes ferry-inference exit at start:
+/// that is the crash loop of ferry-lab-test/crash:1.)
+fn register_images() {
+    let model = repo_root().join("inference/model/placement.json");
+    image(
+        "ferry-lab-test/inference:2",
+        &[
+            &inference_bin(),
+            "serve",
+            "--model",
+            model.to_str().unwrap(),
+        ],
+    );
+    let never_ready = concat!(
+        "import http.server\n",
+        "class H(http.server.BaseHTTPRequestHandler):\n",
+        "    def log_message(self, *a): pass\n",
+        "    def do_GET(self):\n",
+        "        self.send_response(503); self.end_headers()\n",
+        "http.server.ThreadingHTTPServer(('0.0.0.0', 9696), H).serve_forever()\n",
+    );
+    image(
+        "ferry-lab-test/never-ready:1",
+        &["python3", "-c", never_ready],
+    );
+    let wrong = concat!(
+        "import http.server\n",
+        "class H(http.server.BaseHTTPRequestHandler):\n",
+        "    def log_message(self, *a): pass\n",
+        "    def do_GET(self):\n",
+        "        self.send_response(200 if self.path.startswith('/v2/health') else 404); self.end_headers()\n",
+        "    def do_POST(self):\n",
+        "        self.rfile.read(int(self.headers.get('Content-Length', 0)))\n",
+        "        self.send_response(500); self.send_header('Content-Type', 'application/json'); self.end_headers()\n",
+        "        self.wfile.write(b'{\"error\": \"the model is broken\"}')\n",
+        "http.server.ThreadingHTTPServer(('0.0.0.0', 9696), H).serve_forever()\n",
+    );
+    image("ferry-lab-test/wrong:1", &["python3", "-c", wrong]);
+}
+
+/// `POST /predict` through the LoadBalancer; true for a 200.
+fn predict(address: &str) -> bool {
+    let attempt = || -> std::io::Result<bool> {
+        let mut stream =
+            TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        write!(
+            stream,
+            "POST /predict HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{CANDIDATE}",
+            CANDIDATE.len()
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response.starts_with("HTTP/1.1 200"))
+    };
+    attempt().unwrap_or(false)
+}
+
+/// Clients through the LoadBalancer, counting answers, until dropped.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(address: String) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if predict(&address) {
+                    o.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    f.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Traffic {
+            stop,
+            ok,
+            failed,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops; `(ok, failed)`.
+    fn stop(mut self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A lab with the rollout fixture, the controller, and the first (good)
+/// release healthy; the LoadBalancer's address.
+fn healthy_release(name: &str, spec: &str) -> (Lab, String, String) {
+    register_images();
+    let mut lab = Lab::new(name, "rollout");
+    let first = lab.commit("first release");
+    lab.start_controller();
+    lab.environment("test", spec);
+    wait_healthy(&lab, &first);
+    let mut address = String::new();
+    wait_until("the load balancer", Duration::from_secs(30), || {
+        let ip = lab.get("service", "placement").and_then(|s| {
+            s["status"]["loadBalancer"]["ingress"][0]["ip"]
+                .as_str()
+                .map(str::to_owned)
+        });
+        if let Some(ip) = ip {
+            address = format!("{ip}:80");
+        }
+        !address.is_empty() && predict(&address)
+    });
+    (lab, address, first)
+}
+
+fn wait_healthy(lab: &Lab, commit: &str) {
+    lab.wait_applied("test", commit);
+    let s = lab.status("test");
+    assert_eq!(condition(&s, "Healthy").0, "True", "{s}");
+    assert_eq!(s["lastHealthyRevision"], format!("main@sha1:{commit}"));
+}
+
+fn release(lab: &Lab, image: &str, message: &str) -> String {
+    let app = std::fs::read_to_string(lab.repo.join("env/app.yaml")).unwrap();
+    let current = app
+        .lines()
+        .find(|l| l.trim_start().starts_with("image:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    lab.edit("app.yaml", &current, &format!("image: {image}"));
+    lab.commit(message)
+}
+
+fn deployed_image(lab: &Lab) -> String {
+    lab.get("deployment", "placement").unwrap()["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Waits for the rollback of `bad` to `good`; the seconds it took from `since`.
+fn wait_rolled_back(lab: &Lab, good: &str, bad: &str, since: Instant) -> f64 {
+    let s = lab.wait_condition("test", "Stalled", "True", "RolledBack", Some(bad));
+    let seconds = since.elapsed().as_secs_f64();
+    assert_eq!(s["lastAppliedRevision"], format!("main@sha1:{good}"), "{s}");
+    assert_eq!(s["lastHealthyRevision"], format!("main@sha1:{good}"), "{s}");
+    assert_eq!(s["failedRevision"], format!("main@sha1:{bad}"), "{s}");
+    assert_eq!(condition(&s, "Healthy").0, "True", "{s}");
+    assert_eq!(
+        condition(&s, "Ready"),
+        (
+            "False".into(),
+            "RolledBack".into(),
+            condition(&s, "Ready").2
+        )
+    );
+    seconds
+}
+
+#[test]
+fn a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked() {
+    if !lab_enabled("a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked") {
+        return;
+    }
+    let (lab, address, good) = healthy_release("rb-crash", "");
+    let traffic = Traffic::start(address);
+    let bad = release(
+        &lab,
+        "ferry-lab-test/crash:1",
+        "release: an image that exits at once",
+    );
+    let since = Instant::now();
+    lab.reconcile_now("test");
+    let seconds = wait_rolled_back(&lab, &good, &bad, since);
+    let (ok, failed) = traffic.stop();
+    eprintln!(
+        "crash loop: rolled back {seconds:.1} s after the commit; {ok} requests ok, {failed} failed"
+    );
+    assert_eq!(failed, 0, "clients saw failures through the LoadBalancer");
+    assert!(ok > 10);
+    assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:1");
+    let events = lab.events("test");
+    assert!(
+        events.contains("RolledBack")
+            && events.contains("HealthCheckFailed")
+            && events.contains("CrashLoopBackOff"),
+        "{events}"
+    );
+    assert!(
+        events.contains("crashing on purpose"),
+        "the crashing container's log is in the evidence: {events}"
+    );
+
+    // No flapping: three intervals later the failed revision is still not applied.
+    std::thread::sleep(Duration::from_secs(31));
+    let s = lab.status("test");
+    assert_eq!(s["lastAppliedRevision"], format!("main@sha1:{good}"), "{s}");
+    assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:1");
+
+    // Asked to retry: applied again, judged again, rolled back again.
+    k(&[
+        "annotate",
+        "environment",
+        "-n",
+        &lab.system,
+        "test",
+        "ferry.dev/retry=1",
+        "--overwrite",
+    ]);
+    wait_until(
+        "the retry to apply the failed revision",
+        Duration::from_secs(30),
+        || lab.status("test")["lastHandledRetry"] == "1",
+    );
+    wait_rolled_back(&lab, &good, &bad, Instant::now());
+
+    // A new good commit is applied normally.
+    let fixed = release(&lab, "ferry-lab-test/inference:2", "release: fixed");
+    wait_healthy(&lab, &fixed);
+    let s = lab.status("test");
+    assert!(s.get("failedRevision").is_none(), "{s}");
+    assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:2");
+}
+
+#[test]
+fn a_release_that_never_becomes_ready_is_rolled_back_at_its_deadline() {
+    if !lab_enabled("a_release_that_never_becomes_ready_is_rolled_back_at_its_deadline") {
+        return;
+    }
+    let (lab, address, good) = healthy_release("rb-never-ready", "\n  healthCheck: {timeout: 20s}");
+    let traffic = Traffic::start(address);
+    let bad = release(&lab, "ferry-lab-test/never-ready:1", "release: never ready");
+    let since = Instant::now();
+    lab.reconcile_now("test");
+    let seconds = wait_rolled_back(&lab, &good, &bad, since);
+    let (ok, failed) = traffic.stop();
+    eprintln!(
+        "never ready: rolled back {seconds:.1} s after the commit; {ok} requests ok, {failed} failed"
+    );
+    assert_eq!(failed, 0, "clients saw failures through the LoadBalancer");
+    let s = lab.status("test");
+    assert!(
+        s["failedReason"]
+            .as_str()
+            .unwrap()
+            .contains("not healthy within 20 s"),
+        "{s}"
+    );
+}
+
+#[test]
+fn an_unpullable_image_is_rolled_back() {
+    if !lab_enabled("an_unpullable_image_is_rolled_back") {
+        return;
+    }
+    let (lab, address, good) = healthy_release("rb-pull", "");
+    let traffic = Traffic::start(address);
+    let bad = release(
+        &lab,
+        "ferry-lab-test/does-not-exist:1",
+        "release: a typo in the image",
+    );
+    let since = Instant::now();
+    lab.reconcile_now("test");
+    let seconds = wait_rolled_back(&lab, &good, &bad, since);
+    let (ok, failed) = traffic.stop();
+    eprintln!(
+        "unpullable image: rolled back {seconds:.1} s after the commit; {ok} requests ok, {failed} failed"
+    );
+    assert_eq!(failed, 0);
+    let s = lab.status("test");
+    let reason = s["failedReason"].as_str().unwrap();
+    assert!(
+        reason.contains("ImagePullBackOff") || reason.contains("ErrImagePull"),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_release_that_is_ready_but_wrong_is_caught_by_an_http_check() {
+    if !lab_enabled("a_release_that_is_ready_but_wrong_is_caught_by_an_http_check") {
+        return;
+    }
+    let check = format!(
+        "\n  healthCheck:\n    http:\n    - url: \"http://{{{{.podIP}}}}:9696/predict\"\n      method: POST\n      body: '{CANDIDATE}'\n      headers: {{Content-Type: application/json}}\n      successThreshold: 2\n      period: 1s"
+    );
+    let (lab, address, good) = healthy_release("rb-wrong", &check);
+    let traffic = Traffic::start(address);
+    let bad = release(
+        &lab,
+        "ferry-lab-test/wrong:1",
+        "release: ready, but every prediction fails",
+    );
+    let since = Instant::now();
+    lab.reconcile_now("test");
+    let seconds = wait_rolled_back(&lab, &good, &bad, since);
+    let (ok, failed) = traffic.stop();
+    // These pods pass readiness, so the LoadBalancer sends them traffic
+    // until the rollback: the test reports what clients saw.
+    eprintln!(
+        "ready but wrong: rolled back {seconds:.1} s after the commit; {ok} requests ok, {failed} failed"
+    );
+    let s = lab.status("test");
+    assert!(
+        s["failedReason"].as_str().unwrap().contains("status 500"),
+        "{s}"
+    );
+    assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:1");
+}
+
+#[test]
+fn a_bad_first_release_is_reported_and_left_alone() {
+    if !lab_enabled("a_bad_first_release_is_reported_and_left_alone") {
+        return;
+    }
+    register_images();
+    let mut lab = Lab::new("rb-first", "rollout");
+    let bad = release(&lab, "ferry-lab-test/crash:1", "first release, crashing");
+    lab.start_controller();
+    lab.environment("test", "");
+    let s = lab.wait_condition("test", "Stalled", "True", "HealthCheckFailed", Some(&bad));
+    assert_eq!(s["failedRevision"], format!("main@sha1:{bad}"));
+    assert!(s.get("lastHealthyRevision").is_none(), "{s}");
+    assert!(
+        condition(&s, "Stalled")
+            .2
+            .contains("no healthy revision to roll back to"),
+        "{s}"
+    );
+    assert_eq!(
+        deployed_image(&lab),
+        "ferry-lab-test/crash:1",
+        "nothing to roll back to: left as it is"
+    );
+}
+
+#[test]
+fn with_rollback_disabled_a_failure_is_reported_not_rolled_back() {
+    if !lab_enabled("with_rollback_disabled_a_failure_is_reported_not_rolled_back") {
+        return;
+    }
+    let (lab, _address, good) = healthy_release("rb-disabled", "\n  rollback: {enabled: false}");
+    let bad = release(&lab, "ferry-lab-test/crash:1", "release: crashing");
+    let s = lab.wait_condition("test", "Stalled", "True", "HealthCheckFailed", Some(&bad));
+    assert!(
+        condition(&s, "Stalled").2.contains("rollback is disabled"),
+        "{s}"
+    );
+    assert_eq!(s["lastHealthyRevision"], format!("main@sha1:{good}"));
+    assert_eq!(s["lastAppliedRevision"], format!("main@sha1:{bad}"));
+    assert_eq!(deployed_image(&lab), "ferry-lab-test/crash:1");
+    assert!(lab.events("test").contains("CrashLoopBackOff"));
+}
+
+#[test]
+fn a_controller_killed_mid_rollout_and_mid_rollback_finishes_the_job() {
+    if !lab_enabled("a_controller_killed_mid_rollout_and_mid_rollback_finishes_the_job") {
+        return;
+    }
+    let (mut lab, address, good) = healthy_release("rb-restart", "");
+    let traffic = Traffic::start(address);
+    let bad = release(&lab, "ferry-lab-test/crash:1", "release: crashing");
+    lab.reconcile_now("test");
+    // Killed while the bad release is being judged...
+    wait_until(
+        "the bad release to be applied",
+        Duration::from_secs(30),
+        || {
+            let s = lab.status("test");
+            s["rollout"]["revision"] == format!("main@sha1:{bad}")
+        },
+    );
+    lab.stop_controller();
+    std::thread::sleep(Duration::from_secs(3));
+    lab.start_controller();
+    // ...and again while it rolls back.
+    wait_until("the rollback to start", Duration::from_secs(60), || {
+        lab.status("test")["rollout"]["rollingBackFrom"] == format!("main@sha1:{bad}")
+    });
+    lab.stop_controller();
+    std::thread::sleep(Duration::from_secs(2));
+    lab.start_controller();
+    wait_rolled_back(&lab, &good, &bad, Instant::now());
+    let (ok, failed) = traffic.stop();
+    eprintln!("controller restarts: {ok} requests ok, {failed} failed");
+    assert_eq!(failed, 0);
+    assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:1");
+}
