@@ -103,7 +103,11 @@ pub struct HttpCheck {
     #[serde(default = "default_expect_status")]
     pub expect_status: u16,
     /// A JSON pointer into the response and the value it must hold.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "expectJSON",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expect_json: Option<ExpectJson>,
     /// Consecutive successes needed (3).
     #[serde(default = "default_success_threshold")]

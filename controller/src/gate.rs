@@ -95,7 +95,8 @@ pub fn new_pod_ips(observation: &Observation) -> Vec<String> {
     ips
 }
 
-fn cap(text: &str, limit: usize) -> String {
+/// `text` cut to at most `limit` bytes (and an ellipsis).
+pub fn cap(text: &str, limit: usize) -> String {
     if text.len() <= limit {
         return text.to_owned();
     }

@@ -590,7 +590,7 @@ mod tests {
             pod("web-new-a", "new", waiting("CrashLoopBackOff", 2)),
         ];
         let verdict = assess(
-            &[d.clone()],
+            std::slice::from_ref(&d),
             &sets,
             &pods,
             T0,
@@ -632,7 +632,7 @@ mod tests {
         let created = seconds("2027-01-15T08:00:00Z").unwrap();
         assert!(matches!(
             assess(
-                &[d.clone()],
+                std::slice::from_ref(&d),
                 &sets,
                 &pods,
                 created,
@@ -660,7 +660,7 @@ mod tests {
             2,
             json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1, "availableReplicas": 1}),
         );
-        let v = assess(&[d.clone()], &[], &[], T0, T0 + 10, Duration::from_secs(60));
+        let v = assess(std::slice::from_ref(&d), &[], &[], T0, T0 + 10, Duration::from_secs(60));
         assert_eq!(
             v,
             Verdict::Progressing(vec!["web: 1 of 2 updated replicas available".into()])

@@ -549,9 +549,12 @@ async fn judge(env: &Environment, ctx: &Context) -> (Outcome, Vec<Note>) {
             let event = (
                 EventType::Warning,
                 reason::HEALTH_CHECK_FAILED,
-                format!(
-                    "{} failed its health gate: {note}",
-                    short_id(&rollout.revision)
+                gate::cap(
+                    &format!(
+                        "{} failed its health gate: {note}",
+                        short_id(&rollout.revision)
+                    ),
+                    gate::NOTE_LIMIT,
                 ),
             );
             if let Some(from) = &rollout.rolling_back_from {
@@ -730,7 +733,11 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
     else {
         return Ok(Action::await_change());
     };
-    finalizer::finalizer(&api, FINALIZER, Arc::new(fresh), |event| async {
+    // Adding the finalizer is a step of its own, and the change it makes
+    // (metadata only) passes no event filter: go on at once.
+    let adding = fresh.metadata.deletion_timestamp.is_none()
+        && !fresh.finalizers().iter().any(|f| f == FINALIZER);
+    let action = finalizer::finalizer(&api, FINALIZER, Arc::new(fresh), |event| async {
         match event {
             Finalizing::Apply(env) => apply_environment(&env, &ctx, &api).await,
             Finalizing::Cleanup(env) => cleanup(&env, &ctx).await,
@@ -740,6 +747,11 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
     .map_err(|source| ReconcileError::Finalizer {
         name: format!("{ns}/{name}"),
         source: Box::new(source),
+    })?;
+    Ok(if adding {
+        Action::requeue(Duration::from_millis(50))
+    } else {
+        action
     })
 }
 
@@ -836,7 +848,8 @@ async fn apply_environment(
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            // The API refuses notes over 1 KiB.
+            note: Some(gate::cap(&note, gate::NOTE_LIMIT)),
             action: "Reconcile".into(),
             secondary: None,
         };

@@ -143,19 +143,7 @@ fn keeps_the_namespace_equal_to_git_commit_by_commit() {
 
     // 7. The Environment is deleted (prune: true): what ferry created goes,
     // the adopted namespace is released, the bystander stays.
-    k(&[
-        "delete",
-        "environment",
-        "-n",
-        &lab.system,
-        "test",
-        "--wait=false",
-    ]);
-    wait_until(
-        "the Environment to be gone",
-        Duration::from_secs(60),
-        || get(&["environment", "-n", &lab.system, "test"]).is_none(),
-    );
+    lab.delete_environment("test");
     assert!(configmap("settings").is_none(), "{}", lab.log());
     assert!(get(&["deployment", "-n", &target, "web"]).is_none());
     assert!(configmap("bystander").is_some());

@@ -144,10 +144,7 @@ impl Traffic {
 /// release healthy; the LoadBalancer's address.
 fn healthy_release(name: &str, spec: &str) -> (Lab, String, String) {
     register_images();
-    let mut lab = Lab::new(name, "rollout");
-    let first = lab.commit("first release");
-    lab.start_controller();
-    lab.environment("test", spec);
+    let (lab, first) = Lab::running(name, "rollout", spec);
     wait_healthy(&lab, &first);
     let mut address = String::new();
     wait_until("the load balancer", Duration::from_secs(30), || {

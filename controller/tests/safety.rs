@@ -20,11 +20,7 @@ fn a_commit_that_crashed_the_renderer_is_a_render_failure() {
     if !lab_enabled("a_commit_that_crashed_the_renderer_is_a_render_failure") {
         return;
     }
-    let mut lab = Lab::new("safe-render", "ctrl-test");
-    let good = lab.commit("first");
-    lab.start_controller();
-    lab.environment("test", "");
-    lab.wait_applied("test", &good);
+    let (lab, _) = Lab::running("safe-render", "ctrl-test", "");
     lab.write(
         "config.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: hello\n",
@@ -215,15 +211,7 @@ fn an_object_of_another_environment_is_a_conflict_and_never_pruned() {
         message.contains(&format!("belongs to Environment {}.a", lab.system)),
         "{message}"
     );
-    k(&[
-        "delete",
-        "environment",
-        "-n",
-        &lab.system,
-        "b",
-        "--wait=true",
-        "--timeout=60s",
-    ]);
+    lab.delete_environment("b");
     assert!(lab.get("configmap", "settings").is_some());
     assert!(lab.get("deployment", "web").is_some());
     let s = lab.status("a");
@@ -346,15 +334,7 @@ subjects: [{{kind: ServiceAccount, name: ferry-deployer, namespace: {sys}}}]\n",
         .expect("the Gadget was applied");
     assert_eq!(gadget["spec"]["size"], 3);
     // Deleting the Environment deletes the Gadget, then the CRD.
-    k(&[
-        "delete",
-        "environment",
-        "-n",
-        &lab.system,
-        "test",
-        "--wait=true",
-        "--timeout=60s",
-    ]);
+    lab.delete_environment("test");
     wait_until("the CRD to be pruned", Duration::from_secs(30), || {
         get(&["crd", "gadgets.safe-crd.ferry.dev"]).is_none()
     });
@@ -440,4 +420,16 @@ fn server_errors_are_retried_not_stalled() {
     assert!(lab.get("configmap", "settings").is_none());
     k(&["delete", "validatingwebhookconfiguration", "safe-5xx"]);
     lab.wait_applied("test", &first);
+}
+
+/// Deleting an Environment with `prune: false` orphans what it applied.
+#[test]
+fn an_environment_deleted_without_prune_orphans_its_objects() {
+    if !lab_enabled("an_environment_deleted_without_prune_orphans_its_objects") {
+        return;
+    }
+    let (lab, _) = Lab::running("safe-orphan", "ctrl-test", "\n  prune: false");
+    lab.delete_environment("test");
+    assert!(lab.get("configmap", "settings").is_some(), "{}", lab.log());
+    assert!(lab.get("deployment", "web").is_some());
 }

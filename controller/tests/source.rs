@@ -136,23 +136,36 @@ impl Drop for Daemon {
 }
 
 fn git_daemon(base: &Path) -> (Daemon, u16) {
+    git_daemon_logging(base, None)
+}
+
+/// A `git daemon` serving `base`; with `log`, it logs each request there.
+fn git_daemon_logging(base: &Path, log: Option<&Path>) -> (Daemon, u16) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new("git")
-        .args([
-            "daemon",
-            "--reuseaddr",
-            "--listen=127.0.0.1",
-            &format!("--port={port}"),
-            "--export-all",
-        ])
+    let mut command = Command::new("git");
+    command.args([
+        "daemon",
+        "--reuseaddr",
+        "--listen=127.0.0.1",
+        &format!("--port={port}"),
+        "--export-all",
+    ]);
+    let stderr = match log {
+        Some(path) => {
+            command.arg("--verbose");
+            Stdio::from(std::fs::File::create(path).unwrap())
+        }
+        None => Stdio::null(),
+    };
+    let child = command
         .arg(format!("--base-path={}", base.display()))
         .arg(base)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .process_group(0)
         .spawn()
         .expect("git daemon runs");
@@ -237,33 +250,7 @@ fn simultaneous_fetches_of_one_repository_share_one_fetch() {
     let upstream = upstream("shared");
     let base = upstream.parent().unwrap().to_owned();
     let log = base.join("daemon.log");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("git")
-        .args([
-            "daemon",
-            "--verbose",
-            "--reuseaddr",
-            "--listen=127.0.0.1",
-            &format!("--port={port}"),
-            "--export-all",
-        ])
-        .arg(format!("--base-path={}", base.display()))
-        .arg(&base)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let daemon = Daemon(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "git daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (daemon, port) = git_daemon_logging(&base, Some(&log));
     let requests = || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()

@@ -151,6 +151,31 @@ impl Lab {
         }
     }
 
+    /// A lab whose first commit is applied (and healthy) by a running
+    /// controller through Environment `test` with `spec`; that commit.
+    pub fn running(name: &str, fixture_dir: &str, spec: &str) -> (Lab, String) {
+        let mut lab = Lab::new(name, fixture_dir);
+        let first = lab.commit("first");
+        lab.start_controller();
+        lab.environment("test", spec);
+        lab.wait_applied("test", &first);
+        (lab, first)
+    }
+
+    /// Deletes Environment `name` and waits until it is gone (its
+    /// finalizer done).
+    pub fn delete_environment(&self, name: &str) {
+        k(&[
+            "delete",
+            "environment",
+            "-n",
+            &self.system,
+            name,
+            "--wait=true",
+            "--timeout=60s",
+        ]);
+    }
+
     pub fn url(&self) -> String {
         format!("file://{}", self.repo.display())
     }
