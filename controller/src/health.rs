@@ -660,7 +660,14 @@ mod tests {
             2,
             json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1, "availableReplicas": 1}),
         );
-        let v = assess(std::slice::from_ref(&d), &[], &[], T0, T0 + 10, Duration::from_secs(60));
+        let v = assess(
+            std::slice::from_ref(&d),
+            &[],
+            &[],
+            T0,
+            T0 + 10,
+            Duration::from_secs(60),
+        );
         assert_eq!(
             v,
             Verdict::Progressing(vec!["web: 1 of 2 updated replicas available".into()])
