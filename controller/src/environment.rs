@@ -204,7 +204,17 @@ pub struct EnvironmentStatus {
     /// A release being judged: what a restarted controller resumes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// The `ferry.dev/requested-at` value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_request: Option<String>,
+    /// The last 10 entries of the audit history; the whole chained log is
+    /// in the ConfigMaps `ferry-history-<name>-NNNNN` beside the Environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<crate::history::Entry>,
 }
+
+/// How many history entries the status keeps.
+pub const STATUS_HISTORY: usize = 10;
 
 /// A revision applied and waiting for its verdict.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -10,13 +10,16 @@
 //! and the [`status`] they lead to. [`policy`] holds the rules every
 //! rendered environment must pass.
 
+pub mod api;
 pub mod apply;
 pub mod drift;
 pub mod environment;
 pub mod failure;
 pub mod gate;
 pub mod health;
+pub mod history;
 pub mod inventory;
+pub mod journal;
 pub mod metrics;
 pub mod ownership;
 pub mod plan;

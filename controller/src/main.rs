@@ -18,7 +18,7 @@ use ferry_controller::source::GitFiles;
 #[command(
     name = "ferry-controller",
     version,
-    after_help = "Exit codes: 0 success, 1 failure, 2 usage error. `diff`: 0 no differences, 1 differences, 3 error."
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage error. `diff`: 0 no differences, 1 differences, 3 error. `history verify`: 0 verified, 1 broken, 3 error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -66,6 +66,12 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Read or verify an Environment's audit history (the chained log the
+    /// controller keeps in ConfigMaps beside the Environment).
+    History {
+        #[command(subcommand)]
+        action: HistoryAction,
+    },
     /// Print the Environment CustomResourceDefinition (YAML), generated
     /// from the Rust types: `ferry-controller crd > environments/controller/crd.yaml`.
     Crd,
@@ -82,8 +88,41 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum HistoryAction {
+    /// Print the whole history of NAMESPACE/NAME as JSON, oldest first,
+    /// read from the cluster of KUBECONFIG.
+    Export {
+        /// NAMESPACE/NAME of the Environment.
+        environment: String,
+    },
+    /// Recompute the hash chain and name the first entry that was changed,
+    /// removed or reordered. Exit 0 verified, 1 broken, 3 error.
+    Verify {
+        /// NAMESPACE/NAME: read the history from the cluster.
+        environment: Option<String>,
+        /// Verify an exported file instead: a JSON list of entries, oldest
+        /// first (`history export`), or a page of the status API.
+        #[arg(long, conflicts_with = "environment")]
+        file: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::History {
+        action: HistoryAction::Verify { environment, file },
+    } = &cli.command
+    {
+        return match verify_history(environment.as_deref(), file.as_deref()) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(3)
+            }
+        };
+    }
     if let Command::Diff { path, revision } = &cli.command {
         return match diff(path, revision.as_deref()) {
             Ok(false) => ExitCode::SUCCESS,
@@ -149,6 +188,68 @@ fn render_path(
     })
 }
 
+/// Reads the history of `NAMESPACE/NAME` from the cluster.
+fn read_history(environment: &str) -> anyhow::Result<Vec<ferry_controller::history::Entry>> {
+    let (namespace, name) = environment
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("{environment:?} is not NAMESPACE/NAME"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default().await?;
+        anyhow::Ok(ferry_controller::journal::read(&client, namespace, name).await?)
+    })
+}
+
+/// Verifies a history; true when the chain holds. Says what it found.
+fn verify_history(
+    environment: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<bool> {
+    use ferry_controller::history::{self, Entry};
+    let entries: Vec<Entry> = match (environment, file) {
+        (Some(environment), _) => read_history(environment)?,
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("failed to read {}: {e}", file.display()))?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?;
+            match value {
+                serde_json::Value::Array(_) => serde_json::from_value(value)?,
+                // A page of the status API lists the newest first.
+                serde_json::Value::Object(mut page) => {
+                    let entries = page.remove("entries").unwrap_or_default();
+                    let mut entries: Vec<Entry> = serde_json::from_value(entries)?;
+                    entries.reverse();
+                    entries
+                }
+                _ => anyhow::bail!(
+                    "{} holds neither a list of entries nor a history page",
+                    file.display()
+                ),
+            }
+        }
+        (None, None) => anyhow::bail!("name the Environment (NAMESPACE/NAME) or --file"),
+    };
+    let first = entries
+        .first()
+        .map_or(1, |e| if file.is_some() { e.sequence } else { 1 });
+    match history::verify(&entries, first) {
+        Ok(verified) => {
+            println!(
+                "verified: {} entries, chain head {}",
+                verified.entries, verified.head
+            );
+            Ok(true)
+        }
+        Err(broken) => {
+            println!("broken: {broken}");
+            Ok(false)
+        }
+    }
+}
+
 /// Prints the plan's diffs; true when anything would change.
 fn diff(path: &std::path::Path, revision: Option<&str>) -> anyhow::Result<bool> {
     let desired = render_path(path, revision)?;
@@ -178,7 +279,17 @@ fn diff(path: &std::path::Path, revision: Option<&str>) -> anyhow::Result<bool> 
 
 fn try_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Diff { .. } => unreachable!("handled in main"),
+        Command::Diff { .. }
+        | Command::History {
+            action: HistoryAction::Verify { .. },
+        } => unreachable!("handled in main"),
+        Command::History {
+            action: HistoryAction::Export { environment },
+        } => {
+            let entries = read_history(&environment)?;
+            println!("{}", serde_json::to_string_pretty(&entries)?);
+            Ok(())
+        }
         Command::Sync {
             path,
             revision,
@@ -258,11 +369,30 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
 /// The CRD as YAML, with a header saying where it comes from.
 fn crd_yaml() -> anyhow::Result<String> {
     use kube::CustomResourceExt;
-    let crd = ferry_controller::environment::Environment::crd();
+    let crd = serde_json::to_value(ferry_controller::environment::Environment::crd())?;
     Ok(format!(
         "# Generated by `ferry-controller crd` from controller/src/environment.rs; do not edit.\n{}",
-        serde_norway::to_string(&crd)?
+        serde_norway::to_string(&whole_numbers(crd))?
     ))
+}
+
+/// schemars writes integer bounds as floats (`maximum: 65535.0`); the API
+/// server and kubectl keep them as integers, so the CRD does too.
+fn whole_numbers(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(whole_numbers).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, whole_numbers(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 fn init_tracing() {
@@ -288,6 +418,8 @@ async fn run(
     use ferry_controller::reconcile::{self, Context};
     use futures::StreamExt;
     use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     std::fs::create_dir_all(&cache_dir).map_err(|e| {
         anyhow::anyhow!(
@@ -311,8 +443,8 @@ async fn run(
         metrics.clone(),
     ));
     let environments: kube::Api<Environment> = match &namespace {
-        Some(ns) => kube::Api::namespaced(client, ns),
-        None => kube::Api::all(client),
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
     };
     // Fails early, with a message, when the CRD is not installed.
     environments
@@ -333,33 +465,18 @@ async fn run(
 
     // Healthy while the watch of Environments works: it turns false when
     // the watch fails (and true again when it recovers), and for good
-    // when the reconcile loop ends.
-    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let healthz = {
-        let watching = watching.clone();
-        move || {
-            let healthy = watching.load(std::sync::atomic::Ordering::Relaxed);
-            async move {
-                if healthy {
-                    (axum::http::StatusCode::OK, "ok\n")
-                } else {
-                    (
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                        "the watch of Environments has stopped\n",
-                    )
-                }
-            }
-        }
-    };
-    let app = axum::Router::new()
-        .route("/healthz", axum::routing::get(healthz))
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let metrics = metrics.clone();
-                async move { metrics.render() }
-            }),
-        );
+    // when the reconcile loop ends. Ready once the first list is in.
+    let watching = Arc::new(AtomicBool::new(true));
+    let listed = Arc::new(AtomicBool::new(false));
+    let (reader, writer) = reflector::store();
+    let state = Arc::new(ferry_controller::api::ApiState {
+        environments: reader.clone(),
+        client: Some(client.clone()),
+        metrics: metrics.clone(),
+        watching: watching.clone(),
+        listed: listed.clone(),
+    });
+    let app = ferry_controller::api::router(state);
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(|e| anyhow::anyhow!("failed to listen on {http_addr}: {e}"))?;
@@ -369,12 +486,14 @@ async fn run(
     // Reconcile on spec changes (generation) and on a request through the
     // annotation, not on our own status writes; the interval requeue
     // covers new commits.
-    let (reader, writer) = reflector::store();
     let watch_state = watching.clone();
     let changes = watcher(environments, watcher::Config::default())
         .default_backoff()
         .inspect(move |event| {
-            watch_state.store(event.is_ok(), std::sync::atomic::Ordering::Relaxed);
+            watch_state.store(event.is_ok(), Ordering::Relaxed);
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                listed.store(true, Ordering::Relaxed);
+            }
         })
         .reflect(writer)
         .applied_objects()
@@ -388,7 +507,7 @@ async fn run(
             }
         })
         .await;
-    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    watching.store(false, Ordering::Relaxed);
     server.abort();
     tracing::info!("stopped");
     Ok(())

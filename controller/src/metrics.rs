@@ -5,6 +5,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -28,6 +29,13 @@ pub struct Metrics {
     objects: Family<ActionLabels, Counter>,
     drift: Counter,
     rollbacks: Counter,
+    history: Family<EnvironmentLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EnvironmentLabels {
+    pub namespace: String,
+    pub name: String,
 }
 
 impl Default for Metrics {
@@ -63,6 +71,12 @@ impl Default for Metrics {
             "Rollbacks to the last healthy revision started after a failed health gate",
             rollbacks.clone(),
         );
+        let history = Family::<EnvironmentLabels, Gauge>::default();
+        registry.register(
+            "ferry_history_entries",
+            "Entries in an Environment's audit history",
+            history.clone(),
+        );
         Metrics {
             registry,
             duration,
@@ -70,6 +84,7 @@ impl Default for Metrics {
             objects,
             drift,
             rollbacks,
+            history,
         }
     }
 }
@@ -100,6 +115,15 @@ impl Metrics {
                 .inc_by(n as u64);
         }
         self.drift.inc_by(applied.drift.len() as u64);
+    }
+
+    pub fn record_history(&self, namespace: &str, name: &str, entries: u64) {
+        self.history
+            .get_or_create(&EnvironmentLabels {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
     pub fn record_rollback(&self) {

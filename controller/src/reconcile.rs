@@ -40,7 +40,8 @@ use serde_json::Value;
 
 use crate::apply::{self, Applied};
 use crate::environment::{
-    Environment, FINALIZER, MIN_INTERVAL, RETRY as RETRY_ANNOTATION, parse_interval, reason,
+    Environment, FINALIZER, MIN_INTERVAL, REQUESTED_AT, RETRY as RETRY_ANNOTATION, STATUS_HISTORY,
+    parse_interval, reason,
 };
 pub use crate::failure::FailureClass;
 use crate::gate;
@@ -72,6 +73,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// For the health gate's HTTP checks.
     pub http: reqwest::Client,
+    /// Environments reconciled since the controller started.
+    pub seen: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {
@@ -89,6 +92,7 @@ impl Context {
             recorder,
             metrics,
             http: reqwest::Client::new(),
+            seen: Default::default(),
         }
     }
 }
@@ -262,7 +266,7 @@ async fn fetch_and_render(
     env: &Environment,
     ctx: &Context,
     commit: Option<String>,
-) -> Result<(Revision, Vec<(Value, String)>), Outcome> {
+) -> Result<(Revision, Vec<(Value, String)>, Durations), Outcome> {
     use FailureClass::{Terminal, Transient};
     let spec = &env.spec;
     let Some(timeout) = parse_interval(&spec.source.timeout) else {
@@ -276,6 +280,7 @@ async fn fetch_and_render(
     let cache = ctx.cache.clone();
     let path = spec.source.path.clone();
     let fetch = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
         let (revision, files) = match commit {
             None => {
                 let revision = cache.fetch(&source, timeout)?;
@@ -287,12 +292,18 @@ async fn fetch_and_render(
                 (files.revision(&source.reference)?, files)
             }
         };
-        Ok::<_, crate::source::SourceError>((revision, render::render_with_origins(&files, &path)))
+        let fetched = Instant::now();
+        let rendered = render::render_with_origins(&files, &path);
+        let durations = Durations::from([
+            ("fetch".to_owned(), millis(fetched - started)),
+            ("render".to_owned(), millis(fetched.elapsed())),
+        ]);
+        Ok::<_, crate::source::SourceError>((revision, rendered, durations))
     });
     // The fetch stops itself at the timeout; this bounds the wait even
     // when libgit2 blocks somewhere its callbacks do not reach.
     let fetched = tokio::time::timeout(timeout + Duration::from_secs(5), fetch).await;
-    let (revision, rendered) = match fetched {
+    let (revision, rendered, durations) = match fetched {
         Ok(Ok(Ok(r))) => r,
         Ok(Ok(Err(e))) => {
             return Err(failed(
@@ -313,7 +324,7 @@ async fn fetch_and_render(
         }
     };
     match rendered {
-        Ok(desired) => Ok((revision, desired)),
+        Ok(desired) => Ok((revision, desired, durations)),
         Err(e) => Err(failed(
             Some(&revision),
             Terminal,
@@ -330,7 +341,7 @@ async fn apply_desired(
     ctx: &Context,
     revision: &Revision,
     mut desired: Vec<(Value, String)>,
-) -> Result<(Applied, String), Outcome> {
+) -> Result<(Applied, String, Vec<String>, Durations), Outcome> {
     use FailureClass::Terminal;
     let spec = &env.spec;
     let client = client_for(ctx, env)
@@ -381,7 +392,12 @@ async fn apply_desired(
                 apply_ms = timings.apply.as_millis() as u64,
                 "synced"
             );
-            Ok((applied, digest))
+            let objects: Vec<Value> = desired.into_iter().map(|(o, _)| o).collect();
+            let durations = Durations::from([
+                ("plan".to_owned(), millis(timings.plan)),
+                ("apply".to_owned(), millis(timings.apply)),
+            ]);
+            Ok((applied, digest, crate::history::images(&objects), durations))
         }
         Err(e) => {
             let mut message = crate::failure::describe(&e);
@@ -397,7 +413,7 @@ async fn apply_desired(
 /// Fetch, render, plan and apply the revision git asks for, unless it is
 /// the one that failed its gate ([`rollout::decide`]).
 async fn sync(env: &Environment, ctx: &Context) -> Outcome {
-    let (revision, desired) = match fetch_and_render(env, ctx, None).await {
+    let (revision, desired, mut durations) = match fetch_and_render(env, ctx, None).await {
         Ok(r) => r,
         Err(outcome) => return outcome,
     };
@@ -408,10 +424,12 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
     if decision == Decision::Hold {
         return Outcome::Held { revision };
     }
-    let (applied, digest) = match apply_desired(env, ctx, &revision, desired).await {
-        Ok(r) => r,
-        Err(outcome) => return outcome,
-    };
+    let (applied, digest, images, applying) =
+        match apply_desired(env, ctx, &revision, desired).await {
+            Ok(r) => r,
+            Err(outcome) => return outcome,
+        };
+    durations.extend(applying);
     let id = Some(revision.id());
     let settled = status.last_healthy_revision == id
         && status.last_applied_revision == id
@@ -424,11 +442,20 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
         judge: !settled,
         rollback_from: None,
         retry,
+        images,
+        durations,
     }
 }
 
 /// A note for an Event, and its type and reason.
 type Note = (EventType, &'static str, String);
+
+/// Milliseconds per phase, for the history.
+type Durations = std::collections::BTreeMap<String, u64>;
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Judges the release in `status.rollout`; on failure rolls back (when
 /// enabled and there is a healthy revision to go back to).
@@ -606,19 +633,25 @@ async fn roll_back(
     let Some((_, commit)) = healthy.split_once("@sha1:") else {
         return rollback_failed(format!("{healthy} is not a revision id"));
     };
-    let (revision, desired) = match fetch_and_render(env, ctx, Some(commit.to_owned())).await {
-        Ok(r) => r,
-        Err(Outcome::Failed { message, .. }) => return rollback_failed(message),
-        Err(other) => return other,
-    };
+    let (revision, desired, mut durations) =
+        match fetch_and_render(env, ctx, Some(commit.to_owned())).await {
+            Ok(r) => r,
+            Err(Outcome::Failed { message, .. }) => return rollback_failed(message),
+            Err(other) => return other,
+        };
     match apply_desired(env, ctx, &revision, desired).await {
-        Ok((applied, digest)) => Outcome::Applied {
+        Ok((applied, digest, images, applying)) => Outcome::Applied {
             revision,
             digest,
             applied,
             judge: true,
             rollback_from: Some((failed_revision.to_owned(), why.to_owned())),
             retry: None,
+            images,
+            durations: {
+                durations.extend(applying);
+                durations
+            },
         },
         Err(Outcome::Failed { message, .. }) => rollback_failed(message),
         Err(other) => other,
@@ -763,6 +796,13 @@ async fn apply_environment(
     let started = Instant::now();
     let name = env.name_any();
     let ns = env.namespace().unwrap_or_default();
+    let trigger = trigger_of(env, ctx);
+    let status_before = env.status.clone().unwrap_or_default();
+    let health_ms = status_before
+        .rollout
+        .as_ref()
+        .and_then(|r| health::seconds(&r.started_at))
+        .map(|since| u64::try_from(Timestamp::now().as_second() - since).unwrap_or(0) * 1000);
     let interval = parse_interval(&env.spec.interval).map(|i| i.max(MIN_INTERVAL));
     let mut events_from_judge = Vec::new();
     let outcome = match interval {
@@ -783,6 +823,32 @@ async fn apply_environment(
         }
     };
     let interval = interval.unwrap_or(Duration::from_secs(300));
+
+    // The audit history: appended before the status is written, so the
+    // status never shows an entry the log lacks.
+    let now = Timestamp::now().to_string();
+    let entries = crate::history::entries_for(
+        &outcome,
+        &format!("{ns}/{name}"),
+        trigger,
+        &now,
+        health_ms,
+        status_before.history.last(),
+    );
+    let mut sealed = Vec::new();
+    for entry in entries {
+        match crate::journal::append(&ctx.client, &ns, &name, entry).await {
+            Ok(entry) => {
+                ctx.metrics.record_history(&ns, &name, entry.sequence);
+                sealed.push(entry);
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::failure::describe(&e), "failed to append to the history");
+                ctx.metrics.record_error("transient", "HistoryWriteFailed");
+                break;
+            }
+        }
+    }
 
     let reference = env.object_ref(&());
     let mut events = events_from_judge;
@@ -844,6 +910,12 @@ async fn apply_environment(
         }
         Outcome::Suspended => Action::await_change(),
     };
+    if let (Some(sealed), Some(first)) = (sealed.last(), events.first_mut()) {
+        first.2 = format!(
+            "{} [history #{}, chain head {}]",
+            first.2, sealed.sequence, sealed.sha256
+        );
+    }
     for (type_, reason, note) in events {
         let event = Event {
             type_,
@@ -857,7 +929,7 @@ async fn apply_environment(
             tracing::debug!(error = %e, "failed to publish an event");
         }
     }
-    write_status(api, env, &outcome)
+    write_status(api, env, &outcome, &sealed)
         .await
         .map_err(|source| ReconcileError::Status {
             name: format!("{ns}/{name}"),
@@ -865,6 +937,42 @@ async fn apply_environment(
         })?;
     ctx.metrics.observe_duration(started.elapsed());
     Ok(requeue)
+}
+
+/// What started this reconcile, for the history: the health gate of a
+/// release being judged, a retry or reconcile asked for by annotation, a
+/// change of the spec, the controller's start, or the interval.
+fn trigger_of(env: &Environment, ctx: &Context) -> &'static str {
+    let status = env.status.clone().unwrap_or_default();
+    let annotation = |key: &str| env.annotations().get(key).cloned();
+    let first_since_start = ctx
+        .seen
+        .lock()
+        .map(|mut seen| {
+            seen.insert(format!(
+                "{}/{}",
+                env.namespace().unwrap_or_default(),
+                env.name_any()
+            ))
+        })
+        .unwrap_or(false);
+    if status.rollout.is_some() {
+        "gate"
+    } else if annotation(RETRY_ANNOTATION).is_some()
+        && annotation(RETRY_ANNOTATION) != status.last_handled_retry
+    {
+        "retry"
+    } else if env.metadata.generation != status.observed_generation {
+        "spec"
+    } else if annotation(REQUESTED_AT).is_some()
+        && annotation(REQUESTED_AT) != status.last_handled_request
+    {
+        "requested"
+    } else if first_since_start {
+        "start"
+    } else {
+        "interval"
+    }
 }
 
 /// `Deployment.apps dev/web: spec.replicas (by kubectl); ...`
@@ -891,17 +999,26 @@ async fn write_status(
     api: &Api<Environment>,
     env: &Environment,
     outcome: &Outcome,
+    entries: &[crate::history::Entry],
 ) -> Result<(), kube::Error> {
     let name = env.name_any();
     let mut current = env.clone();
     for attempt in 1..=STATUS_ATTEMPTS {
         let previous = current.status.clone().unwrap_or_default();
-        let status = next_status(
+        let mut status = next_status(
             &previous,
             env.metadata.generation.unwrap_or(0),
             outcome,
             &Time(Timestamp::now()),
         );
+        status.last_handled_request = env.annotations().get(REQUESTED_AT).cloned();
+        for entry in entries {
+            if !status.history.iter().any(|e| e.sequence == entry.sequence) {
+                status.history.push(entry.clone());
+            }
+        }
+        let excess = status.history.len().saturating_sub(STATUS_HISTORY);
+        status.history.drain(..excess);
         if status == previous {
             return Ok(());
         }

@@ -62,6 +62,8 @@ pub struct Revision {
     pub commit: String,
     pub author: String,
     pub email: String,
+    /// Who committed it (a bot, for commits of the release pipeline).
+    pub committer: String,
     /// Commit time, seconds since the epoch.
     pub time: i64,
     pub message: String,
@@ -431,6 +433,7 @@ fn revision(repo: &Repository, reference: &str, oid: Oid) -> Result<Revision, So
         commit: oid.to_string(),
         author: author.name().unwrap_or("").to_owned(),
         email: author.email().unwrap_or("").to_owned(),
+        committer: commit.committer().name().unwrap_or("").to_owned(),
         time: commit.time().seconds(),
         message: commit.message().unwrap_or("").to_owned(),
     })

@@ -38,6 +38,10 @@ pub enum Outcome {
         judge: bool,
         rollback_from: Option<(String, String)>,
         retry: Option<String>,
+        /// Container images of what was applied (for the history).
+        images: Vec<String>,
+        /// Milliseconds per phase: fetch, render, plan, apply.
+        durations: std::collections::BTreeMap<String, u64>,
     },
     /// The gate is still waiting: what for, and the HTTP checks' streaks.
     Progressing {
@@ -192,6 +196,7 @@ pub fn next_status(
             judge,
             rollback_from,
             retry,
+            ..
         } => {
             status.last_applied_revision = Some(revision.id());
             status.manifests_digest = Some(digest.clone());
@@ -437,6 +442,7 @@ mod tests {
             commit: commit.into(),
             author: "a".into(),
             email: "e".into(),
+            committer: "c".into(),
             time: 0,
             message: "m".into(),
         }
@@ -473,6 +479,8 @@ mod tests {
             judge,
             rollback_from: rollback_from.map(|(a, b)| (a.to_owned(), b.to_owned())),
             retry: None,
+            images: Vec::new(),
+            durations: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{Lab, condition, repo_root};
 use ferry_lab_testkit::{k, lab_enabled, wait_until};
+use serde_json::Value;
 
 const CANDIDATE: &str = r#"{"gender":"M","ssc_p":71,"ssc_b":"Central","hsc_p":58.66,"hsc_b":"Central","hsc_s":"Science","degree_p":58,"degree_t":"Sci&Tech","etest_p":56,"mba_p":61.3,"specialisation":"Mkt&Fin","workex":"Yes"}"#;
 
@@ -40,6 +41,11 @@ fn inference_bin() -> String {
 /// to predictions. (A corrupted model makes ferry-inference exit at start:
 /// that is the crash loop of ferry-lab-test/crash:1.)
 fn register_images() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(register_images_now);
+}
+
+fn register_images_now() {
     let model = repo_root().join("inference/model/placement.json");
     image(
         "ferry-lab-test/inference:2",
@@ -211,7 +217,7 @@ fn a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked() {
     if !lab_enabled("a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked") {
         return;
     }
-    let (lab, address, good) = healthy_release("rb-crash", "");
+    let (mut lab, address, good) = healthy_release("rb-crash", "");
     let traffic = Traffic::start(address);
     let bad = release(
         &lab,
@@ -269,6 +275,139 @@ fn a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked() {
     let s = lab.status("test");
     assert!(s.get("failedRevision").is_none(), "{s}");
     assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:2");
+
+    // The audit history tells the whole story, in order, and verifies.
+    let export = ferry(&["history", "export", &format!("{}/test", lab.system)]);
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let entries: Vec<Value> = serde_json::from_slice(&export.stdout).unwrap();
+    let results: Vec<&str> = entries
+        .iter()
+        .map(|e| e["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "Applied",
+            "Healthy", // the first release
+            "Applied",
+            "HealthCheckFailed",
+            "RollingBack",
+            "RolledBack", // the crash loop
+            "Applied",
+            "HealthCheckFailed",
+            "RollingBack",
+            "RolledBack", // asked to retry
+            "Applied",
+            "Healthy", // fixed
+        ],
+        "{entries:#?}"
+    );
+    let triggers: Vec<&str> = entries
+        .iter()
+        .map(|e| e["trigger"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (triggers[2], triggers[3], triggers[6]),
+        ("requested", "gate", "retry"),
+        "{triggers:?}"
+    );
+    assert_eq!(entries[2]["revision"], format!("main@sha1:{bad}"));
+    assert_eq!(
+        entries[2]["commit"]["title"],
+        "release: an image that exits at once"
+    );
+    assert_eq!(entries[2]["images"][0], "ferry-lab-test/crash:1");
+    assert!(
+        entries[3]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("CrashLoopBackOff")
+    );
+    let head = entries.last().unwrap()["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let s = lab.status("test");
+    assert_eq!(
+        s["history"].as_array().unwrap().len(),
+        10,
+        "the status keeps the last 10"
+    );
+    assert_eq!(s["history"][9]["sha256"], head.as_str());
+    let verified = ferry(&["history", "verify", &format!("{}/test", lab.system)]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+    assert!(String::from_utf8_lossy(&verified.stdout).contains(&head));
+    let api = lab.http(&format!(
+        "/api/v1/environments/{}/test/history/verify",
+        lab.system
+    ));
+    assert_eq!(
+        (api["verified"].as_bool(), api["chainHead"].as_str()),
+        (Some(true), Some(head.as_str())),
+        "{api}"
+    );
+    let detail = lab.http(&format!("/api/v1/environments/{}/test", lab.system));
+    assert_eq!(detail["history"]["chainHead"], head.as_str());
+    assert_eq!(detail["revisions"]["healthy"], format!("main@sha1:{fixed}"));
+    assert!(lab.events("test").contains("chain head sha256:"));
+
+    // Someone rewrites an entry in the cluster: verification names it.
+    lab.stop_controller();
+    let chunk = "ferry-history-test-00001";
+    let mut configmap: Value = serde_json::from_str(&k(&[
+        "get",
+        "configmap",
+        "-n",
+        &lab.system,
+        chunk,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let mut stored: Vec<Value> =
+        serde_json::from_str(configmap["data"]["entries.json"].as_str().unwrap()).unwrap();
+    stored[3]["summary"] = "nothing to see here".into();
+    configmap["data"]["entries.json"] = serde_json::to_string(&stored).unwrap().into();
+    let out = ferry_lab_testkit::kubectl(&["replace", "-f", "-"], Some(&configmap.to_string()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let broken = ferry(&["history", "verify", &format!("{}/test", lab.system)]);
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&broken.stdout).contains("entry 4 was changed"),
+        "{}",
+        String::from_utf8_lossy(&broken.stdout)
+    );
+    // ... or removes one: named as missing, also from an exported file.
+    stored.remove(5);
+    let file = lab.work.join("history.json");
+    std::fs::write(&file, serde_json::to_string(&stored).unwrap()).unwrap();
+    let removed = ferry(&["history", "verify", "--file", file.to_str().unwrap()]);
+    assert_eq!(removed.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&removed.stdout);
+    assert!(
+        said.contains("entry 4 was changed") || said.contains("missing"),
+        "{said}"
+    );
+}
+
+/// Runs ferry-controller with the lab's KUBECONFIG (as an admin).
+fn ferry(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ferry-controller"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]

@@ -113,6 +113,16 @@ impl Lab {
         install_controller_rbac();
         k(&["create", "namespace", &system]);
         k(&["create", "namespace", &target]);
+        // What the install grants in ferry-system, here.
+        k(&[
+            "create",
+            "rolebinding",
+            "ferry-controller-environments",
+            "-n",
+            &system,
+            "--clusterrole=ferry-controller-environments",
+            "--serviceaccount=ferry-system:ferry-controller",
+        ]);
         let deployer = std::fs::read_to_string(fixture("deployer.yaml"))
             .unwrap()
             .replace("NAMESPACE", &target);
@@ -375,6 +385,20 @@ impl Lab {
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// GET `path` from the controller's HTTP port, as JSON.
+    pub fn http(&self, path: &str) -> Value {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{}{path}", self.metrics_port),
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     }
 
     /// `kubectl get -o json` of an object in the target namespace.
