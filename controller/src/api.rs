@@ -9,7 +9,8 @@
 //! - `GET .../history?limit=&before=`: entries, newest first, `before` a
 //!   sequence number to page back from;
 //! - `GET .../history/verify`: the chain recomputed, the first break named;
-//! - `GET /api/v1/openapi.json`; `/healthz`, `/readyz`, `/metrics`.
+//! - `GET /api/v1/openapi.json`; `/healthz`, `/readyz`, `/metrics`;
+//! - `POST /hooks/github`: the push webhook ([`crate::webhook`]).
 //!
 //! Guarantees: read-only; errors are JSON `{"error": "..."}` with the
 //! status that fits (404 unknown Environment, 400 bad query, 503 the
@@ -33,6 +34,7 @@ use crate::environment::Environment;
 use crate::history::{self, Entry};
 use crate::journal;
 use crate::metrics::Metrics;
+use crate::webhook;
 
 /// What the handlers read.
 pub struct ApiState {
@@ -44,6 +46,14 @@ pub struct ApiState {
     pub watching: Arc<AtomicBool>,
     /// The first list of Environments is in the cache (see `/readyz`).
     pub listed: Arc<AtomicBool>,
+    /// `POST /hooks/github`, when a secret is configured.
+    pub webhook: Option<Webhook>,
+}
+
+/// The GitHub webhook's shared secret and the deliveries seen.
+pub struct Webhook {
+    pub secret: Vec<u8>,
+    pub deliveries: webhook::Deliveries,
 }
 
 /// An error answer: a status and a message for the client.
@@ -72,6 +82,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/api/v1/environments/{namespace}/{name}/history/verify",
             get(verify),
+        )
+        .route(
+            "/hooks/github",
+            axum::routing::post(github)
+                .layer(axum::extract::DefaultBodyLimit::max(webhook::BODY_LIMIT)),
         )
         .fallback(|| async {
             ApiError(
@@ -252,6 +267,92 @@ async fn verify(
     }))
 }
 
+fn header<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A GitHub delivery: see [`crate::webhook`].
+async fn github(
+    State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let Some(hook) = &state.webhook else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "the GitHub webhook is not configured (--webhook-secret-file)".into(),
+        ));
+    };
+    webhook::verify_signature(&hook.secret, &body, header(&headers, "x-hub-signature-256"))
+        .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    let delivery = header(&headers, "x-github-delivery")
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "no X-GitHub-Delivery header".into(),
+            )
+        })?
+        .to_owned();
+    if !hook.deliveries.first_time(&delivery) {
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"delivery": delivery, "replay": true, "triggered": []})),
+        )
+            .into_response());
+    }
+    match header(&headers, "x-github-event") {
+        Some("push") => {}
+        _ => return Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+    let push = webhook::parse_push(&body).map_err(|m| ApiError(StatusCode::BAD_REQUEST, m))?;
+    let Some(client) = &state.client else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no cluster to trigger".into(),
+        ));
+    };
+    let mut triggered = Vec::new();
+    for env in state
+        .environments
+        .state()
+        .iter()
+        .filter(|e| webhook::follows(e, &push))
+    {
+        let namespace = env.namespace().unwrap_or_default();
+        let api: kube::Api<Environment> = kube::Api::namespaced(client.clone(), &namespace);
+        let stamp = k8s_openapi::jiff::Timestamp::now().to_string();
+        // Tied to this request's stamp, so a later request by hand is not
+        // taken for this push.
+        let by = format!(
+            "{stamp} github push by {} (delivery {delivery})",
+            push.pusher
+        );
+        let patch = json!({"metadata": {"annotations": {
+            crate::environment::REQUESTED_AT: stamp,
+            webhook::REQUESTED_BY: by,
+        }}});
+        api.patch(
+            &env.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("failed to trigger {namespace}/{}: {e}", env.name_any()),
+            )
+        })?;
+        triggered.push(format!("{namespace}/{}", env.name_any()));
+    }
+    tracing::info!(%delivery, pusher = %push.pusher, reference = %push.reference, ?triggered, "push received");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"delivery": delivery, "triggered": triggered})),
+    )
+        .into_response())
+}
+
 async fn openapi() -> Json<Value> {
     Json(openapi_document())
 }
@@ -319,6 +420,10 @@ mod tests {
             metrics: Arc::new(Metrics::default()),
             watching: Arc::new(AtomicBool::new(true)),
             listed: Arc::new(AtomicBool::new(true)),
+            webhook: Some(Webhook {
+                secret: b"s3cr3t".to_vec(),
+                deliveries: Default::default(),
+            }),
         })
     }
 
@@ -403,6 +508,69 @@ mod tests {
             );
             assert!(body.is_object(), "{uri}: {body}");
         }
+    }
+
+    async fn post(
+        router: Router,
+        signature: Option<String>,
+        delivery: &str,
+        event: &str,
+        body: &'static [u8],
+    ) -> StatusCode {
+        let mut request = Request::post("/hooks/github")
+            .header("x-github-delivery", delivery)
+            .header("x-github-event", event);
+        if let Some(s) = signature {
+            request = request.header("x-hub-signature-256", s);
+        }
+        router
+            .oneshot(request.body(Body::from(body)).unwrap())
+            .await
+            .unwrap()
+            .status()
+    }
+
+    fn sign(body: &[u8]) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cr3t").unwrap();
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    #[tokio::test]
+    async fn the_webhook_acts_only_on_signed_new_deliveries() {
+        let app = router(state(&[dev()]));
+        let ping: &'static [u8] = br#"{"zen": "Design for failure."}"#;
+        assert_eq!(
+            post(app.clone(), None, "1", "ping", ping).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            post(app.clone(), Some("sha1=0123".into()), "2", "ping", ping).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            post(app.clone(), Some(sign(b"other")), "3", "ping", ping).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            post(app.clone(), Some(sign(ping)), "4", "ping", ping).await,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            post(app.clone(), Some(sign(ping)), "4", "ping", ping).await,
+            StatusCode::OK,
+            "a replay does nothing"
+        );
+        assert_eq!(
+            post(app.clone(), Some(sign(ping)), "5", "issues", ping).await,
+            StatusCode::NO_CONTENT
+        );
+        let bad: &'static [u8] = b"not json";
+        assert_eq!(
+            post(app, Some(sign(bad)), "6", "push", bad).await,
+            StatusCode::BAD_REQUEST
+        );
     }
 
     #[test]

@@ -31,3 +31,4 @@ pub mod source;
 pub mod status;
 pub mod sync;
 pub mod target;
+pub mod webhook;

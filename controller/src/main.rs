@@ -52,6 +52,10 @@ enum Command {
         /// Watch only this namespace's Environments (default: all).
         #[arg(long, env = "FERRY_WATCH_NAMESPACE")]
         namespace: Option<String>,
+        /// A file holding the GitHub webhook's shared secret (a mounted
+        /// Secret); enables `POST /hooks/github`.
+        #[arg(long, env = "FERRY_WEBHOOK_SECRET_FILE")]
+        webhook_secret_file: Option<PathBuf>,
     },
     /// Apply an environment once (render, plan, apply; no pruning), as the
     /// controller would, and report the time each phase took. For a first
@@ -338,12 +342,31 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             cache_dir,
             http_addr,
             namespace,
+            webhook_secret_file,
         } => {
             init_tracing();
+            let webhook = match webhook_secret_file {
+                Some(file) => {
+                    let secret = std::fs::read(&file).map_err(|e| {
+                        anyhow::anyhow!("failed to read the webhook secret {}: {e}", file.display())
+                    })?;
+                    let secret = String::from_utf8_lossy(&secret).trim().as_bytes().to_vec();
+                    anyhow::ensure!(
+                        !secret.is_empty(),
+                        "the webhook secret {} is empty",
+                        file.display()
+                    );
+                    Some(ferry_controller::api::Webhook {
+                        secret,
+                        deliveries: Default::default(),
+                    })
+                }
+                None => None,
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(run(cache_dir, http_addr, namespace))
+            runtime.block_on(run(cache_dir, http_addr, namespace, webhook))
         }
         Command::Render { path, revision } => {
             let objects: Vec<serde_json::Value> = render_path(&path, revision.as_deref())?
@@ -412,6 +435,7 @@ async fn run(
     cache_dir: PathBuf,
     http_addr: std::net::SocketAddr,
     namespace: Option<String>,
+    webhook: Option<ferry_controller::api::Webhook>,
 ) -> anyhow::Result<()> {
     use ferry_controller::environment::Environment;
     use ferry_controller::metrics::Metrics;
@@ -475,6 +499,7 @@ async fn run(
         metrics: metrics.clone(),
         watching: watching.clone(),
         listed: listed.clone(),
+        webhook,
     });
     let app = ferry_controller::api::router(state);
     let listener = tokio::net::TcpListener::bind(http_addr)

@@ -830,7 +830,7 @@ async fn apply_environment(
     let entries = crate::history::entries_for(
         &outcome,
         &format!("{ns}/{name}"),
-        trigger,
+        &trigger,
         &now,
         health_ms,
         status_before.history.last(),
@@ -942,7 +942,7 @@ async fn apply_environment(
 /// What started this reconcile, for the history: the health gate of a
 /// release being judged, a retry or reconcile asked for by annotation, a
 /// change of the spec, the controller's start, or the interval.
-fn trigger_of(env: &Environment, ctx: &Context) -> &'static str {
+fn trigger_of(env: &Environment, ctx: &Context) -> String {
     let status = env.status.clone().unwrap_or_default();
     let annotation = |key: &str| env.annotations().get(key).cloned();
     let first_since_start = ctx
@@ -956,7 +956,9 @@ fn trigger_of(env: &Environment, ctx: &Context) -> &'static str {
             ))
         })
         .unwrap_or(false);
-    if status.rollout.is_some() {
+    let requested = annotation(REQUESTED_AT).is_some()
+        && annotation(REQUESTED_AT) != status.last_handled_request;
+    let trigger = if status.rollout.is_some() {
         "gate"
     } else if annotation(RETRY_ANNOTATION).is_some()
         && annotation(RETRY_ANNOTATION) != status.last_handled_retry
@@ -964,15 +966,21 @@ fn trigger_of(env: &Environment, ctx: &Context) -> &'static str {
         "retry"
     } else if env.metadata.generation != status.observed_generation {
         "spec"
-    } else if annotation(REQUESTED_AT).is_some()
-        && annotation(REQUESTED_AT) != status.last_handled_request
-    {
-        "requested"
+    } else if requested {
+        // A push through the webhook names itself, tied to this stamp.
+        let stamp = annotation(REQUESTED_AT).unwrap_or_default();
+        let by = annotation(crate::webhook::REQUESTED_BY)
+            .and_then(|by| by.strip_prefix(&format!("{stamp} ")).map(str::to_owned));
+        match by {
+            Some(by) => return format!("webhook: {by}"),
+            None => "requested",
+        }
     } else if first_since_start {
         "start"
     } else {
         "interval"
-    }
+    };
+    trigger.to_owned()
 }
 
 /// `Deployment.apps dev/web: spec.replicas (by kubectl); ...`

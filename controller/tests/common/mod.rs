@@ -26,6 +26,9 @@ pub fn fixture(path: &str) -> PathBuf {
         .join(path)
 }
 
+/// The GitHub webhook secret the tests' controllers use.
+pub const WEBHOOK_SECRET: &str = "s3cr3t-webhook";
+
 /// One test's corner of the lab.
 pub struct Lab {
     /// Where the Environments live (the controller watches it).
@@ -198,8 +201,12 @@ impl Lab {
             .append(true)
             .open(self.work.join("controller.log"))
             .unwrap();
+        let secret = self.work.join("webhook-secret");
+        std::fs::write(&secret, format!("{WEBHOOK_SECRET}\n")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ferry-controller"))
             .args(["run", "--namespace", &self.system])
+            .arg("--webhook-secret-file")
+            .arg(&secret)
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{}", self.metrics_port))
             .arg("--cache-dir")
@@ -269,8 +276,13 @@ impl Lab {
 
     /// Environment `name` with only `extra` added to source and interval.
     pub fn environment_exactly(&self, name: &str, extra: &str) {
+        let interval = if extra.contains("interval:") {
+            ""
+        } else {
+            "\n  interval: 10s"
+        };
         let manifest = format!(
-            "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {{name: {name}, namespace: {}}}\nspec:\n  source: {{url: \"{}\", ref: main, path: env}}\n  interval: 10s{extra}\n",
+            "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {{name: {name}, namespace: {}}}\nspec:\n  source: {{url: \"{}\", ref: main, path: env}}{interval}{extra}\n",
             self.system,
             self.url()
         );
