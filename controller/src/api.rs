@@ -9,6 +9,7 @@
 //! - `GET .../history?limit=&before=`: entries, newest first, `before` a
 //!   sequence number to page back from;
 //! - `GET .../history/verify`: the chain recomputed, the first break named;
+//! - `GET /`: the status page for people ([`crate::page`]);
 //! - `GET /api/v1/openapi.json`; `/healthz`, `/readyz`, `/metrics`;
 //! - `POST /hooks/github`: the push webhook ([`crate::webhook`]).
 //!
@@ -48,6 +49,9 @@ pub struct ApiState {
     pub listed: Arc<AtomicBool>,
     /// `POST /hooks/github`, when a secret is configured.
     pub webhook: Option<Webhook>,
+    /// When set, `/` and `/api/` answer only requests with
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 /// The GitHub webhook's shared secret and the deliveries seen.
@@ -68,10 +72,8 @@ impl IntoResponse for ApiError {
 
 /// The router of every endpoint above.
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let guarded = Router::new()
+        .route("/", get(status_page))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/environments", get(list))
         .route("/api/v1/environments/{namespace}/{name}", get(detail))
@@ -83,6 +85,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/api/v1/environments/{namespace}/{name}/history/verify",
             get(verify),
         )
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), bearer));
+    Router::new()
+        .merge(guarded)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route(
             "/hooks/github",
             axum::routing::post(github)
@@ -95,6 +103,63 @@ pub fn router(state: Arc<ApiState>) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// Lets a request through when no token is configured or it carries it.
+/// Both sides are hashed before comparing, so the time taken says nothing
+/// about the token.
+async fn bearer(
+    State(state): State<Arc<ApiState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use sha2::{Digest, Sha256};
+    let Some(token) = &state.token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if Sha256::digest(given.as_bytes()) == Sha256::digest(token.as_bytes()) {
+        next.run(request).await
+    } else {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "send Authorization: Bearer <token>".into(),
+        )
+        .into_response()
+    }
+}
+
+/// The status page ([`crate::page`]), with each history verified.
+async fn status_page(State(state): State<Arc<ApiState>>) -> axum::response::Html<String> {
+    let mut environments: Vec<Arc<Environment>> = state.environments.state();
+    environments.sort_by_key(|e| (e.namespace(), e.name_any()));
+    let mut rows = Vec::new();
+    for env in environments {
+        let verification = match &state.client {
+            Some(client) => {
+                let namespace = env.namespace().unwrap_or_default();
+                Some(
+                    match journal::read(client, &namespace, &env.name_any()).await {
+                        Ok(entries) => history::verify(&entries, 1)
+                            .map(|v| v.head)
+                            .map_err(|b| b.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                )
+            }
+            None => None,
+        };
+        rows.push((env.as_ref().clone(), verification));
+    }
+    axum::response::Html(crate::page::render(
+        &rows,
+        k8s_openapi::jiff::Timestamp::now().as_second(),
+    ))
 }
 
 async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
@@ -424,6 +489,7 @@ mod tests {
                 secret: b"s3cr3t".to_vec(),
                 deliveries: Default::default(),
             }),
+            token: None,
         })
     }
 
@@ -570,6 +636,58 @@ mod tests {
         assert_eq!(
             post(app, Some(sign(bad)), "6", "push", bad).await,
             StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_guards_the_api_and_the_page_but_not_the_probes() {
+        let mut s = Arc::try_unwrap(state(&[dev()])).ok().unwrap();
+        s.token = Some("t0ken".into());
+        let app = router(Arc::new(s));
+        let status = |uri: &'static str, auth: Option<&'static str>| {
+            let app = app.clone();
+            async move {
+                let mut request = Request::get(uri);
+                if let Some(a) = auth {
+                    request = request.header("authorization", a);
+                }
+                app.oneshot(request.body(Body::empty()).unwrap())
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        };
+        assert_eq!(
+            status("/api/v1/environments", None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status("/api/v1/environments", Some("Bearer nope")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status("/api/v1/environments", Some("Bearer t0ken")).await,
+            StatusCode::OK
+        );
+        assert_eq!(status("/", None).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(status("/", Some("Bearer t0ken")).await, StatusCode::OK);
+        assert_eq!(status("/healthz", None).await, StatusCode::OK);
+        assert_eq!(status("/metrics", None).await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_page_lists_the_environments() {
+        let app = router(state(&[dev()]));
+        let response = app
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let html = String::from_utf8_lossy(&bytes);
+        assert!(
+            html.contains("ferry-system/dev") && html.contains("<!doctype html>"),
+            "{html}"
         );
     }
 

@@ -22,6 +22,7 @@ pub mod inventory;
 pub mod journal;
 pub mod metrics;
 pub mod ownership;
+pub mod page;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;

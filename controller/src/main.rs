@@ -56,6 +56,10 @@ enum Command {
         /// Secret); enables `POST /hooks/github`.
         #[arg(long, env = "FERRY_WEBHOOK_SECRET_FILE")]
         webhook_secret_file: Option<PathBuf>,
+        /// A file holding a bearer token (a mounted Secret) that the status
+        /// page and API then require; the probes and /metrics stay open.
+        #[arg(long, env = "FERRY_API_TOKEN_FILE")]
+        api_token_file: Option<PathBuf>,
     },
     /// Apply an environment once (render, plan, apply; no pruning), as the
     /// controller would, and report the time each phase took. For a first
@@ -343,8 +347,24 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             http_addr,
             namespace,
             webhook_secret_file,
+            api_token_file,
         } => {
             init_tracing();
+            let token = match api_token_file {
+                Some(file) => {
+                    let token = std::fs::read_to_string(&file).map_err(|e| {
+                        anyhow::anyhow!("failed to read the API token {}: {e}", file.display())
+                    })?;
+                    let token = token.trim().to_owned();
+                    anyhow::ensure!(
+                        !token.is_empty(),
+                        "the API token {} is empty",
+                        file.display()
+                    );
+                    Some(token)
+                }
+                None => None,
+            };
             let webhook = match webhook_secret_file {
                 Some(file) => {
                     let secret = std::fs::read(&file).map_err(|e| {
@@ -366,7 +386,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(run(cache_dir, http_addr, namespace, webhook))
+            runtime.block_on(run(cache_dir, http_addr, namespace, webhook, token))
         }
         Command::Render { path, revision } => {
             let objects: Vec<serde_json::Value> = render_path(&path, revision.as_deref())?
@@ -436,6 +456,7 @@ async fn run(
     http_addr: std::net::SocketAddr,
     namespace: Option<String>,
     webhook: Option<ferry_controller::api::Webhook>,
+    token: Option<String>,
 ) -> anyhow::Result<()> {
     use ferry_controller::environment::Environment;
     use ferry_controller::metrics::Metrics;
@@ -500,6 +521,7 @@ async fn run(
         watching: watching.clone(),
         listed: listed.clone(),
         webhook,
+        token,
     });
     let app = ferry_controller::api::router(state);
     let listener = tokio::net::TcpListener::bind(http_addr)

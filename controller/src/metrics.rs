@@ -30,6 +30,7 @@ pub struct Metrics {
     drift: Counter,
     rollbacks: Counter,
     history: Family<EnvironmentLabels, Gauge>,
+    healthy: Family<EnvironmentLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,6 +78,12 @@ impl Default for Metrics {
             "Entries in an Environment's audit history",
             history.clone(),
         );
+        let healthy = Family::<EnvironmentLabels, Gauge>::default();
+        registry.register(
+            "ferry_environment_healthy",
+            "1 when the revision an Environment runs passed its health gate, 0 when it failed",
+            healthy.clone(),
+        );
         Metrics {
             registry,
             duration,
@@ -85,6 +92,7 @@ impl Default for Metrics {
             drift,
             rollbacks,
             history,
+            healthy,
         }
     }
 }
@@ -124,6 +132,15 @@ impl Metrics {
                 name: name.to_owned(),
             })
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    pub fn record_healthy(&self, namespace: &str, name: &str, healthy: bool) {
+        self.healthy
+            .get_or_create(&EnvironmentLabels {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+            .set(i64::from(healthy));
     }
 
     pub fn record_rollback(&self) {

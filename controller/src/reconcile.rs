@@ -40,8 +40,8 @@ use serde_json::Value;
 
 use crate::apply::{self, Applied};
 use crate::environment::{
-    Environment, FINALIZER, MIN_INTERVAL, REQUESTED_AT, RETRY as RETRY_ANNOTATION, STATUS_HISTORY,
-    parse_interval, reason,
+    Environment, EnvironmentStatus, FINALIZER, MIN_INTERVAL, REQUESTED_AT,
+    RETRY as RETRY_ANNOTATION, STATUS_HISTORY, parse_interval, reason,
 };
 pub use crate::failure::FailureClass;
 use crate::gate;
@@ -929,12 +929,20 @@ async fn apply_environment(
             tracing::debug!(error = %e, "failed to publish an event");
         }
     }
-    write_status(api, env, &outcome, &sealed)
+    let written = write_status(api, env, &outcome, &sealed)
         .await
         .map_err(|source| ReconcileError::Status {
             name: format!("{ns}/{name}"),
             source,
         })?;
+    let healthy = written
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::environment::condition::HEALTHY)
+        .map(|c| c.status == "True");
+    if let Some(healthy) = healthy {
+        ctx.metrics.record_healthy(&ns, &name, healthy);
+    }
     ctx.metrics.observe_duration(started.elapsed());
     Ok(requeue)
 }
@@ -1008,7 +1016,7 @@ async fn write_status(
     env: &Environment,
     outcome: &Outcome,
     entries: &[crate::history::Entry],
-) -> Result<(), kube::Error> {
+) -> Result<EnvironmentStatus, kube::Error> {
     let name = env.name_any();
     let mut current = env.clone();
     for attempt in 1..=STATUS_ATTEMPTS {
@@ -1028,17 +1036,17 @@ async fn write_status(
         let excess = status.history.len().saturating_sub(STATUS_HISTORY);
         status.history.drain(..excess);
         if status == previous {
-            return Ok(());
+            return Ok(status);
         }
         // A replace (not a merge patch): fields that became empty go,
         // and the resourceVersion makes a concurrent write a conflict.
         let mut object = current.clone();
-        object.status = Some(status);
+        object.status = Some(status.clone());
         match api
             .replace_status(&name, &kube::api::PostParams::default(), &object)
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(status),
             Err(kube::Error::Api(e)) if e.code == 409 && attempt < STATUS_ATTEMPTS => {
                 tracing::debug!(attempt, "status changed meanwhile; recomputing");
                 current = api.get_status(&name).await?;
@@ -1046,7 +1054,7 @@ async fn write_status(
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(current.status.unwrap_or_default())
 }
 
 /// Retries after a failed read, status write or cleanup.
