@@ -20,6 +20,7 @@ pub mod health;
 pub mod history;
 pub mod inventory;
 pub mod journal;
+pub mod leader;
 pub mod metrics;
 pub mod ownership;
 pub mod page;

@@ -60,6 +60,16 @@ enum Command {
         /// page and API then require; the probes and /metrics stay open.
         #[arg(long, env = "FERRY_API_TOKEN_FILE")]
         api_token_file: Option<PathBuf>,
+        /// Run as one of several replicas: only the holder of the Lease
+        /// `ferry-controller` reconciles; every replica serves the API.
+        #[arg(long, env = "FERRY_LEADER_ELECTION")]
+        leader_election: bool,
+        /// The Lease's namespace (default: --namespace, else ferry-system).
+        #[arg(long, env = "FERRY_LEASE_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// This replica's name in the Lease (default: $HOSTNAME, the pod's name).
+        #[arg(long, env = "FERRY_IDENTITY")]
+        identity: Option<String>,
     },
     /// Apply an environment once (render, plan, apply; no pruning), as the
     /// controller would, and report the time each phase took. For a first
@@ -348,6 +358,9 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             namespace,
             webhook_secret_file,
             api_token_file,
+            leader_election,
+            lease_namespace,
+            identity,
         } => {
             init_tracing();
             let token = match api_token_file {
@@ -386,7 +399,18 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(run(cache_dir, http_addr, namespace, webhook, token))
+            let election = leader_election.then(|| Election {
+                namespace: lease_namespace
+                    .or_else(|| namespace.clone())
+                    .unwrap_or_else(|| "ferry-system".into()),
+                identity: identity.unwrap_or_else(|| {
+                    std::env::var("HOSTNAME")
+                        .unwrap_or_else(|_| format!("ferry-controller-{}", std::process::id()))
+                }),
+            });
+            runtime.block_on(run(
+                cache_dir, http_addr, namespace, webhook, token, election,
+            ))
         }
         Command::Render { path, revision } => {
             let objects: Vec<serde_json::Value> = render_path(&path, revision.as_deref())?
@@ -457,6 +481,7 @@ async fn run(
     namespace: Option<String>,
     webhook: Option<ferry_controller::api::Webhook>,
     token: Option<String>,
+    election: Option<Election>,
 ) -> anyhow::Result<()> {
     use ferry_controller::environment::Environment;
     use ferry_controller::metrics::Metrics;
@@ -513,9 +538,9 @@ async fn run(
     // when the reconcile loop ends. Ready once the first list is in.
     let watching = Arc::new(AtomicBool::new(true));
     let listed = Arc::new(AtomicBool::new(false));
-    let (reader, writer) = reflector::store();
+    let (cache, writer) = reflector::store();
     let state = Arc::new(ferry_controller::api::ApiState {
-        environments: reader.clone(),
+        environments: cache,
         client: Some(client.clone()),
         metrics: metrics.clone(),
         watching: watching.clone(),
@@ -530,11 +555,9 @@ async fn run(
     tracing::info!(%http_addr, namespace = namespace.as_deref().unwrap_or("<all>"), "ferry-controller running");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    // Reconcile on spec changes (generation) and on a request through the
-    // annotation, not on our own status writes; the interval requeue
-    // covers new commits.
+    // The status API's cache, on every replica.
     let watch_state = watching.clone();
-    let changes = watcher(environments, watcher::Config::default())
+    let api_cache = watcher(environments.clone(), watcher::Config::default())
         .default_backoff()
         .inspect(move |event| {
             watch_state.store(event.is_ok(), Ordering::Relaxed);
@@ -543,21 +566,70 @@ async fn run(
             }
         })
         .reflect(writer)
+        .for_each(|_| async {});
+    let api_cache = tokio::spawn(api_cache);
+
+    // With leader election, only the holder of the Lease reconciles.
+    let (leading_tx, mut leading) = tokio::sync::watch::channel(election.is_none());
+    if let Some(election) = election {
+        let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+            kube::Api::namespaced(client.clone(), &election.namespace);
+        tracing::info!(identity = %election.identity, lease = %format!("{}/ferry-controller", election.namespace), "waiting to lead");
+        tokio::spawn(ferry_controller::leader::run(
+            leases,
+            "ferry-controller".into(),
+            election.identity,
+            leading_tx,
+        ));
+        let signal = tokio::signal::ctrl_c();
+        tokio::select! {
+            led = leading.wait_for(|l| *l) => { led?; }
+            _ = signal => {
+                server.abort();
+                return Ok(());
+            }
+        }
+    }
+
+    // Reconcile on spec changes (generation) and on a request through the
+    // annotation, not on our own status writes; the interval requeue
+    // covers new commits.
+    let (reader, writer) = reflector::store();
+    let changes = watcher(environments, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
         .applied_objects()
         .predicate_filter(spec_or_request, Default::default());
-    Controller::for_stream(changes, reader)
+    let controller = Controller::for_stream(changes, reader)
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile queue");
             }
-        })
-        .await;
+        });
+    let lost = leading.wait_for(|l| !*l);
+    tokio::select! {
+        _ = controller => {}
+        _ = lost => {
+            // Another replica may lead now: stop at once rather than
+            // reconcile beside it; the pod restarts as a follower.
+            api_cache.abort();
+            server.abort();
+            anyhow::bail!("lost the leader Lease; stopping so that only the new leader reconciles");
+        }
+    }
+    api_cache.abort();
     watching.store(false, Ordering::Relaxed);
     server.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Where and as whom to take part in leader election.
+struct Election {
+    namespace: String,
+    identity: String,
 }
 
 /// Changes when the spec does, when someone asks for a reconcile with

@@ -574,3 +574,90 @@ fn a_controller_killed_mid_rollout_and_mid_rollback_finishes_the_job() {
     assert_eq!(failed, 0);
     assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:1");
 }
+
+/// Two replicas with leader election: the leader is killed while it
+/// judges a bad release; the other takes the Lease, rolls back, and the
+/// history has every entry once. Both serve the status API.
+#[test]
+fn the_other_replica_takes_over_when_the_leader_dies_mid_rollout() {
+    if !lab_enabled("the_other_replica_takes_over_when_the_leader_dies_mid_rollout") {
+        return;
+    }
+    register_images();
+    let mut lab = Lab::new("rb-ha", "rollout");
+    let first = lab.commit("first release");
+    let port_a = lab.start_replica("a");
+    std::thread::sleep(Duration::from_secs(1));
+    let port_b = lab.start_replica("b");
+    lab.environment("test", "");
+    wait_healthy(&lab, &first);
+    let system = lab.system.clone();
+    let holder = || {
+        let out = ferry_lab_testkit::kubectl(
+            &[
+                "get",
+                "lease",
+                "-n",
+                &system,
+                "ferry-controller",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+            None,
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let leader = holder();
+    assert!(leader == "a" || leader == "b", "{leader:?}");
+    let follower = if leader == "a" { "b" } else { "a" };
+    // The follower serves the status API from its own cache.
+    let follower_port = if follower == "a" { port_a } else { port_b };
+    let listed = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            &format!("http://127.0.0.1:{follower_port}/api/v1/environments"),
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("\"name\":\"test\""));
+
+    let bad = release(&lab, "ferry-lab-test/crash:1", "release: crashing");
+    lab.reconcile_now("test");
+    wait_until(
+        "the bad release to be judged",
+        Duration::from_secs(30),
+        || lab.status("test")["rollout"]["revision"] == format!("main@sha1:{bad}"),
+    );
+    let killed = Instant::now();
+    lab.kill_replica(&leader);
+    wait_rolled_back(&lab, &first, &bad, killed);
+    eprintln!(
+        "leader killed mid-rollout: rolled back {:.1} s later by {follower}",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(holder(), follower);
+    let export = ferry(&["history", "export", &format!("{}/test", lab.system)]);
+    let entries: Vec<Value> = serde_json::from_slice(&export.stdout).unwrap();
+    let results: Vec<&str> = entries
+        .iter()
+        .map(|e| e["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "Applied",
+            "Healthy",
+            "Applied",
+            "HealthCheckFailed",
+            "RollingBack",
+            "RolledBack"
+        ],
+        "{entries:#?}"
+    );
+    let verified = ferry(&["history", "verify", &format!("{}/test", lab.system)]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+}

@@ -40,6 +40,8 @@ pub struct Lab {
     pub repo: PathBuf,
     pub metrics_port: u16,
     controller: Option<Child>,
+    /// Replicas with leader election: identity, HTTP port, process.
+    replicas: Vec<(String, u16, Child)>,
 }
 
 /// Lets Environments left by an earlier run go without a controller.
@@ -161,6 +163,7 @@ impl Lab {
             repo,
             metrics_port,
             controller: None,
+            replicas: Vec::new(),
         }
     }
 
@@ -226,7 +229,59 @@ impl Lab {
         self.controller = Some(child);
     }
 
+    /// Starts a replica with leader election (Lease in the Environments'
+    /// namespace), named `identity`; its HTTP port.
+    pub fn start_replica(&mut self, identity: &str) -> u16 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log =
+            std::fs::File::create(self.work.join(format!("controller-{identity}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ferry-controller"))
+            .args([
+                "run",
+                "--namespace",
+                &self.system,
+                "--leader-election",
+                "--identity",
+                identity,
+            ])
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--cache-dir")
+            .arg(self.work.join(format!("cache-{identity}")))
+            .env(
+                "FERRY_LOG",
+                std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env(
+                "KUBE_RS_DEBUG_IMPERSONATE_USER",
+                "system:serviceaccount:ferry-system:ferry-controller",
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.replicas.push((identity.to_owned(), port, child));
+        port
+    }
+
+    /// Kills replica `identity` at once (SIGKILL, as a node failure).
+    pub fn kill_replica(&mut self, identity: &str) {
+        if let Some(i) = self.replicas.iter().position(|(id, _, _)| id == identity) {
+            let (_, _, mut child) = self.replicas.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn stop_controller(&mut self) {
+        for (_, _, mut child) in self.replicas.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         if let Some(mut child) = self.controller.take() {
             let _ = child.kill();
             let _ = child.wait();
