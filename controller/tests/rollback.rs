@@ -195,7 +195,14 @@ fn deployed_image(lab: &Lab) -> String {
 
 /// Waits for the rollback of `bad` to `good`; the seconds it took from `since`.
 fn wait_rolled_back(lab: &Lab, good: &str, bad: &str, since: Instant) -> f64 {
-    let s = lab.wait_condition("test", "Stalled", "True", "RolledBack", Some(bad));
+    let s = lab.wait_condition_within(
+        "test",
+        "Stalled",
+        "True",
+        "RolledBack",
+        Some(bad),
+        Duration::from_secs(180),
+    );
     let seconds = since.elapsed().as_secs_f64();
     assert_eq!(s["lastAppliedRevision"], format!("main@sha1:{good}"), "{s}");
     assert_eq!(s["lastHealthyRevision"], format!("main@sha1:{good}"), "{s}");

@@ -407,8 +407,22 @@ impl Lab {
         reason: &str,
         commit: Option<&str>,
     ) -> Value {
+        self.wait_condition_within(name, kind, status, reason, commit, Duration::from_secs(60))
+    }
+
+    /// [`Lab::wait_condition`] with a deadline of its own (a rollout on a
+    /// loaded 2-core machine can take longer than a minute).
+    pub fn wait_condition_within(
+        &self,
+        name: &str,
+        kind: &str,
+        status: &str,
+        reason: &str,
+        commit: Option<&str>,
+        within: Duration,
+    ) -> Value {
         self.reconcile_now(name);
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let deadline = std::time::Instant::now() + within;
         loop {
             let s = self.status(name);
             let (st, re, _) = condition(&s, kind);
