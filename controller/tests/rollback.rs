@@ -167,6 +167,25 @@ fn healthy_release(name: &str, spec: &str) -> (Lab, String, String) {
     (lab, address, first)
 }
 
+/// A bad release committed under traffic and rolled back: the commit,
+/// the seconds from it to rollback complete, and the client requests
+/// through the LoadBalancer during the episode (ok, failed).
+fn bad_release_episode(
+    lab: &Lab,
+    address: &str,
+    good: &str,
+    image: &str,
+    message: &str,
+) -> (String, f64, usize, usize) {
+    let traffic = Traffic::start(address.to_owned());
+    let bad = release(lab, image, message);
+    let since = Instant::now();
+    lab.reconcile_now("test");
+    let seconds = wait_rolled_back(lab, good, &bad, since);
+    let (ok, failed) = traffic.stop();
+    (bad, seconds, ok, failed)
+}
+
 fn wait_healthy(lab: &Lab, commit: &str) {
     lab.wait_applied("test", commit);
     let s = lab.status("test");
@@ -225,16 +244,13 @@ fn a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked() {
         return;
     }
     let (mut lab, address, good) = healthy_release("rb-crash", "");
-    let traffic = Traffic::start(address);
-    let bad = release(
+    let (bad, seconds, ok, failed) = bad_release_episode(
         &lab,
+        &address,
+        &good,
         "ferry-lab-test/crash:1",
         "release: an image that exits at once",
     );
-    let since = Instant::now();
-    lab.reconcile_now("test");
-    let seconds = wait_rolled_back(&lab, &good, &bad, since);
-    let (ok, failed) = traffic.stop();
     eprintln!(
         "crash loop: rolled back {seconds:.1} s after the commit; {ok} requests ok, {failed} failed"
     );
@@ -423,12 +439,13 @@ fn a_release_that_never_becomes_ready_is_rolled_back_at_its_deadline() {
         return;
     }
     let (lab, address, good) = healthy_release("rb-never-ready", "\n  healthCheck: {timeout: 20s}");
-    let traffic = Traffic::start(address);
-    let bad = release(&lab, "ferry-lab-test/never-ready:1", "release: never ready");
-    let since = Instant::now();
-    lab.reconcile_now("test");
-    let seconds = wait_rolled_back(&lab, &good, &bad, since);
-    let (ok, failed) = traffic.stop();
+    let (_, seconds, ok, failed) = bad_release_episode(
+        &lab,
+        &address,
+        &good,
+        "ferry-lab-test/never-ready:1",
+        "release: never ready",
+    );
     eprintln!(
         "never ready: rolled back {seconds:.1} s after the commit; {ok} requests ok, {failed} failed"
     );
@@ -449,16 +466,13 @@ fn an_unpullable_image_is_rolled_back() {
         return;
     }
     let (lab, address, good) = healthy_release("rb-pull", "");
-    let traffic = Traffic::start(address);
-    let bad = release(
+    let (_, seconds, ok, failed) = bad_release_episode(
         &lab,
+        &address,
+        &good,
         "ferry-lab-test/does-not-exist:1",
         "release: a typo in the image",
     );
-    let since = Instant::now();
-    lab.reconcile_now("test");
-    let seconds = wait_rolled_back(&lab, &good, &bad, since);
-    let (ok, failed) = traffic.stop();
     eprintln!(
         "unpullable image: rolled back {seconds:.1} s after the commit; {ok} requests ok, {failed} failed"
     );
@@ -480,16 +494,13 @@ fn a_release_that_is_ready_but_wrong_is_caught_by_an_http_check() {
         "\n  healthCheck:\n    http:\n    - url: \"http://{{{{.podIP}}}}:9696/predict\"\n      method: POST\n      body: '{CANDIDATE}'\n      headers: {{Content-Type: application/json}}\n      successThreshold: 2\n      period: 1s"
     );
     let (lab, address, good) = healthy_release("rb-wrong", &check);
-    let traffic = Traffic::start(address);
-    let bad = release(
+    let (_, seconds, ok, failed) = bad_release_episode(
         &lab,
+        &address,
+        &good,
         "ferry-lab-test/wrong:1",
         "release: ready, but every prediction fails",
     );
-    let since = Instant::now();
-    lab.reconcile_now("test");
-    let seconds = wait_rolled_back(&lab, &good, &bad, since);
-    let (ok, failed) = traffic.stop();
     // These pods pass readiness, so the LoadBalancer sends them traffic
     // until the rollback: the test reports what clients saw.
     eprintln!(

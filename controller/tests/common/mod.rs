@@ -196,6 +196,29 @@ impl Lab {
         format!("file://{}", self.repo.display())
     }
 
+    /// `ferry-controller run` for this lab's Environments, as the
+    /// controller's service account, serving on `port`, logging to `log`.
+    fn controller_command(&self, port: u16, cache: &str, log: std::fs::File) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry-controller"));
+        command
+            .args(["run", "--namespace", &self.system])
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--cache-dir")
+            .arg(self.work.join(cache))
+            .env(
+                "FERRY_LOG",
+                std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env(
+                "KUBE_RS_DEBUG_IMPERSONATE_USER",
+                "system:serviceaccount:ferry-system:ferry-controller",
+            )
+            .stdout(Stdio::null())
+            .stderr(log);
+        command
+    }
+
     /// Starts `ferry-controller run` as the controller's service account.
     pub fn start_controller(&mut self) {
         self.stop_controller();
@@ -206,24 +229,10 @@ impl Lab {
             .unwrap();
         let secret = self.work.join("webhook-secret");
         std::fs::write(&secret, format!("{WEBHOOK_SECRET}\n")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ferry-controller"))
-            .args(["run", "--namespace", &self.system])
+        let child = self
+            .controller_command(self.metrics_port, "cache", log)
             .arg("--webhook-secret-file")
             .arg(&secret)
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{}", self.metrics_port))
-            .arg("--cache-dir")
-            .arg(self.work.join("cache"))
-            .env(
-                "FERRY_LOG",
-                std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env(
-                "KUBE_RS_DEBUG_IMPERSONATE_USER",
-                "system:serviceaccount:ferry-system:ferry-controller",
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
             .spawn()
             .unwrap();
         self.controller = Some(child);
@@ -239,29 +248,9 @@ impl Lab {
             .port();
         let log =
             std::fs::File::create(self.work.join(format!("controller-{identity}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ferry-controller"))
-            .args([
-                "run",
-                "--namespace",
-                &self.system,
-                "--leader-election",
-                "--identity",
-                identity,
-            ])
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--cache-dir")
-            .arg(self.work.join(format!("cache-{identity}")))
-            .env(
-                "FERRY_LOG",
-                std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env(
-                "KUBE_RS_DEBUG_IMPERSONATE_USER",
-                "system:serviceaccount:ferry-system:ferry-controller",
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
+        let child = self
+            .controller_command(port, &format!("cache-{identity}"), log)
+            .args(["--leader-election", "--identity", identity])
             .spawn()
             .unwrap();
         self.replicas.push((identity.to_owned(), port, child));
