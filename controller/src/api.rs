@@ -193,7 +193,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> String {
 fn condition(env: &Environment, kind: &str) -> Value {
     env.status
         .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == kind))
+        .and_then(|s| s.condition(kind))
         .map(|c| json!({"status": c.status, "reason": c.reason, "message": c.message, "since": c.last_transition_time.0.to_string()}))
         .unwrap_or(Value::Null)
 }

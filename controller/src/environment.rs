@@ -213,6 +213,13 @@ pub struct EnvironmentStatus {
     pub history: Vec<crate::history::Entry>,
 }
 
+impl EnvironmentStatus {
+    /// The condition of type `kind` ([`condition`]), if set.
+    pub fn condition(&self, kind: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == kind)
+    }
+}
+
 /// How many history entries the status keeps.
 pub const STATUS_HISTORY: usize = 10;
 

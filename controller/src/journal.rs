@@ -40,7 +40,7 @@ pub enum JournalError {
     #[error("the history chunk {chunk} does not hold a list of entries: {message}")]
     Corrupt { chunk: String, message: String },
     #[error(
-        "failed to append to the history of Environment {environment}: it kept changing under the writer"
+        "failed to append to the history of Environment {environment}: another writer kept appending first; is a second controller running without --leader-election?"
     )]
     Contended { environment: String },
 }
@@ -51,10 +51,12 @@ pub fn chunk_name(name: &str, index: u64) -> String {
 }
 
 fn chunk_index(configmap: &ConfigMap, name: &str) -> Option<u64> {
-    configmap
-        .metadata
-        .name
-        .as_deref()?
+    index_of(configmap.metadata.name.as_deref()?, name)
+}
+
+/// The index in a chunk's name ([`chunk_name`]), for Environment `name`.
+fn index_of(chunk: &str, name: &str) -> Option<u64> {
+    chunk
         .strip_prefix(&format!("ferry-history-{name}-"))?
         .parse()
         .ok()
@@ -99,6 +101,37 @@ async fn chunks(
         .collect();
     chunks.sort_by_key(|(i, _)| *i);
     Ok(chunks.into_iter().map(|(_, c)| c).collect())
+}
+
+/// The newest chunk only: its name from a list of metadata, then the one
+/// object, so an append does not read the whole history.
+async fn newest_chunk(
+    api: &Api<ConfigMap>,
+    name: &str,
+    environment: &str,
+) -> Result<Option<ConfigMap>, JournalError> {
+    let request = |verb: &'static str| {
+        let environment = environment.to_owned();
+        move |source| JournalError::Request {
+            verb,
+            environment,
+            source,
+        }
+    };
+    let params = ListParams::default().labels(&format!("{HISTORY_LABEL}={name}"));
+    let names = api.list_metadata(&params).await.map_err(request("list"))?;
+    let newest = names
+        .items
+        .iter()
+        .filter_map(|m| {
+            let chunk = m.metadata.name.as_deref()?;
+            Some((index_of(chunk, name)?, chunk.to_owned()))
+        })
+        .max();
+    match newest {
+        Some((_, chunk)) => api.get_opt(&chunk).await.map_err(request("read")),
+        None => Ok(None),
+    }
 }
 
 /// The whole history of Environment `namespace/name`, oldest first.
@@ -160,8 +193,8 @@ pub async fn append(
         }
     };
     for _ in 0..ATTEMPTS {
-        let chunks = chunks(&api, name, &environment).await?;
-        let newest = chunks.last();
+        let newest = newest_chunk(&api, name, &environment).await?;
+        let newest = newest.as_ref();
         let index = newest.and_then(|c| chunk_index(c, name)).unwrap_or(0);
         let mut entries = match newest {
             Some(c) => parse_chunk(c)?,

@@ -226,6 +226,10 @@ fn verify_history(
     file: Option<&std::path::Path>,
 ) -> anyhow::Result<bool> {
     use ferry_controller::history::{self, Entry};
+    // A whole history (from the cluster, or exported) starts at entry 1,
+    // so entries removed from its start are caught; a page of the API may
+    // start anywhere.
+    let mut first = 1;
     let entries: Vec<Entry> = match (environment, file) {
         (Some(environment), _) => read_history(environment)?,
         (None, Some(file)) => {
@@ -240,6 +244,7 @@ fn verify_history(
                     let entries = page.remove("entries").unwrap_or_default();
                     let mut entries: Vec<Entry> = serde_json::from_value(entries)?;
                     entries.reverse();
+                    first = entries.first().map_or(1, |e| e.sequence);
                     entries
                 }
                 _ => anyhow::bail!(
@@ -250,9 +255,6 @@ fn verify_history(
         }
         (None, None) => anyhow::bail!("name the Environment (NAMESPACE/NAME) or --file"),
     };
-    let first = entries
-        .first()
-        .map_or(1, |e| if file.is_some() { e.sequence } else { 1 });
     match history::verify(&entries, first) {
         Ok(verified) => {
             println!(

@@ -74,7 +74,7 @@ fn age(created: i64, now: i64) -> String {
 fn condition(env: &Environment, kind: &str) -> (String, String) {
     env.status
         .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == kind))
+        .and_then(|s| s.condition(kind))
         .map(|c| (c.status.clone(), c.message.clone()))
         .unwrap_or_else(|| ("Unknown".into(), String::new()))
 }

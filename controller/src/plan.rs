@@ -330,7 +330,7 @@ pub async fn plan(
     let mut changes = Vec::new();
     let mut kept = Vec::new();
     let new_namespaces = missing_namespaces(resolver, desired).await?;
-    let new_kinds = kinds_defined_by_crds(desired);
+    let new_kinds = defined_kinds(desired);
     for (object, origin) in desired {
         let id = ObjectRef::of(object);
         kept.push(id.clone());
@@ -363,10 +363,7 @@ pub async fn plan(
         })?;
         let api = match resolver.api(&id).await {
             Ok(api) => api,
-            Err(e)
-                if failure::is_unknown_kind(&e)
-                    && new_kinds.contains(&(id.group.clone(), id.kind.clone())) =>
-            {
+            Err(e) if failure::is_unknown_kind(&e) && new_kinds.iter().any(|k| k.defines(&id)) => {
                 changes.push(unvalidated(object));
                 continue;
             }
@@ -540,15 +537,49 @@ pub fn managers(live: &Value) -> Vec<String> {
         .collect()
 }
 
-/// `(group, kind)` of the custom resources the desired CRDs define.
-pub fn kinds_defined_by_crds(desired: &[(Value, String)]) -> Vec<(String, String)> {
+/// A kind that a desired CustomResourceDefinition defines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinedKind {
+    /// The CRD itself.
+    pub crd: ObjectRef,
+    pub group: String,
+    pub kind: String,
+    pub namespaced: bool,
+    /// A version the CRD serves, to address its resources.
+    pub served_version: Option<String>,
+}
+
+impl DefinedKind {
+    /// Whether `object` is of this kind.
+    pub fn defines(&self, object: &ObjectRef) -> bool {
+        self.group == object.group && self.kind == object.kind
+    }
+}
+
+/// The kinds the desired CRDs define (CRDs missing group or kind define
+/// none; the API server refuses them in the dry run).
+pub fn defined_kinds(desired: &[(Value, String)]) -> Vec<DefinedKind> {
     desired
         .iter()
         .filter(|(o, _)| ObjectRef::of(o).kind == "CustomResourceDefinition")
         .filter_map(|(o, _)| {
-            let group = o.pointer("/spec/group").and_then(Value::as_str)?;
-            let kind = o.pointer("/spec/names/kind").and_then(Value::as_str)?;
-            Some((group.to_owned(), kind.to_owned()))
+            let text = |pointer: &str| o.pointer(pointer).and_then(Value::as_str);
+            let served_version = o
+                .pointer("/spec/versions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|v| v.get("served").and_then(Value::as_bool) == Some(true))
+                .and_then(|v| v.get("name"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            Some(DefinedKind {
+                crd: ObjectRef::of(o),
+                group: text("/spec/group")?.to_owned(),
+                kind: text("/spec/names/kind")?.to_owned(),
+                namespaced: text("/spec/scope") != Some("Cluster"),
+                served_version,
+            })
         })
         .collect()
 }

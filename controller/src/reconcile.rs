@@ -75,6 +75,8 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Environments reconciled since the controller started.
     pub seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Clients impersonating deployer accounts, by user name.
+    pub impersonating: std::sync::Mutex<std::collections::HashMap<String, Client>>,
 }
 
 impl Context {
@@ -93,6 +95,7 @@ impl Context {
             metrics,
             http: reqwest::Client::new(),
             seen: Default::default(),
+            impersonating: Default::default(),
         }
     }
 }
@@ -185,13 +188,29 @@ fn client_for(ctx: &Context, env: &Environment) -> Result<Client, String> {
         .clone()
         .or_else(|| env.namespace())
         .unwrap_or_default();
+    let user = format!("system:serviceaccount:{namespace}:{account}");
+    // One client (and its connections) per account, not one per reconcile:
+    // a release being judged is looked at every 2 s.
+    if let Some(client) = ctx
+        .impersonating
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&user).cloned())
+    {
+        return Ok(client);
+    }
     let mut config = ctx.config.clone();
     // The API server adds the account's groups (system:serviceaccounts,
     // system:serviceaccounts:NS, system:authenticated) itself.
-    config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
+    config.auth_info.impersonate = Some(user.clone());
     config.auth_info.impersonate_groups = None;
-    Client::try_from(config)
-        .map_err(|e| format!("failed to make a client impersonating {namespace}/{account}: {e}"))
+    let client = Client::try_from(config).map_err(|e| {
+        format!("failed to make a client impersonating {namespace}/{account}: {e}; check the controller's kubeconfig or in-cluster configuration")
+    })?;
+    if let Ok(mut clients) = ctx.impersonating.lock() {
+        clients.insert(user, client.clone());
+    }
+    Ok(client)
 }
 
 /// The owner label value of an Environment.
@@ -205,19 +224,7 @@ async fn scopes(
     resolver: &mut Resolver,
     desired: &[(Value, String)],
 ) -> Result<Vec<(ObjectRef, Scope)>, kube::Error> {
-    let crds: Vec<(String, String, Scope)> = desired
-        .iter()
-        .filter(|(o, _)| ObjectRef::of(o).kind == "CustomResourceDefinition")
-        .filter_map(|(o, _)| {
-            let group = o.pointer("/spec/group")?.as_str()?.to_owned();
-            let kind = o.pointer("/spec/names/kind")?.as_str()?.to_owned();
-            let scope = match o.pointer("/spec/scope")?.as_str()? {
-                "Cluster" => Scope::Cluster,
-                _ => Scope::Namespaced,
-            };
-            Some((group, kind, scope))
-        })
-        .collect();
+    let crds = crate::plan::defined_kinds(desired);
     let mut out = Vec::new();
     for (object, _) in desired {
         let id = ObjectRef::of(object);
@@ -230,11 +237,13 @@ async fn scopes(
                 out.push((id, scope));
             }
             Err(e) if crate::failure::is_unknown_kind(&e) => {
-                if let Some((_, _, scope)) = crds
-                    .iter()
-                    .find(|(g, k, _)| *g == id.group && *k == id.kind)
-                {
-                    out.push((id, *scope));
+                if let Some(defined) = crds.iter().find(|k| k.defines(&id)) {
+                    let scope = if defined.namespaced {
+                        Scope::Namespaced
+                    } else {
+                        Scope::Cluster
+                    };
+                    out.push((id, scope));
                 }
             }
             Err(e) => return Err(e),
@@ -936,9 +945,7 @@ async fn apply_environment(
             source,
         })?;
     let healthy = written
-        .conditions
-        .iter()
-        .find(|c| c.type_ == crate::environment::condition::HEALTHY)
+        .condition(crate::environment::condition::HEALTHY)
         .map(|c| c.status == "True");
     if let Some(healthy) = healthy {
         ctx.metrics.record_healthy(&ns, &name, healthy);

@@ -85,7 +85,7 @@ pub fn judge_checks(checks: &[HttpCheck], streaks: &[i32], attempts: &[Attempt])
                 check.url, -streak
             ));
         }
-        let needed = check.success_threshold.max(1) as i32;
+        let needed = i32::try_from(check.success_threshold.max(1)).unwrap_or(i32::MAX);
         if streak < needed {
             waiting.push(format!(
                 "{}: {} of {needed} successes",

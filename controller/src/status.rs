@@ -134,10 +134,16 @@ fn set(
     conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
 }
 
-/// `main@1f3c2ab0aaaa`: a revision id shortened for messages.
+/// `main@1f3c2ab0aaaa`: a revision id shortened for messages. Ids come
+/// back from the API server (the status), so any text must do.
 pub fn short_id(id: &str) -> String {
     match id.split_once("@sha1:") {
-        Some((reference, commit)) => format!("{reference}@{}", &commit[..commit.len().min(12)]),
+        Some((reference, commit)) => {
+            format!(
+                "{reference}@{}",
+                commit.chars().take(12).collect::<String>()
+            )
+        }
         None => id.to_owned(),
     }
 }
@@ -418,9 +424,8 @@ pub fn next_status(
 /// never less than the interval when that is shorter than [`RETRY`].
 pub fn retry_after(previous: &EnvironmentStatus, now: &Time, interval: Duration) -> Duration {
     let failing_for = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == condition::RECONCILING && c.status == "True")
+        .condition(condition::RECONCILING)
+        .filter(|c| c.status == "True")
         .and_then(|c| {
             now.0
                 .duration_since(c.last_transition_time.0)
@@ -482,6 +487,16 @@ mod tests {
             images: Vec::new(),
             durations: Default::default(),
         }
+    }
+
+    #[test]
+    fn short_ids_take_any_text() {
+        assert_eq!(
+            short_id("main@sha1:1f3c2ab0aaaaaaaaaaaa"),
+            "main@1f3c2ab0aaaa"
+        );
+        assert_eq!(short_id("main@sha1:ééééééééééééé"), "main@éééééééééééé");
+        assert_eq!(short_id("odd"), "odd");
     }
 
     #[test]

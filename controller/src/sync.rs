@@ -130,23 +130,14 @@ async fn wait_established(
     desired: &[(Value, String)],
 ) -> Result<(), SyncError> {
     let deadline = Instant::now() + CRD_ESTABLISHED_TIMEOUT;
-    let served = desired
-        .iter()
-        .find(|(o, _)| ObjectRef::of(o).same_object(crd))
-        .and_then(|(o, _)| {
-            let group = o.pointer("/spec/group")?.as_str()?;
-            let kind = o.pointer("/spec/names/kind")?.as_str()?;
-            let version = o
-                .pointer("/spec/versions")?
-                .as_array()?
-                .iter()
-                .find(|v| v.get("served").and_then(Value::as_bool) == Some(true))?
-                .get("name")?
-                .as_str()?;
+    let served = plan::defined_kinds(desired)
+        .into_iter()
+        .find(|k| k.crd.same_object(crd))
+        .and_then(|k| {
             Some(ObjectRef {
-                group: group.to_owned(),
-                version: version.to_owned(),
-                kind: kind.to_owned(),
+                group: k.group,
+                version: k.served_version?,
+                kind: k.kind,
                 namespace: None,
                 name: String::new(),
             })

@@ -22,7 +22,9 @@ pub enum Scope {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {
-    #[error("{object} (from {origin}) is outside the target namespace {target}")]
+    #[error(
+        "{object} (from {origin}) is outside the target namespace {target}; drop its namespace (it then goes to {target}) or render it from another Environment"
+    )]
     OtherNamespace {
         object: ObjectRef,
         origin: String,

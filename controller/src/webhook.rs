@@ -39,7 +39,9 @@ pub enum SignatureError {
     Missing,
     #[error("X-Hub-Signature-256 is not sha256=<hex>")]
     Malformed,
-    #[error("X-Hub-Signature-256 does not match the body and the shared secret")]
+    #[error(
+        "X-Hub-Signature-256 does not match the body and the shared secret; set the webhook's secret on GitHub to the one in --webhook-secret-file"
+    )]
     Mismatch,
 }
 
