@@ -63,6 +63,43 @@ pub struct EnvironmentSpec {
     /// What to do when a revision fails its gate.
     #[serde(default)]
     pub rollback: RollbackPolicy,
+    /// Report every release to GitHub as a deployment, with its statuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GitHubReporting>,
+}
+
+/// Where and how releases are reported through GitHub's Deployments API:
+/// one deployment per commit and environment, statuses `queued`,
+/// `in_progress`, then `success`, `failure` or `error`; a rollback is a new
+/// deployment of the healthy commit. Reporting never holds a reconcile
+/// back: it is queued and retried.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitHubReporting {
+    /// `owner/name` of the repository the commits are in.
+    pub repository: String,
+    /// A Secret in the Environment's namespace holding either `token` (a
+    /// personal access token or an installation token), or a GitHub App's
+    /// `githubAppID`, `githubAppInstallationID` and `githubAppPrivateKey`
+    /// (PEM). Needs `deployments: write` (and `statuses: write` for
+    /// `commitStatus`).
+    pub secret_ref: SecretRef,
+    /// The API's address (GitHub Enterprise Server: `https://HOST/api/v3`).
+    #[serde(default = "default_github_api")]
+    pub api_url: String,
+    /// The GitHub environment's name; the Environment's name by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// The service's address, shown on the deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_url: Option<String>,
+    /// Also set a commit status `ferry/<environment>` on each commit.
+    #[serde(default)]
+    pub commit_status: bool,
+}
+
+fn default_github_api() -> String {
+    "https://api.github.com".to_owned()
 }
 
 /// The health gate: workloads healthy (kstatus rules), then the HTTP

@@ -8,14 +8,18 @@
 //! [`drift`] correction and [`target`] namespace placement), the health
 //! gate ([`health`] rules, read by [`gate`]) and [`rollout`] decisions,
 //! and the [`status`] they lead to. [`policy`] holds the rules every
-//! rendered environment must pass.
+//! rendered environment must pass. [`history`] and [`journal`] keep the
+//! audit log; [`github`] reports releases as GitHub deployments; [`api`]
+//! and [`page`] serve status, [`webhook`] and [`leader`] the rest.
 
 pub mod api;
 pub mod apply;
+pub mod counting;
 pub mod drift;
 pub mod environment;
 pub mod failure;
 pub mod gate;
+pub mod github;
 pub mod health;
 pub mod history;
 pub mod inventory;

@@ -70,6 +70,11 @@ enum Command {
         /// This replica's name in the Lease (default: $HOSTNAME, the pod's name).
         #[arg(long, env = "FERRY_IDENTITY")]
         identity: Option<String>,
+        /// The status API's address as people reach it (e.g.
+        /// https://ferry.example.com); GitHub deployment statuses then
+        /// link to their history entry.
+        #[arg(long, env = "FERRY_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// Apply an environment once (render, plan, apply; no pruning), as the
     /// controller would, and report the time each phase took. For a first
@@ -363,6 +368,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             leader_election,
             lease_namespace,
             identity,
+            public_url,
         } => {
             init_tracing();
             let token = match api_token_file {
@@ -411,7 +417,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 }),
             });
             runtime.block_on(run(
-                cache_dir, http_addr, namespace, webhook, token, election,
+                cache_dir, http_addr, namespace, webhook, token, election, public_url,
             ))
         }
         Command::Render { path, revision } => {
@@ -484,6 +490,7 @@ async fn run(
     webhook: Option<ferry_controller::api::Webhook>,
     token: Option<String>,
     election: Option<Election>,
+    public_url: Option<String>,
 ) -> anyhow::Result<()> {
     use ferry_controller::environment::Environment;
     use ferry_controller::metrics::Metrics;
@@ -506,13 +513,14 @@ async fn run(
         std::time::Duration::from_secs(30),
     )?;
     let config = kube::Config::infer().await?;
-    let client = kube::Client::try_from(config.clone())?;
     let metrics = std::sync::Arc::new(Metrics::default());
+    let client = ferry_controller::counting::client(config.clone(), metrics.clone())?;
     let context = std::sync::Arc::new(Context::new(
         client.clone(),
         config,
         cache_dir,
         metrics.clone(),
+        public_url,
     ));
     let environments: kube::Api<Environment> = match &namespace {
         Some(ns) => kube::Api::namespaced(client.clone(), ns),

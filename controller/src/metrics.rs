@@ -22,6 +22,16 @@ pub struct ActionLabels {
     pub action: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub method: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     duration: Histogram,
@@ -31,6 +41,8 @@ pub struct Metrics {
     rollbacks: Counter,
     history: Family<EnvironmentLabels, Gauge>,
     healthy: Family<EnvironmentLabels, Gauge>,
+    github: Family<ResultLabels, Counter>,
+    api_requests: Family<MethodLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,6 +96,18 @@ impl Default for Metrics {
             "1 when the revision an Environment runs passed its health gate, 0 when it failed",
             healthy.clone(),
         );
+        let github = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "ferry_github_reports",
+            "GitHub deployment statuses: posted, retried (rate limit, 5xx, network) or dropped (refused, or retried too long)",
+            github.clone(),
+        );
+        let api_requests = Family::<MethodLabels, Counter>::default();
+        registry.register(
+            "ferry_api_requests",
+            "Requests the controller sent to the Kubernetes API server, by HTTP method (watches included)",
+            api_requests.clone(),
+        );
         Metrics {
             registry,
             duration,
@@ -93,6 +117,8 @@ impl Default for Metrics {
             rollbacks,
             history,
             healthy,
+            github,
+            api_requests,
         }
     }
 }
@@ -141,6 +167,19 @@ impl Metrics {
                 name: name.to_owned(),
             })
             .set(i64::from(healthy));
+    }
+
+    pub fn record_github(&self, result: &'static str) {
+        self.github.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Counts one request to the API server (see [`crate::counting`]).
+    pub fn record_api_request(&self, method: &str) {
+        self.api_requests
+            .get_or_create(&MethodLabels {
+                method: method.to_owned(),
+            })
+            .inc();
     }
 
     pub fn record_rollback(&self) {

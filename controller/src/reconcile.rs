@@ -77,6 +77,8 @@ pub struct Context {
     pub seen: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Clients impersonating deployer accounts, by user name.
     pub impersonating: std::sync::Mutex<std::collections::HashMap<String, Client>>,
+    /// Releases reported to GitHub (`spec.github`).
+    pub github: crate::github::Reporter,
 }
 
 impl Context {
@@ -85,8 +87,10 @@ impl Context {
         config: kube::Config,
         cache_dir: PathBuf,
         metrics: Arc<Metrics>,
+        public_url: Option<String>,
     ) -> Self {
         let recorder = Recorder::new(client.clone(), "ferry-controller".into());
+        let github = crate::github::Reporter::start(client.clone(), public_url, metrics.clone());
         Context {
             client,
             config,
@@ -96,6 +100,7 @@ impl Context {
             http: reqwest::Client::new(),
             seen: Default::default(),
             impersonating: Default::default(),
+            github,
         }
     }
 }
@@ -204,7 +209,7 @@ fn client_for(ctx: &Context, env: &Environment) -> Result<Client, String> {
     // system:serviceaccounts:NS, system:authenticated) itself.
     config.auth_info.impersonate = Some(user.clone());
     config.auth_info.impersonate_groups = None;
-    let client = Client::try_from(config).map_err(|e| {
+    let client = crate::counting::client(config, ctx.metrics.clone()).map_err(|e| {
         format!("failed to make a client impersonating {namespace}/{account}: {e}; check the controller's kubeconfig or in-cluster configuration")
     })?;
     if let Ok(mut clients) = ctx.impersonating.lock() {
@@ -433,6 +438,17 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
     if decision == Decision::Hold {
         return Outcome::Held { revision };
     }
+    if status.last_applied_revision.as_deref() != Some(revision.id().as_str())
+        || status.failed_revision.is_some()
+    {
+        ctx.github.report(
+            env,
+            crate::github::Step::Started {
+                revision: revision.id(),
+                rollback_from: None,
+            },
+        );
+    }
     let (applied, digest, images, applying) =
         match apply_desired(env, ctx, &revision, desired).await {
             Ok(r) => r,
@@ -648,6 +664,13 @@ async fn roll_back(
             Err(Outcome::Failed { message, .. }) => return rollback_failed(message),
             Err(other) => return other,
         };
+    ctx.github.report(
+        env,
+        crate::github::Step::Started {
+            revision: revision.id(),
+            rollback_from: Some(failed_revision.to_owned()),
+        },
+    );
     match apply_desired(env, ctx, &revision, desired).await {
         Ok((applied, digest, images, applying)) => Outcome::Applied {
             revision,
@@ -849,6 +872,8 @@ async fn apply_environment(
         match crate::journal::append(&ctx.client, &ns, &name, entry).await {
             Ok(entry) => {
                 ctx.metrics.record_history(&ns, &name, entry.sequence);
+                ctx.github
+                    .report(env, crate::github::Step::Recorded(Box::new(entry.clone())));
                 sealed.push(entry);
             }
             Err(e) => {

@@ -8,6 +8,7 @@
 //! registers ferry-lab-test/inference:1 and ferry-lab-test/crash:1).
 
 mod common;
+mod fake_github;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Lab, condition, repo_root};
+use fake_github::FakeGitHub;
 use ferry_lab_testkit::{k, lab_enabled, wait_until};
 use serde_json::Value;
 
@@ -149,8 +151,17 @@ impl Traffic {
 /// A lab with the rollout fixture, the controller, and the first (good)
 /// release healthy; the LoadBalancer's address.
 fn healthy_release(name: &str, spec: &str) -> (Lab, String, String) {
+    healthy_release_with(name, spec, |_| {})
+}
+
+/// As [`healthy_release`], with `prepare` run before the Environment exists.
+fn healthy_release_with(
+    name: &str,
+    spec: &str,
+    prepare: impl FnOnce(&Lab),
+) -> (Lab, String, String) {
     register_images();
-    let (lab, first) = Lab::running(name, "rollout", spec);
+    let (lab, first) = Lab::running_with(name, "rollout", spec, prepare);
     wait_healthy(&lab, &first);
     let mut address = String::new();
     wait_until("the load balancer", Duration::from_secs(30), || {
@@ -243,7 +254,25 @@ fn a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked() {
     if !lab_enabled("a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked") {
         return;
     }
-    let (mut lab, address, good) = healthy_release("rb-crash", "");
+    // Every release is reported to a (fake) GitHub as deployments.
+    let github = FakeGitHub::start();
+    let spec = format!(
+        "\n  github: {{repository: acme/placement, secretRef: {{name: github}}, apiUrl: \"{}\", environmentUrl: \"http://placement.example\", commitStatus: true}}",
+        github.url()
+    );
+    let (mut lab, address, good) = healthy_release_with("rb-crash", &spec, |lab| {
+        k(&[
+            "create",
+            "secret",
+            "generic",
+            "github",
+            "-n",
+            &lab.system,
+            "--from-literal=token=ghp_lab",
+        ]);
+    });
+    // GitHub rate-limits the next two requests: retried, never in the way.
+    github.fail_next(2, 403);
     let (bad, seconds, ok, failed) = bad_release_episode(
         &lab,
         &address,
@@ -382,6 +411,13 @@ fn a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked() {
     assert_eq!(detail["revisions"]["healthy"], format!("main@sha1:{fixed}"));
     assert!(lab.events("test").contains("chain head sha256:"));
 
+    check_github(
+        &github,
+        &entries,
+        &[&good, &bad, &good, &good, &fixed],
+        &lab,
+    );
+
     // Someone rewrites an entry in the cluster: verification names it.
     lab.stop_controller();
     let chunk = "ferry-history-test-00001";
@@ -422,6 +458,99 @@ fn a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked() {
     assert!(
         said.contains("entry 4 was changed") || said.contains("missing"),
         "{said}"
+    );
+}
+
+/// What GitHub received tells the same story as the history: one
+/// deployment per commit (`commits`, in the order they were opened: a
+/// rollback opens a new one of the healthy commit), each going queued ->
+/// in_progress -> success/failure, every verdict carrying a chain head
+/// that is in the history, and links that lead to the entry.
+fn check_github(github: &FakeGitHub, entries: &[Value], commits: &[&str], lab: &Lab) {
+    // Reporting is asynchronous: wait for the last verdict to arrive.
+    let head = entries.last().unwrap()["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until(
+        "GitHub to receive the last status",
+        Duration::from_secs(60),
+        || github.statuses().iter().any(|(_, _, d)| d.contains(&head)),
+    );
+    let deployments = github.deployments();
+    let opened: Vec<&str> = deployments.iter().map(|(_, sha, _)| sha.as_str()).collect();
+    assert_eq!(opened, commits, "{deployments:?}");
+    assert!(deployments.iter().all(|(_, _, env)| env == "test"));
+    let statuses = github.statuses();
+    let states = |id: u64| -> Vec<String> {
+        statuses
+            .iter()
+            .filter(|(d, _, _)| *d == id)
+            .map(|(_, s, _)| s.clone())
+            .collect()
+    };
+    let cycle = |end: &str| {
+        vec![
+            "queued".to_owned(),
+            "in_progress".to_owned(),
+            end.to_owned(),
+        ]
+    };
+    assert_eq!(states(deployments[0].0), cycle("success"), "{statuses:#?}");
+    // The bad commit: failed, then retried on request and failed again.
+    let twice: Vec<String> = [cycle("failure"), cycle("failure")].concat();
+    assert_eq!(states(deployments[1].0), twice, "{statuses:#?}");
+    for rollback in &deployments[2..] {
+        assert_eq!(states(rollback.0), cycle("success"), "{statuses:#?}");
+    }
+    let rolled_back = statuses
+        .iter()
+        .find(|(d, s, _)| *d == deployments[2].0 && s == "queued")
+        .unwrap();
+    assert!(
+        rolled_back.2.starts_with("rolling back from main@"),
+        "{rolled_back:?}"
+    );
+    // Each verdict's witness is an entry of the history.
+    for (_, state, description) in statuses.iter().filter(|(_, s, _)| s != "queued") {
+        assert!(description.chars().count() <= 140, "{description}");
+        let (sequence, hash) = description
+            .rsplit_once("[#")
+            .and_then(|(_, w)| w.trim_end_matches(']').split_once(' '))
+            .unwrap_or_else(|| panic!("no chain head in a {state} status: {description}"));
+        let sequence: usize = sequence.parse().unwrap();
+        assert_eq!(entries[sequence - 1]["sha256"], hash, "{description}");
+    }
+    let requests = github.requests();
+    assert!(requests.iter().all(|r| r.authorization == "Bearer ghp_lab"));
+    let last = requests
+        .iter()
+        .rev()
+        .find(|r| r.path.contains("/deployments/") && r.body["state"] == "success")
+        .unwrap();
+    assert_eq!(last.body["environment_url"], "http://placement.example");
+    let log = last.body["log_url"].as_str().unwrap();
+    let path = log.split_once("127.0.0.1:").unwrap().1;
+    let path = &path[path.find('/').unwrap()..];
+    let linked = lab.http(path);
+    assert_eq!(linked["entries"][0]["sha256"], head.as_str(), "{linked}");
+    // Commit statuses too, one context per environment.
+    let commit_statuses = requests
+        .iter()
+        .filter(|r| r.path.starts_with("/repos/acme/placement/statuses/"))
+        .count();
+    assert_eq!(commit_statuses, statuses.len());
+    // The rate-limited requests were tried again, and nothing was dropped.
+    let metrics = lab.metrics();
+    assert!(
+        metrics.contains("ferry_github_reports_total{result=\"retried\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("result=\"dropped\""), "{metrics}");
+    // API calls are counted.
+    assert!(
+        metrics.contains("ferry_api_requests_total{method=\"GET\"}"),
+        "{metrics}"
     );
 }
 

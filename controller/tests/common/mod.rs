@@ -170,7 +170,19 @@ impl Lab {
     /// A lab whose first commit is applied (and healthy) by a running
     /// controller through Environment `test` with `spec`; that commit.
     pub fn running(name: &str, fixture_dir: &str, spec: &str) -> (Lab, String) {
+        Lab::running_with(name, fixture_dir, spec, |_| {})
+    }
+
+    /// As [`Lab::running`], with `prepare` run before the Environment
+    /// exists (to create Secrets it refers to).
+    pub fn running_with(
+        name: &str,
+        fixture_dir: &str,
+        spec: &str,
+        prepare: impl FnOnce(&Lab),
+    ) -> (Lab, String) {
         let mut lab = Lab::new(name, fixture_dir);
+        prepare(&lab);
         let first = lab.commit("first");
         lab.start_controller();
         lab.environment("test", spec);
@@ -206,6 +218,8 @@ impl Lab {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--cache-dir")
             .arg(self.work.join(cache))
+            .arg("--public-url")
+            .arg(format!("http://127.0.0.1:{port}/"))
             .env(
                 "FERRY_LOG",
                 std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "info".into()),

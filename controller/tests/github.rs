@@ -1,0 +1,171 @@
+//! The GitHub client against a local server that records what it
+//! receives: the requests GitHub's Deployments and Statuses APIs expect,
+//! both ways of signing in, and which failures are worth a retry. No lab
+//! needed; the whole path (history -> statuses) is in rollback.rs.
+
+mod fake_github;
+
+use fake_github::FakeGitHub;
+use ferry_controller::github::State;
+use ferry_controller::github::client::{Auth, Repository, StatusText};
+
+const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn text<'a>(description: &'a str) -> StatusText<'a> {
+    StatusText {
+        description,
+        environment_url: Some("http://placement.example"),
+        log_url: Some("http://ferry.example/api/v1/environments/s/dev/history?before=3&limit=1"),
+    }
+}
+
+#[test]
+fn a_deployment_and_its_statuses_are_what_github_expects() {
+    let github = FakeGitHub::start();
+    let rt = runtime();
+    let _in_runtime = rt.enter();
+    let repo = Repository::new(
+        &github.url(),
+        &Auth::Token("ghp_test".into()),
+        "acme/placement",
+    )
+    .unwrap();
+    rt.block_on(async {
+        assert_eq!(repo.find_deployment(SHA, "dev").await.unwrap(), None);
+        let id = repo
+            .create_deployment(SHA, "dev", "queued", serde_json::json!({"ferry": {}}))
+            .await
+            .unwrap();
+        assert_eq!(repo.find_deployment(SHA, "dev").await.unwrap(), Some(id));
+        assert_eq!(repo.find_deployment(SHA, "prod").await.unwrap(), None);
+        repo.deployment_status(id, State::InProgress, &text("applying"))
+            .await
+            .unwrap();
+        repo.commit_status(SHA, State::InProgress, "ferry/dev", &text("applying"))
+            .await
+            .unwrap();
+    });
+    let requests = github.requests();
+    let create = requests
+        .iter()
+        .find(|r| r.method == "POST" && r.path == "/repos/acme/placement/deployments")
+        .unwrap();
+    assert_eq!(create.body["ref"], SHA);
+    assert_eq!(create.body["auto_merge"], false);
+    assert_eq!(create.body["required_contexts"], serde_json::json!([]));
+    assert_eq!(create.authorization, "Bearer ghp_test");
+    let status = requests
+        .iter()
+        .find(|r| r.path.ends_with("/statuses") && r.path.contains("/deployments/"))
+        .unwrap();
+    assert_eq!(status.body["state"], "in_progress");
+    assert_eq!(status.body["environment_url"], "http://placement.example");
+    assert!(
+        status.body["log_url"]
+            .as_str()
+            .unwrap()
+            .contains("before=3")
+    );
+    let commit = requests
+        .iter()
+        .find(|r| r.path == format!("/repos/acme/placement/statuses/{SHA}"))
+        .unwrap();
+    assert_eq!(commit.body["state"], "pending");
+    assert_eq!(commit.body["context"], "ferry/dev");
+    assert!(commit.body["target_url"].as_str().is_some());
+}
+
+#[test]
+fn a_github_app_signs_in_with_an_installation_token() {
+    let github = FakeGitHub::start();
+    let key = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/github/test-app-key.pem"),
+    )
+    .unwrap();
+    let auth = Auth::App {
+        app_id: 12,
+        installation_id: 34,
+        private_key: key,
+    };
+    let rt = runtime();
+    let _in_runtime = rt.enter();
+    let repo = Repository::new(&github.url(), &auth, "acme/placement").unwrap();
+    rt.block_on(async {
+        repo.create_deployment(SHA, "dev", "x", serde_json::json!({}))
+            .await
+            .unwrap();
+    });
+    let requests = github.requests();
+    assert_eq!(requests[0].path, "/app/installations/34/access_tokens");
+    assert!(
+        requests[0].authorization.starts_with("Bearer ey"),
+        "the App's JWT: {}",
+        requests[0].authorization
+    );
+    let create = requests.last().unwrap();
+    assert_eq!(create.path, "/repos/acme/placement/deployments");
+    assert!(
+        create.authorization.ends_with("ghs_installation"),
+        "{}",
+        create.authorization
+    );
+
+    let broken = Auth::App {
+        app_id: 12,
+        installation_id: 34,
+        private_key: "not a key".into(),
+    };
+    let refused = Repository::new(&github.url(), &broken, "acme/placement")
+        .err()
+        .unwrap();
+    assert!(
+        refused.to_string().contains("githubAppPrivateKey"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn rate_limits_and_outages_are_retried_refusals_are_not() {
+    let github = FakeGitHub::start();
+    let rt = runtime();
+    let _in_runtime = rt.enter();
+    let repo = Repository::new(&github.url(), &Auth::Token("t".into()), "acme/placement").unwrap();
+    for (status, retry) in [
+        (503, true),
+        (429, true),
+        (403, true),
+        (401, false),
+        (422, false),
+    ] {
+        // octocrab's own retry layer tries 5xx again; fail enough times
+        // that the error reaches us.
+        github.fail_next(10, status);
+        let error = rt
+            .block_on(repo.deployment_status(1, State::Success, &text("ok")))
+            .unwrap_err();
+        assert_eq!(error.is_retryable(), retry, "{status}: {error:?}");
+    }
+    github.fail_next(0, 200);
+    rt.block_on(repo.deployment_status(1, State::Success, &text("ok")))
+        .unwrap();
+
+    let nowhere = Repository::new(
+        "http://127.0.0.1:9",
+        &Auth::Token("t".into()),
+        "acme/placement",
+    )
+    .unwrap();
+    let error = rt
+        .block_on(nowhere.find_deployment(SHA, "dev"))
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
+    assert!(Repository::new(&github.url(), &Auth::Token("t".into()), "no-slash").is_err());
+}
