@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 pub fn client(config: kube::Config, metrics: Arc<Metrics>) -> Result<kube::Client, kube::Error> {
     let count = MapRequestLayer::new(move |request: Request<Body>| {
         metrics.record_api_request(request.method().as_str());
+        tracing::trace!(method = %request.method(), uri = %request.uri(), "API request");
         request
     });
     Ok(ClientBuilder::try_from(config)?.with_layer(&count).build())

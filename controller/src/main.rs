@@ -75,6 +75,10 @@ enum Command {
         /// link to their history entry.
         #[arg(long, env = "FERRY_PUBLIC_URL")]
         public_url: Option<String>,
+        /// At most this many Environments reconciled at once (each one is
+        /// never reconciled twice at once).
+        #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+        concurrency: u16,
     },
     /// Apply an environment once (render, plan, apply; no pruning), as the
     /// controller would, and report the time each phase took. For a first
@@ -369,6 +373,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             lease_namespace,
             identity,
             public_url,
+            concurrency,
         } => {
             init_tracing();
             let token = match api_token_file {
@@ -417,7 +422,16 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 }),
             });
             runtime.block_on(run(
-                cache_dir, http_addr, namespace, webhook, token, election, public_url,
+                cache_dir,
+                http_addr,
+                namespace,
+                webhook,
+                token,
+                election,
+                Tuning {
+                    public_url,
+                    concurrency,
+                },
             ))
         }
         Command::Render { path, revision } => {
@@ -490,7 +504,7 @@ async fn run(
     webhook: Option<ferry_controller::api::Webhook>,
     token: Option<String>,
     election: Option<Election>,
-    public_url: Option<String>,
+    tuning: Tuning,
 ) -> anyhow::Result<()> {
     use ferry_controller::environment::Environment;
     use ferry_controller::metrics::Metrics;
@@ -520,7 +534,7 @@ async fn run(
         config,
         cache_dir,
         metrics.clone(),
-        public_url,
+        tuning.public_url,
     ));
     let environments: kube::Api<Environment> = match &namespace {
         Some(ns) => kube::Api::namespaced(client.clone(), ns),
@@ -611,6 +625,7 @@ async fn run(
         .applied_objects()
         .predicate_filter(spec_or_request, Default::default());
     let controller = Controller::for_stream(changes, reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(tuning.concurrency))
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| async move {
@@ -634,6 +649,12 @@ async fn run(
     server.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What `run` is told besides where to listen and whom to watch.
+struct Tuning {
+    public_url: Option<String>,
+    concurrency: u16,
 }
 
 /// Where and as whom to take part in leader election.

@@ -11,6 +11,7 @@
 //! Secret values never appear in a diff.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -168,10 +169,22 @@ pub struct PlanOptions<'a> {
     pub owner: Option<&'a str>,
 }
 
-/// Resolves kinds to API resources, once per kind.
+type Resolved = (ApiResource, ApiCapabilities);
+type KindKey = (String, String, String);
+
+/// Discovery shared by reconciles: what a kind resolved to, and when.
+pub type DiscoveryCache = std::sync::Arc<std::sync::Mutex<HashMap<KindKey, (Resolved, Instant)>>>;
+
+/// How long a shared discovery answer is trusted; a kind that is not
+/// found is never cached, so a new CRD is seen at once.
+pub const DISCOVERY_TTL: Duration = Duration::from_secs(300);
+
+/// Resolves kinds to API resources, once per kind (and, with a shared
+/// cache, once per [`DISCOVERY_TTL`] across reconciles).
 pub struct Resolver {
     client: Client,
-    cache: HashMap<(String, String, String), (ApiResource, ApiCapabilities)>,
+    cache: HashMap<KindKey, Resolved>,
+    shared: Option<DiscoveryCache>,
 }
 
 impl Resolver {
@@ -179,6 +192,28 @@ impl Resolver {
         Resolver {
             client,
             cache: HashMap::new(),
+            shared: None,
+        }
+    }
+
+    /// A resolver that reads and fills `shared`.
+    pub fn shared(client: Client, shared: DiscoveryCache) -> Self {
+        Resolver {
+            shared: Some(shared),
+            ..Resolver::new(client)
+        }
+    }
+
+    /// Forgets `object`'s kind (after the API said it is not there).
+    pub fn forget(&mut self, object: &ObjectRef) {
+        let key = (
+            object.group.clone(),
+            object.version.clone(),
+            object.kind.clone(),
+        );
+        self.cache.remove(&key);
+        if let Some(mut shared) = self.shared.as_ref().and_then(|s| s.lock().ok()) {
+            shared.remove(&key);
         }
     }
 
@@ -194,8 +229,20 @@ impl Resolver {
         if let Some(found) = self.cache.get(&key) {
             return Ok(found.clone());
         }
+        let fresh = self.shared.as_ref().and_then(|shared| {
+            let shared = shared.lock().ok()?;
+            let (found, at) = shared.get(&key)?;
+            (at.elapsed() < DISCOVERY_TTL).then(|| found.clone())
+        });
+        if let Some(found) = fresh {
+            self.cache.insert(key, found.clone());
+            return Ok(found);
+        }
         let gvk = GroupVersionKind::gvk(&object.group, &object.version, &object.kind);
         let found = pinned_kind(&self.client, &gvk).await?;
+        if let Some(mut shared) = self.shared.as_ref().and_then(|s| s.lock().ok()) {
+            shared.insert(key.clone(), (found.clone(), Instant::now()));
+        }
         self.cache.insert(key, found.clone());
         Ok(found)
     }
@@ -442,6 +489,11 @@ pub async fn plan(
                 });
             }
             Err(kube::Error::Api(e)) => {
+                if e.code == 404 {
+                    // The kind may be gone (a CRD deleted): discover it
+                    // again next time instead of trusting the cache.
+                    resolver.forget(&id);
+                }
                 let hint = if e.code == 403 {
                     format!("; {}", failure::FORBIDDEN_HINT)
                 } else {

@@ -79,6 +79,8 @@ pub struct Context {
     pub impersonating: std::sync::Mutex<std::collections::HashMap<String, Client>>,
     /// Releases reported to GitHub (`spec.github`).
     pub github: crate::github::Reporter,
+    /// Discovery answers shared by reconciles.
+    pub discovery: crate::plan::DiscoveryCache,
 }
 
 impl Context {
@@ -101,6 +103,7 @@ impl Context {
             seen: Default::default(),
             impersonating: Default::default(),
             github,
+            discovery: Default::default(),
         }
     }
 }
@@ -360,7 +363,7 @@ async fn apply_desired(
     let spec = &env.spec;
     let client = client_for(ctx, env)
         .map_err(|message| failed(Some(revision), Terminal, reason::INVALID_SPEC, message))?;
-    let mut resolver = Resolver::new(client);
+    let mut resolver = Resolver::shared(client, ctx.discovery.clone());
     let known = match scopes(&mut resolver, &desired).await {
         Ok(k) => k,
         Err(e) => {
@@ -500,7 +503,7 @@ async fn judge(env: &Environment, ctx: &Context) -> (Outcome, Vec<Note>) {
             );
         }
     };
-    let mut resolver = Resolver::new(client.clone());
+    let mut resolver = Resolver::shared(client.clone(), ctx.discovery.clone());
     let observation = match gate::observe(&mut resolver, &client, &status.inventory).await {
         Ok(o) => o,
         Err(e) => {
@@ -746,7 +749,7 @@ async fn cleanup(env: &Environment, ctx: &Context) -> Result<Action, ReconcileEr
         name: name.clone(),
         message,
     })?;
-    let mut resolver = Resolver::new(client);
+    let mut resolver = Resolver::shared(client, ctx.discovery.clone());
     let plan = Plan {
         changes: inventory
             .iter()
