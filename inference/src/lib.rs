@@ -12,4 +12,5 @@ pub mod features;
 pub mod forest;
 pub mod metrics;
 pub mod server;
+pub mod serving;
 pub mod train;

@@ -66,3 +66,27 @@ fn scores_every_row_of_the_unlabelled_test_file() {
     // The test file is drawn from the same population (about two thirds placed).
     assert!((150..=400).contains(&placed), "{placed} of 448 placed");
 }
+
+/// The serving layout gives the reference walk's probability, bit for
+/// bit, for every row of both data files.
+#[test]
+fn the_serving_layout_answers_exactly_as_the_trees() {
+    let model = std::sync::Arc::new(artifact::load(MODEL.as_ref()).unwrap().model);
+    let predictor = ferry_inference::serving::Predictor::new(model.clone());
+    assert!(predictor.is_compiled());
+    let train = data::training_data(&std::fs::read(TRAIN).unwrap()).unwrap();
+    let test = data::unlabelled(&model.schema, &std::fs::read(TEST).unwrap()).unwrap();
+    let rows = train.candidates.iter().chain(&test);
+    let mut checked = 0;
+    for (i, candidate) in rows.enumerate() {
+        let reference = model.forest.probability(&model.schema.encode(candidate));
+        assert_eq!(
+            predictor.predict(candidate).to_bits(),
+            reference.to_bits(),
+            "row {i}"
+        );
+        assert_eq!(model.predict(candidate).to_bits(), reference.to_bits());
+        checked += 1;
+    }
+    assert_eq!(checked, 670 + 448);
+}

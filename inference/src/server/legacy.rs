@@ -32,7 +32,7 @@ pub async fn predict(
     let answers: Vec<String> = candidates
         .iter()
         .map(|c| {
-            let probability = state.model.predict(c);
+            let probability = state.predictor.predict(c);
             let placed = probability >= THRESHOLD;
             state.metrics.record_prediction(placed);
             format!(

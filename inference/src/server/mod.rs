@@ -36,6 +36,8 @@ pub const DEFAULT_MAX_BATCH: usize = 1000;
 #[derive(Clone)]
 pub struct AppState {
     pub model: Arc<Model>,
+    /// The model's forest in its serving layout.
+    pub predictor: Arc<crate::serving::Predictor>,
     /// The artifact's recorded (and verified) sha256.
     pub sha256: Arc<str>,
     pub metrics: Arc<Metrics>,
@@ -51,8 +53,10 @@ impl AppState {
             &artifact.model.version,
             &artifact.sha256,
         );
+        let model = Arc::new(artifact.model);
         AppState {
-            model: Arc::new(artifact.model),
+            predictor: Arc::new(crate::serving::Predictor::new(model.clone())),
+            model,
             sha256: artifact.sha256.into(),
             metrics: Arc::new(metrics),
             max_batch,
