@@ -60,7 +60,11 @@ fn main() {
         .position(|a| a == "--repeat")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse::<usize>().ok());
-    let model = Arc::new(artifact::load(MODEL.as_ref()).expect("the committed model").model);
+    let model = Arc::new(
+        artifact::load(MODEL.as_ref())
+            .expect("the committed model")
+            .model,
+    );
     let predictor = Predictor::new(model.clone());
     let candidates: Vec<Candidate> =
         data::unlabelled(&model.schema, &std::fs::read(TEST).expect("the test data"))
@@ -94,13 +98,27 @@ fn main() {
         println!("{total}");
         return;
     }
-    println!("{} trees, {} candidates of Test_Data.csv in turn", model.forest.trees.len(), candidates.len());
+    println!(
+        "{} trees, {} candidates of Test_Data.csv in turn",
+        model.forest.trees.len(),
+        candidates.len()
+    );
     let (r_med, r_min) = measure(|| one(&reference), 1);
     let (s_med, s_min) = measure(|| one(&serving), 1);
     println!("one candidate   reference walk   {r_med:8.0} ns (min {r_min:.0})");
-    println!("one candidate   serving layout   {s_med:8.0} ns (min {s_min:.0})   {:.1}x", r_med / s_med);
+    println!(
+        "one candidate   serving layout   {s_med:8.0} ns (min {s_min:.0})   {:.1}x",
+        r_med / s_med
+    );
     let (rb_med, _) = measure(|| batch_of(&reference), 100);
     let (sb_med, _) = measure(|| batch_of(&serving), 100);
-    println!("batch of 100    reference walk   {:8.0} candidates/s", 1e9 / rb_med);
-    println!("batch of 100    serving layout   {:8.0} candidates/s   {:.1}x", 1e9 / sb_med, rb_med / sb_med);
+    println!(
+        "batch of 100    reference walk   {:8.0} candidates/s",
+        1e9 / rb_med
+    );
+    println!(
+        "batch of 100    serving layout   {:8.0} candidates/s   {:.1}x",
+        1e9 / sb_med,
+        rb_med / sb_med
+    );
 }

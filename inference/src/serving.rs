@@ -1,63 +1,95 @@
-//! The forest laid out for serving: the artifact's trees compiled, at
-//! load, into one contiguous array of 8-byte nodes that are walked eight
-//! trees at a time without branches.
+//! The forest laid out for serving: the artifact's trees compiled at load
+//! into bit vectors that are combined column by column (QuickScorer,
+//! Lucchese et al., SIGIR 2015), instead of walked node by node.
 //!
 //! - Each column's split thresholds are collected, sorted and numbered
-//!   once. A candidate's row is then encoded once into *ranks* (for each
-//!   column, how many of its thresholds are at most the value), and every
-//!   split compares two small integers: `value < threshold[k]` holds
-//!   exactly when `rank(value) <= k`, so no comparison changes.
-//! - Nodes are in pre-order (a left child follows its parent), so a node
-//!   needs only its right child: `{right: u32, rank: u16, column: u16}`.
-//!   The 512 trees of the placement model fit in about 400 KB instead of
-//!   1.4 MB, inside the L2 cache.
-//! - A leaf points to itself and never goes left, so eight trees are
-//!   stepped together for as many levels as the deepest of them has; the
-//!   next node is picked with a conditional move, not a branch the CPU
-//!   would mispredict half the time.
-//! - Leaf values are added in tree order, starting from -0.0 as
+//!   once; a candidate's row is encoded once into *ranks* (for each
+//!   column, how many of its thresholds are at most the value). A split
+//!   `value < threshold[k]` is false exactly when `rank >= k + 1`, so no
+//!   comparison changes.
+//! - Every tree's leaves are numbered left to right (at most 128: a
+//!   `u128`). A split that is false (the walk goes right) rules out the
+//!   leaves of its left subtree; the leaf a walk reaches is the leftmost
+//!   one that no false split rules out. So a tree's leaf is the lowest bit
+//!   of the AND of the masks of its false splits, whatever order they are
+//!   found in.
+//! - For a column, the false splits of a tree are those whose rank is at
+//!   most the candidate's: a prefix of the tree's splits on that column in
+//!   rank order. A table gives that prefix's length for every rank and
+//!   tree, and the AND of each prefix is stored, so a column costs one
+//!   byte and one mask per tree, with no branch that depends on the data.
+//! - Columns with a single threshold (the one-hot categories) are taken
+//!   four at a time: the AND for each of the 16 combinations is stored, so
+//!   the 16 one-hot columns of the placement model cost four masks per
+//!   tree. A column whose rank is 0 has no false split and is skipped.
+//! - Leaf values are added in tree order starting from -0.0, as
 //!   `Iterator::sum` does: the probability is the reference walk's
 //!   ([`Forest::probability`]) bit for bit, for every row (a test checks
-//!   every row of the training and test data, and random rows).
+//!   every row of the training and test data, and random forests and rows).
 //!
 //! The artifact format does not change: the layout is derived from it at
-//! load (about a millisecond), so the committed artifact stays
-//! reproducible and older builds read it.
+//! load (a few milliseconds), so the committed artifact stays
+//! reproducible and older builds read it. A forest that does not fit (a
+//! tree with more than 128 leaves, more than 64 columns) is served by the
+//! reference walk.
 
 use std::sync::Arc;
 
 use crate::artifact::Model;
 use crate::features::Candidate;
-use crate::forest::Forest;
+use crate::forest::{Forest, Tree};
 
 /// The most columns the layout takes (ranks live in a fixed array).
 pub const MAX_COLUMNS: usize = 64;
+/// Single-threshold columns combined into one table.
+const CHUNK: usize = 4;
+/// The most trees whose masks are kept on the stack while predicting.
+const ON_STACK_TREES: usize = 1024;
 
-/// Trees stepped together.
-pub const GROUP: usize = 16;
-
-/// A split (`rank`, `column`, right child `right`; the left child is the
-/// next node) or a leaf (`rank` 0, `right` itself).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C)]
-struct Node {
-    right: u32,
-    rank: u16,
-    column: u16,
-}
+/// One bit per leaf of a tree, leftmost leaf lowest.
+type Mask = u128;
 
 /// Why a forest cannot take this layout (it is then served by the
 /// reference walk, which has no limits).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
-    #[error("column {column} has {count} distinct thresholds; the layout numbers at most 65534")]
-    Thresholds { column: usize, count: usize },
+    #[error("tree {tree} has {leaves} leaves; the layout takes at most 128")]
+    Leaves { tree: usize, leaves: usize },
     #[error("the forest has {0} columns; the layout takes at most {MAX_COLUMNS}")]
     Columns(usize),
-    #[error("the forest has {0} nodes; the layout indexes at most 4294967295")]
-    Nodes(usize),
-    #[error("tree {0} is deeper than 255 levels")]
-    Depth(usize),
+    #[error("column {column} has {count} distinct thresholds; the layout numbers at most 65534")]
+    Thresholds { column: usize, count: usize },
+    #[error("tree {tree} splits {count} times on column {column}; the layout takes at most 255")]
+    Splits {
+        tree: usize,
+        column: usize,
+        count: usize,
+    },
+}
+
+/// Up to [`CHUNK`] single-threshold columns: for each combination of them
+/// being past their threshold, each tree's AND of the masks of its splits
+/// on those columns.
+#[derive(Debug, Clone)]
+struct BinaryChunk {
+    columns: Vec<usize>,
+    /// `[combination * trees + tree]`.
+    masks: Vec<Mask>,
+}
+
+/// A column with several thresholds.
+#[derive(Debug, Clone)]
+struct RankedColumn {
+    column: usize,
+    /// The trees that split on it.
+    trees: Vec<u32>,
+    /// Per listed tree: where its prefix ANDs start in `masks`.
+    first: Vec<u32>,
+    /// `[rank * trees.len() + i]`: how many of listed tree `i`'s splits on
+    /// this column are false at `rank`.
+    false_splits: Vec<u8>,
+    /// Per listed tree, the AND of its first 0, 1, 2, ... false splits.
+    masks: Vec<Mask>,
 }
 
 /// A validated [`Forest`], compiled for serving.
@@ -65,17 +97,83 @@ pub enum LayoutError {
 pub struct CompiledForest {
     /// Per column, its split thresholds, sorted and unique.
     thresholds: Vec<Vec<f64>>,
-    nodes: Vec<Node>,
-    /// Per node: the leaf's probability (0 for splits).
-    values: Vec<f64>,
-    /// The roots, shallowest trees first, so that trees stepped together
-    /// need about as many steps.
-    roots: Vec<u32>,
-    /// For each root in `roots`, the tree's place in the forest (leaf
-    /// values are added in forest order).
-    order: Vec<u32>,
-    /// Per group of [`GROUP`] roots: the depth of its deepest leaf.
-    depths: Vec<u8>,
+    binary: Vec<BinaryChunk>,
+    ranked: Vec<RankedColumn>,
+    /// Per tree: where its leaves' values start in `leaf_values`.
+    first_leaf: Vec<u32>,
+    /// Each tree's leaf values, left to right.
+    leaf_values: Vec<f64>,
+}
+
+/// One split of a tree: its column, its rank (false at ranks at or above
+/// it), and the mask that rules out its left subtree's leaves.
+struct Split {
+    column: usize,
+    rank: usize,
+    mask: Mask,
+}
+
+/// The splits of `tree` and its leaf values left to right.
+fn splits_of(
+    tree: &Tree,
+    thresholds: &[Vec<f64>],
+    index: usize,
+) -> Result<(Vec<Split>, Vec<f64>), LayoutError> {
+    // Depth-first, left before right; a split's left subtree covers the
+    // leaves numbered from when it is entered to when its right one is.
+    enum Visit {
+        Node(usize),
+        Right { split: usize, right: usize },
+    }
+    let mut splits: Vec<Split> = Vec::new();
+    let mut leaves: Vec<f64> = Vec::new();
+    let mut entered: Vec<usize> = Vec::new();
+    let mut stack = vec![Visit::Node(0)];
+    while let Some(visit) = stack.pop() {
+        match visit {
+            Visit::Node(node) => match usize::try_from(tree.feature[node]) {
+                Ok(column) => {
+                    let threshold = tree.threshold[node];
+                    let rank =
+                        thresholds[column].partition_point(|t| t.total_cmp(&threshold).is_lt()) + 1;
+                    splits.push(Split {
+                        column,
+                        rank,
+                        mask: Mask::MAX,
+                    });
+                    entered.push(leaves.len());
+                    stack.push(Visit::Right {
+                        split: splits.len() - 1,
+                        right: tree.right[node] as usize,
+                    });
+                    stack.push(Visit::Node(tree.left[node] as usize));
+                }
+                Err(_) => {
+                    if leaves.len() == Mask::BITS as usize {
+                        return Err(LayoutError::Leaves {
+                            tree: index,
+                            leaves: tree.feature.iter().filter(|f| **f < 0).count(),
+                        });
+                    }
+                    leaves.push(tree.value[node]);
+                }
+            },
+            Visit::Right { split, right } => {
+                let from = entered[split];
+                let to = leaves.len();
+                // Leaves from..to are the left subtree's.
+                let span = to - from;
+                let ones = if span >= Mask::BITS as usize {
+                    Mask::MAX
+                } else {
+                    ((1 as Mask) << span) - 1
+                };
+                splits[split].mask = !(ones << from);
+                stack.push(Visit::Node(right));
+            }
+        }
+    }
+    Ok((splits, leaves))
 }
 
 impl CompiledForest {
@@ -107,78 +205,99 @@ impl CompiledForest {
                 });
             }
         }
-        let total: usize = forest.trees.iter().map(|t| t.feature.len()).sum();
-        if u32::try_from(total).is_err() {
-            return Err(LayoutError::Nodes(total));
-        }
-        let mut nodes = Vec::with_capacity(total);
-        let mut values = Vec::with_capacity(total);
-        let mut roots = Vec::with_capacity(forest.trees.len());
-        let mut tree_depths = Vec::with_capacity(forest.trees.len());
+        let trees = forest.trees.len();
+        let mut first_leaf = Vec::with_capacity(trees);
+        let mut leaf_values = Vec::new();
+        // Per column, per tree: its splits' (rank, mask).
+        let mut by_column: Vec<Vec<Vec<(usize, Mask)>>> = vec![vec![Vec::new(); trees]; columns];
         for (t, tree) in forest.trees.iter().enumerate() {
-            roots.push(nodes.len() as u32);
-            let mut deepest = 0usize;
-            // (node in the tree, depth, the new split whose right child it is)
-            let mut stack = vec![(0usize, 0usize, None::<usize>)];
-            while let Some((old, depth, parent)) = stack.pop() {
-                let new = nodes.len();
-                if let Some(parent) = parent {
-                    nodes[parent] = Node {
-                        right: new as u32,
-                        ..nodes[parent]
-                    };
-                }
-                match usize::try_from(tree.feature[old]) {
-                    Ok(column) => {
-                        let rank = thresholds[column]
-                            .partition_point(|t| t.total_cmp(&tree.threshold[old]).is_lt())
-                            + 1;
-                        nodes.push(Node {
-                            right: 0,
-                            rank: rank as u16,
-                            column: column as u16,
-                        });
-                        values.push(0.0);
-                        // Left is popped next, so it lands right after.
-                        stack.push((tree.right[old] as usize, depth + 1, Some(new)));
-                        stack.push((tree.left[old] as usize, depth + 1, None));
-                    }
-                    Err(_) => {
-                        deepest = deepest.max(depth);
-                        nodes.push(Node {
-                            right: new as u32,
-                            rank: 0,
-                            column: 0,
-                        });
-                        values.push(tree.value[old]);
-                    }
-                }
+            let (splits, leaves) = splits_of(tree, &thresholds, t)?;
+            first_leaf.push(leaf_values.len() as u32);
+            leaf_values.extend(leaves);
+            for split in splits {
+                by_column[split.column][t].push((split.rank, split.mask));
             }
-            if deepest > usize::from(u8::MAX) {
-                return Err(LayoutError::Depth(t));
-            }
-            tree_depths.push(deepest as u8);
         }
-        let mut order: Vec<u32> = (0..roots.len() as u32).collect();
-        order.sort_by_key(|&t| tree_depths[t as usize]);
-        let depths = order
-            .chunks(GROUP)
-            .map(|group| {
-                group
-                    .iter()
-                    .map(|&t| tree_depths[t as usize])
-                    .max()
-                    .unwrap_or(0)
+        let single: Vec<usize> = (0..columns).filter(|&c| thresholds[c].len() == 1).collect();
+        let binary = single
+            .chunks(CHUNK)
+            .map(|chunk| {
+                let combinations = 1usize << chunk.len();
+                let mut masks = vec![Mask::MAX; combinations * trees];
+                for combination in 0..combinations {
+                    for (bit, &column) in chunk.iter().enumerate() {
+                        if combination & (1 << bit) == 0 {
+                            continue;
+                        }
+                        for (t, splits) in by_column[column].iter().enumerate() {
+                            for (_, mask) in splits {
+                                masks[combination * trees + t] &= mask;
+                            }
+                        }
+                    }
+                }
+                BinaryChunk {
+                    columns: chunk.to_vec(),
+                    masks,
+                }
             })
             .collect();
-        let roots = order.iter().map(|&t| roots[t as usize]).collect();
+        let mut ranked = Vec::new();
+        for (column, per_tree) in by_column.iter_mut().enumerate() {
+            if thresholds[column].len() < 2 {
+                continue;
+            }
+            let mut listed = Vec::new();
+            let mut first = Vec::new();
+            let mut masks = Vec::new();
+            let mut sorted_ranks: Vec<Vec<usize>> = Vec::new();
+            for (t, splits) in per_tree.iter_mut().enumerate() {
+                if splits.is_empty() {
+                    continue;
+                }
+                if splits.len() > usize::from(u8::MAX) {
+                    return Err(LayoutError::Splits {
+                        tree: t,
+                        column,
+                        count: splits.len(),
+                    });
+                }
+                splits.sort_by_key(|(rank, _)| *rank);
+                listed.push(t as u32);
+                first.push(masks.len() as u32);
+                let mut and = Mask::MAX;
+                masks.push(and);
+                for (_, mask) in splits.iter() {
+                    and &= mask;
+                    masks.push(and);
+                }
+                sorted_ranks.push(splits.iter().map(|(rank, _)| *rank).collect());
+            }
+            let ranks = thresholds[column].len() + 1;
+            let mut false_splits = vec![0u8; ranks * listed.len()];
+            for (i, tree_ranks) in sorted_ranks.iter().enumerate() {
+                let mut count = 0usize;
+                for rank in 0..ranks {
+                    while count < tree_ranks.len() && tree_ranks[count] <= rank {
+                        count += 1;
+                    }
+                    false_splits[rank * listed.len() + i] = count as u8;
+                }
+            }
+            ranked.push(RankedColumn {
+                column,
+                trees: listed,
+                first,
+                false_splits,
+                masks,
+            });
+        }
         Ok(CompiledForest {
             thresholds,
-            nodes,
-            values,
-            roots,
-            order,
-            depths,
+            binary,
+            ranked,
+            first_leaf,
+            leaf_values,
         })
     }
 
@@ -188,11 +307,11 @@ impl CompiledForest {
     }
 
     /// For each column, how many of its thresholds are at most the value
-    /// (NaN above all, as `NaN < t` is false for every `t`).
+    /// (all of them for NaN, as `NaN < t` is false for every `t`).
     pub fn ranks_into(&self, row: &[f64], ranks: &mut [u16]) {
         for ((rank, value), thresholds) in ranks.iter_mut().zip(row).zip(&self.thresholds) {
             *rank = if value.is_nan() {
-                u16::MAX
+                thresholds.len() as u16
             } else {
                 thresholds.partition_point(|t| t <= value) as u16
             };
@@ -204,60 +323,70 @@ impl CompiledForest {
     pub fn probability(&self, row: &[f64]) -> f64 {
         let mut ranks = [0u16; MAX_COLUMNS];
         self.ranks_into(row, &mut ranks);
-        self.probability_of_ranks(&ranks)
-    }
-
-    fn probability_of_ranks(&self, ranks: &[u16; MAX_COLUMNS]) -> f64 {
-        const ON_STACK: usize = 1024;
-        let trees = self.roots.len();
-        if trees <= ON_STACK {
-            let mut leaves = [0.0; ON_STACK];
-            self.leaf_values(ranks, &mut leaves[..trees]);
-            mean(&leaves[..trees])
+        let trees = self.first_leaf.len();
+        if trees <= ON_STACK_TREES {
+            let mut masks = [Mask::MAX; ON_STACK_TREES];
+            self.exit_leaves(&ranks, &mut masks[..trees]);
+            self.mean_of_leaves(&masks[..trees])
         } else {
-            let mut leaves = vec![0.0; trees];
-            self.leaf_values(ranks, &mut leaves);
-            mean(&leaves)
+            let mut masks = vec![Mask::MAX; trees];
+            self.exit_leaves(&ranks, &mut masks);
+            self.mean_of_leaves(&masks)
         }
     }
 
-    /// Each tree's leaf value, in forest order.
-    fn leaf_values(&self, ranks: &[u16; MAX_COLUMNS], leaves: &mut [f64]) {
-        for ((group, order), &depth) in self
-            .roots
-            .chunks(GROUP)
-            .zip(self.order.chunks(GROUP))
-            .zip(&self.depths)
-        {
-            // Lanes past a short last group walk its first tree again and
-            // are not kept.
-            let mut at = [group[0]; GROUP];
-            at[..group.len()].copy_from_slice(group);
-            for _ in 0..depth {
-                for lane in &mut at {
-                    let node = self.nodes[*lane as usize];
-                    // Columns are below MAX_COLUMNS (compile checks), so
-                    // the mask only spares a bounds check.
-                    let rank = ranks[usize::from(node.column) % MAX_COLUMNS];
-                    *lane = if rank < node.rank {
-                        *lane + 1
-                    } else {
-                        node.right
-                    };
+    /// ANDs into `masks` (all ones, one per tree) the masks of every false
+    /// split.
+    fn exit_leaves(&self, ranks: &[u16; MAX_COLUMNS], masks: &mut [Mask]) {
+        let trees = masks.len();
+        for chunk in &self.binary {
+            let combination = chunk
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| ranks[**c % MAX_COLUMNS] > 0)
+                .fold(0usize, |acc, (bit, _)| acc | (1 << bit));
+            if combination == 0 {
+                continue;
+            }
+            let table = &chunk.masks[combination * trees..(combination + 1) * trees];
+            for (mask, and) in masks.iter_mut().zip(table) {
+                *mask &= and;
+            }
+        }
+        for column in &self.ranked {
+            let rank = usize::from(ranks[column.column % MAX_COLUMNS]);
+            if rank == 0 {
+                continue;
+            }
+            let listed = column.trees.len();
+            let row = column
+                .false_splits
+                .get(rank * listed..(rank + 1) * listed)
+                .unwrap_or_default();
+            for ((&tree, &first), &count) in column.trees.iter().zip(&column.first).zip(row) {
+                let and = column
+                    .masks
+                    .get(first as usize + usize::from(count))
+                    .copied()
+                    .unwrap_or(Mask::MAX);
+                if let Some(mask) = masks.get_mut(tree as usize) {
+                    *mask &= and;
                 }
             }
-            for (lane, &tree) in at.iter().zip(order) {
-                leaves[tree as usize] = self.values[*lane as usize];
-            }
         }
     }
-}
 
-/// The mean as [`Forest::probability`] computes it: a sum in order from
-/// -0.0 (as `Iterator::sum`), then one division.
-fn mean(values: &[f64]) -> f64 {
-    let sum: f64 = values.iter().sum();
-    sum / values.len() as f64
+    /// The mean of each tree's leaf (the lowest bit left), in tree order,
+    /// summed from -0.0 as [`Forest::probability`] does.
+    fn mean_of_leaves(&self, masks: &[Mask]) -> f64 {
+        let mut sum = -0.0;
+        for (mask, &first) in masks.iter().zip(&self.first_leaf) {
+            let leaf = first as usize + mask.trailing_zeros() as usize;
+            sum += self.leaf_values.get(leaf).copied().unwrap_or(0.0);
+        }
+        sum / masks.len() as f64
+    }
 }
 
 /// Predicts with a model's compiled forest, or with the reference walk
@@ -313,7 +442,6 @@ impl Predictor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forest::Tree;
     use proptest::prelude::*;
 
     /// A forest of `trees` random valid trees over `columns` columns.
@@ -396,8 +524,53 @@ mod tests {
     }
 
     #[test]
-    fn nodes_are_eight_bytes() {
-        assert_eq!(std::mem::size_of::<Node>(), 8);
+    fn a_split_rules_out_its_left_subtree() {
+        // x0 < 1 ? (x1 < 2 ? L0 : L1) : L2
+        let tree = Tree {
+            feature: vec![0, 1, -1, -1, -1],
+            threshold: vec![1.0, 2.0, 0.0, 0.0, 0.0],
+            left: vec![1, 2, 0, 0, 0],
+            right: vec![4, 3, 0, 0, 0],
+            value: vec![0.0, 0.0, 0.1, 0.2, 0.3],
+        };
+        let thresholds = vec![vec![1.0], vec![2.0]];
+        let (splits, leaves) = splits_of(&tree, &thresholds, 0).unwrap();
+        assert_eq!(leaves, [0.1, 0.2, 0.3]);
+        assert_eq!(splits[0].mask, !0b011);
+        assert_eq!(splits[1].mask, !0b001);
+        assert_eq!((splits[0].rank, splits[1].rank), (1, 1));
+    }
+
+    #[test]
+    fn a_tree_with_too_many_leaves_is_refused() {
+        let mut tree = Tree::default();
+        // A right-leaning chain with 129 leaves.
+        for i in 0..128u32 {
+            tree.feature.push(0);
+            tree.threshold.push(f64::from(i));
+            tree.left.push(2 * i + 1);
+            tree.right.push(2 * i + 2);
+            tree.value.push(0.0);
+            tree.feature.push(-1);
+            tree.threshold.push(0.0);
+            tree.left.push(0);
+            tree.right.push(0);
+            tree.value.push(0.5);
+        }
+        tree.feature.push(-1);
+        tree.threshold.push(0.0);
+        tree.left.push(0);
+        tree.right.push(0);
+        tree.value.push(0.5);
+        let forest = Forest {
+            columns: 1,
+            trees: vec![tree],
+        };
+        assert!(forest.validate().is_ok());
+        assert!(matches!(
+            CompiledForest::compile(&forest),
+            Err(LayoutError::Leaves { leaves: 129, .. })
+        ));
     }
 
     #[test]

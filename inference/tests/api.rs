@@ -535,3 +535,108 @@ proptest! {
         })?;
     }
 }
+
+async fn post_form(body: &str) -> (StatusCode, String) {
+    let request = Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let response = app(state()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// The candidate as a posted form.
+fn candidate_form() -> String {
+    candidate()
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            format!("{k}={}", text.replace('&', "%26"))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[tokio::test]
+async fn the_page_offers_a_form_of_every_feature_and_the_model_card() {
+    let (status, page) = call(app(state()), "GET", "/", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    let model = state().model.clone();
+    assert_eq!(model.schema.features.len(), 12);
+    for feature in &model.schema.features {
+        assert!(
+            page.contains(&format!("name=\"{}\"", feature.name)),
+            "{}",
+            feature.name
+        );
+    }
+    assert!(page.contains("<option value=\"Sci&amp;Tech\">Sci&amp;Tech</option>"));
+    assert!(
+        page.contains("type=\"number\" step=\"any\" min=\"0\" max=\"100\""),
+        "{page}"
+    );
+    assert!(page.contains(&model.version) && page.contains(&*state().sha256));
+    assert!(page.contains("<form method=\"post\" action=\"/\">"));
+    assert!(!page.contains("<script"));
+}
+
+#[tokio::test]
+async fn posting_the_form_answers_as_predict_does() {
+    let (status, page) = post_form(&candidate_form()).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let (_, api) = post_json("/predict", &json!([candidate()])).await;
+    let api: Value = serde_json::from_str(&api).unwrap();
+    let probability = api["Placement_Probability"].as_f64().unwrap();
+    assert!(page.contains(&format!("({probability})")), "{page}");
+    let verdict = if api["Placement"] == true {
+        "<h2>Placed</h2>"
+    } else {
+        "<h2>Not placed</h2>"
+    };
+    assert!(page.contains(verdict), "{page}");
+    // What was typed stays in the form.
+    assert!(page.contains("value=\"61.3\""), "{page}");
+    assert!(
+        page.contains("<option value=\"Mkt&amp;Fin\" selected>"),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_form_is_refused_with_the_reason_escaped() {
+    let form = candidate_form();
+    let cases = [
+        (form.replace("ssc_p=71.0", "ssc_p=170"), "out of range"),
+        (
+            form.replace("ssc_p=71.0", "ssc_p=seventy"),
+            "wrong type for field `ssc_p`",
+        ),
+        (
+            form.replace("ssc_p=71.0", "ssc_p="),
+            "field `ssc_p` is empty",
+        ),
+        (
+            form.replace("gender=M", "gender=%3Cscript%3Ealert(1)%3C/script%3E"),
+            "&lt;script&gt;alert(1)&lt;/script&gt;",
+        ),
+        (format!("{form}&gender=F"), "sent twice"),
+        (format!("{form}&admin=1"), "unknown field `admin`"),
+        (form.replace("&workex=Yes", ""), "missing field `workex`"),
+        ("%%%".to_owned(), "Not a valid candidate"),
+    ];
+    for (body, fragment) in cases {
+        let (status, page) = post_form(&body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(page.contains(fragment), "{body}: {page}");
+        assert!(!page.contains("<script>"), "{body}");
+    }
+}

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod legacy;
 pub mod metrics;
+pub mod page;
 pub mod v2;
 
 use std::future::Future;
@@ -81,6 +82,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ready", get(v2::model_ready))
         .route("/infer", post(v2::infer));
     Router::new()
+        .route("/", get(page::form).post(page::submit))
         .route("/predict", post(legacy::predict))
         .route("/health", get(legacy::health))
         .route("/v2", get(v2::server_metadata))
@@ -98,7 +100,7 @@ pub fn app(state: AppState) -> Router {
 
 async fn not_found(request: Request) -> ApiError {
     ApiError::not_found(format!(
-        "no route for {} {}: see GET /v2 and POST /predict",
+        "no route for {} {}: see GET / (a form), GET /v2 and POST /predict",
         request.method(),
         request.uri().path()
     ))

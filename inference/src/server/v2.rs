@@ -188,7 +188,10 @@ pub async fn infer(
         .map_err(|e| ApiError::bad_request(format!("invalid inference request: {e}")))?;
     let candidates = candidates_from_tensors(&state, &request.inputs)?;
 
-    let probability: Vec<f64> = candidates.iter().map(|c| state.predictor.predict(c)).collect();
+    let probability: Vec<f64> = candidates
+        .iter()
+        .map(|c| state.predictor.predict(c))
+        .collect();
     let placed: Vec<bool> = probability.iter().map(|&p| p >= THRESHOLD).collect();
     for &p in &placed {
         state.metrics.record_prediction(p);
