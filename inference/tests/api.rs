@@ -640,3 +640,41 @@ async fn a_bad_form_is_refused_with_the_reason_escaped() {
         assert!(!page.contains("<script>"), "{body}");
     }
 }
+
+#[tokio::test]
+async fn every_route_has_its_own_metric_label() {
+    let state = fresh_state();
+    let version = state.model.version.clone();
+    for uri in [
+        "/".to_owned(),
+        "/health".to_owned(),
+        "/v2".to_owned(),
+        "/v2/health/live".to_owned(),
+        "/v2/health/ready".to_owned(),
+        "/v2/models/placement".to_owned(),
+        "/v2/models/placement/ready".to_owned(),
+        format!("/v2/models/placement/versions/{version}"),
+        format!("/v2/models/placement/versions/{version}/ready"),
+        "/metrics".to_owned(),
+    ] {
+        let (status, _) = call(app(state.clone()), "GET", &uri, Body::empty()).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+    }
+    for uri in [
+        "/predict".to_owned(),
+        "/v2/models/placement/infer".to_owned(),
+        format!("/v2/models/placement/versions/{version}/infer"),
+    ] {
+        call(app(state.clone()), "POST", &uri, "{}").await;
+    }
+    let (_, metrics) = call(app(state.clone()), "GET", "/metrics", Body::empty()).await;
+    assert!(!metrics.contains("route=\"other\""), "{metrics}");
+    assert!(
+        metrics.contains("route=\"/v2/models/{name}/versions/{version}/infer\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("route=\"/\",method=\"GET\",status=\"200\""),
+        "{metrics}"
+    );
+}

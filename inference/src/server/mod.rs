@@ -33,17 +33,29 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Default largest number of candidates in one request.
 pub const DEFAULT_MAX_BATCH: usize = 1000;
 
-/// What every handler shares. Cloning is cheap.
+/// What every handler shares. Cloning is one reference count (axum
+/// clones the state for each extractor of each request, and counts that
+/// several threads touch at once are not free).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The fields of [`AppState`].
+pub struct Shared {
     pub model: Arc<Model>,
     /// The model's forest in its serving layout.
-    pub predictor: Arc<crate::serving::Predictor>,
+    pub predictor: crate::serving::Predictor,
     /// The artifact's recorded (and verified) sha256.
     pub sha256: Arc<str>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Metrics,
     pub max_batch: usize,
-    ready: Arc<AtomicBool>,
+    ready: AtomicBool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
@@ -55,14 +67,14 @@ impl AppState {
             &artifact.sha256,
         );
         let model = Arc::new(artifact.model);
-        AppState {
-            predictor: Arc::new(crate::serving::Predictor::new(model.clone())),
+        AppState(Arc::new(Shared {
+            predictor: crate::serving::Predictor::new(model.clone()),
             model,
             sha256: artifact.sha256.into(),
-            metrics: Arc::new(metrics),
+            metrics,
             max_batch,
-            ready: Arc::new(AtomicBool::new(false)),
-        }
+            ready: AtomicBool::new(false),
+        }))
     }
 
     pub fn is_ready(&self) -> bool {
@@ -117,21 +129,61 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// The routes' templates, as metric labels.
+const ROUTES: &[&str] = &[
+    "/",
+    "/predict",
+    "/health",
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/{name}",
+    "/v2/models/{name}/ready",
+    "/v2/models/{name}/infer",
+    "/v2/models/{name}/versions/{version}",
+    "/v2/models/{name}/versions/{version}/ready",
+    "/v2/models/{name}/versions/{version}/infer",
+    "/metrics",
+];
+
+/// A matched route's template as a static label (`other` for one not
+/// listed in [`ROUTES`], which a test prevents).
+pub fn route_label(template: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|r| **r == template)
+        .copied()
+        .unwrap_or("other")
+}
+
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
 /// Counts every request by route template and status and times it.
 async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // Static labels: no allocation per request.
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+        .map_or("unmatched", |p| route_label(p.as_str()));
+    let method = method_label(request.method());
     let start = Instant::now();
     let response = next.run(request).await;
     let metrics = &state.metrics;
     metrics
         .latency
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-        })
+        .get_or_create(&RouteLabels { route })
         .observe(start.elapsed().as_secs_f64());
     metrics
         .requests

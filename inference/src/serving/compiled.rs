@@ -1,0 +1,524 @@
+//! The compiled forest: thresholds numbered per column, and per tree the
+//! tables of leaf masks that [`CompiledForest::probability`] ANDs (see
+//! the module above for why this gives the reference walk's leaf).
+//!
+//! Trees with at most 64 leaves (all but a few) keep `u64` masks, the rest
+//! `u128`: the masks are most of the memory read per prediction, so the
+//! narrow ones halve it.
+
+use std::fmt::Debug;
+use std::ops::{BitAndAssign, Not, Shl, Sub};
+
+use crate::forest::{Forest, Tree};
+
+/// The most columns the layout takes (ranks live in a fixed array).
+pub const MAX_COLUMNS: usize = 64;
+/// Single-threshold columns combined into one table.
+const CHUNK: usize = 4;
+/// The most trees whose leaf values and masks live on the stack while
+/// predicting.
+const ON_STACK_TREES: usize = 512;
+
+/// Why a forest cannot take this layout (it is then served by the
+/// reference walk, which has no limits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("tree {tree} has {leaves} leaves; the layout takes at most 128")]
+    Leaves { tree: usize, leaves: usize },
+    #[error("the forest has {0} columns; the layout takes at most {MAX_COLUMNS}")]
+    Columns(usize),
+    #[error("column {column} has {count} distinct thresholds; the layout numbers at most 65534")]
+    Thresholds { column: usize, count: usize },
+    #[error("tree {tree} splits {count} times on column {column}; the layout takes at most 255")]
+    Splits {
+        tree: usize,
+        column: usize,
+        count: usize,
+    },
+}
+
+/// A leaf mask: one bit per leaf, the leftmost leaf lowest.
+pub trait Bits:
+    Copy
+    + Debug
+    + Eq
+    + BitAndAssign
+    + Not<Output = Self>
+    + Shl<usize, Output = Self>
+    + Sub<Output = Self>
+{
+    const ONES: Self;
+    const ONE: Self;
+    const WIDTH: usize;
+    fn lowest_set(self) -> usize;
+    /// The low bits of a `u128` mask (its leaves all fit).
+    fn narrow(mask: u128) -> Self;
+}
+
+impl Bits for u64 {
+    const ONES: Self = u64::MAX;
+    const ONE: Self = 1;
+    const WIDTH: usize = 64;
+    fn lowest_set(self) -> usize {
+        self.trailing_zeros() as usize
+    }
+    fn narrow(mask: u128) -> Self {
+        mask as u64
+    }
+}
+
+impl Bits for u128 {
+    const ONES: Self = u128::MAX;
+    const ONE: Self = 1;
+    const WIDTH: usize = 128;
+    fn lowest_set(self) -> usize {
+        self.trailing_zeros() as usize
+    }
+    fn narrow(mask: u128) -> Self {
+        mask
+    }
+}
+
+/// One split of a tree: its column, its rank (false at ranks at or above
+/// it), and the mask that rules out its left subtree's leaves.
+pub(super) struct Split {
+    pub column: usize,
+    pub rank: usize,
+    pub mask: u128,
+}
+
+/// The splits of `tree` and its leaf values left to right.
+pub(super) fn splits_of(
+    tree: &Tree,
+    thresholds: &[Vec<f64>],
+    index: usize,
+) -> Result<(Vec<Split>, Vec<f64>), LayoutError> {
+    // Depth-first, left before right; a split's left subtree covers the
+    // leaves numbered from when it is entered to when its right one is.
+    enum Visit {
+        Node(usize),
+        Right { split: usize, right: usize },
+    }
+    let mut splits: Vec<Split> = Vec::new();
+    let mut leaves: Vec<f64> = Vec::new();
+    let mut entered: Vec<usize> = Vec::new();
+    let mut stack = vec![Visit::Node(0)];
+    while let Some(visit) = stack.pop() {
+        match visit {
+            Visit::Node(node) => match usize::try_from(tree.feature[node]) {
+                Ok(column) => {
+                    let threshold = tree.threshold[node];
+                    let rank =
+                        thresholds[column].partition_point(|t| t.total_cmp(&threshold).is_lt()) + 1;
+                    splits.push(Split {
+                        column,
+                        rank,
+                        mask: u128::ONES,
+                    });
+                    entered.push(leaves.len());
+                    stack.push(Visit::Right {
+                        split: splits.len() - 1,
+                        right: tree.right[node] as usize,
+                    });
+                    stack.push(Visit::Node(tree.left[node] as usize));
+                }
+                Err(_) => {
+                    if leaves.len() == u128::WIDTH {
+                        return Err(LayoutError::Leaves {
+                            tree: index,
+                            leaves: tree.feature.iter().filter(|f| **f < 0).count(),
+                        });
+                    }
+                    leaves.push(tree.value[node]);
+                }
+            },
+            Visit::Right { split, right } => {
+                let from = entered[split];
+                let span = leaves.len() - from;
+                let ones = if span >= u128::WIDTH {
+                    u128::ONES
+                } else {
+                    (1u128 << span) - 1
+                };
+                splits[split].mask = !(ones << from);
+                stack.push(Visit::Node(right));
+            }
+        }
+    }
+    Ok((splits, leaves))
+}
+
+/// Up to [`CHUNK`] single-threshold columns: for each combination of them
+/// being past their threshold, each tree's AND of its splits on them.
+#[derive(Debug, Clone)]
+struct BinaryChunk<M> {
+    columns: Vec<usize>,
+    /// `[combination * trees + tree]`.
+    masks: Vec<M>,
+}
+
+/// A column with several thresholds, over every tree of the part (a tree
+/// that does not split on it always has the empty prefix).
+#[derive(Debug, Clone)]
+struct RankedColumn<M> {
+    column: usize,
+    /// Per tree: where its prefix ANDs start in `masks`.
+    first: Vec<u32>,
+    /// `[rank * trees + tree]`: how many of the tree's splits on this
+    /// column are false at `rank`.
+    false_splits: Vec<u8>,
+    /// Per tree, the AND of its first 0, 1, 2, ... false splits (entry 0,
+    /// all ones, serves the trees that do not split on the column).
+    masks: Vec<M>,
+}
+
+/// The trees whose masks are `M` wide.
+#[derive(Debug, Clone)]
+struct Part<M> {
+    /// Each tree's place in the forest.
+    trees: Vec<u32>,
+    /// Per tree: where its leaves start in the forest's `leaf_values`.
+    first_leaf: Vec<u32>,
+    binary: Vec<BinaryChunk<M>>,
+    ranked: Vec<RankedColumn<M>>,
+}
+
+/// A validated [`Forest`], compiled for serving.
+#[derive(Debug, Clone)]
+pub struct CompiledForest {
+    /// Per column, its split thresholds, sorted and unique.
+    thresholds: Vec<Vec<f64>>,
+    narrow: Part<u64>,
+    wide: Part<u128>,
+    /// Each tree's leaf values, left to right, tree after tree.
+    leaf_values: Vec<f64>,
+    trees: usize,
+}
+
+/// A tree's splits by column: `(rank, mask)`.
+type SplitsByColumn = Vec<Vec<(usize, u128)>>;
+
+impl<M: Bits> Part<M> {
+    /// The part of `trees` (place, first leaf, splits by column).
+    fn build(
+        trees: Vec<(u32, u32, SplitsByColumn)>,
+        thresholds: &[Vec<f64>],
+    ) -> Result<Self, LayoutError> {
+        let count = trees.len();
+        let single: Vec<usize> = (0..thresholds.len())
+            .filter(|&c| thresholds[c].len() == 1)
+            .collect();
+        let binary = single
+            .chunks(CHUNK)
+            .map(|chunk| {
+                let combinations = 1usize << chunk.len();
+                let mut masks = vec![M::ONES; combinations * count];
+                for combination in 0..combinations {
+                    for (bit, &column) in chunk.iter().enumerate() {
+                        if combination & (1 << bit) == 0 {
+                            continue;
+                        }
+                        for (t, (_, _, by_column)) in trees.iter().enumerate() {
+                            for (_, mask) in &by_column[column] {
+                                masks[combination * count + t] &= M::narrow(*mask);
+                            }
+                        }
+                    }
+                }
+                BinaryChunk {
+                    columns: chunk.to_vec(),
+                    masks,
+                }
+            })
+            .collect();
+        let mut ranked = Vec::new();
+        for (column, column_thresholds) in thresholds.iter().enumerate() {
+            if column_thresholds.len() < 2 {
+                continue;
+            }
+            let mut first = Vec::with_capacity(count);
+            let mut masks = vec![M::ONES];
+            let mut sorted_ranks: Vec<Vec<usize>> = Vec::with_capacity(count);
+            for (place, _, by_column) in &trees {
+                let mut splits = by_column[column].clone();
+                if splits.is_empty() {
+                    first.push(0);
+                    sorted_ranks.push(Vec::new());
+                    continue;
+                }
+                if splits.len() > usize::from(u8::MAX) {
+                    return Err(LayoutError::Splits {
+                        tree: *place as usize,
+                        column,
+                        count: splits.len(),
+                    });
+                }
+                splits.sort_by_key(|(rank, _)| *rank);
+                first.push(masks.len() as u32);
+                let mut and = M::ONES;
+                masks.push(and);
+                for (_, mask) in &splits {
+                    and &= M::narrow(*mask);
+                    masks.push(and);
+                }
+                sorted_ranks.push(splits.iter().map(|(rank, _)| *rank).collect());
+            }
+            let ranks = column_thresholds.len() + 1;
+            let mut false_splits = vec![0u8; ranks * count];
+            for (t, tree_ranks) in sorted_ranks.iter().enumerate() {
+                let mut false_count = 0usize;
+                for rank in 0..ranks {
+                    while false_count < tree_ranks.len() && tree_ranks[false_count] <= rank {
+                        false_count += 1;
+                    }
+                    false_splits[rank * count + t] = false_count as u8;
+                }
+            }
+            ranked.push(RankedColumn {
+                column,
+                first,
+                false_splits,
+                masks,
+            });
+        }
+        Ok(Part {
+            trees: trees.iter().map(|(place, _, _)| *place).collect(),
+            first_leaf: trees.iter().map(|(_, first, _)| *first).collect(),
+            binary,
+            ranked,
+        })
+    }
+
+    /// Writes each tree's leaf value to `leaves[place]`.
+    fn leaves(&self, ranks: &[u16; MAX_COLUMNS], leaf_values: &[f64], leaves: &mut [f64]) {
+        let count = self.trees.len();
+        if count <= ON_STACK_TREES {
+            let mut masks = [M::ONES; ON_STACK_TREES];
+            self.leaves_with(ranks, leaf_values, leaves, &mut masks[..count]);
+        } else {
+            let mut masks = vec![M::ONES; count];
+            self.leaves_with(ranks, leaf_values, leaves, &mut masks);
+        }
+    }
+
+    fn leaves_with(
+        &self,
+        ranks: &[u16; MAX_COLUMNS],
+        leaf_values: &[f64],
+        leaves: &mut [f64],
+        masks: &mut [M],
+    ) {
+        let count = masks.len();
+        for chunk in &self.binary {
+            let combination = chunk
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| ranks[**c % MAX_COLUMNS] > 0)
+                .fold(0usize, |acc, (bit, _)| acc | (1 << bit));
+            if combination == 0 {
+                continue;
+            }
+            let table = chunk
+                .masks
+                .get(combination * count..(combination + 1) * count)
+                .unwrap_or_default();
+            for (mask, and) in masks.iter_mut().zip(table) {
+                *mask &= *and;
+            }
+        }
+        for column in &self.ranked {
+            let rank = usize::from(ranks[column.column % MAX_COLUMNS]);
+            if rank == 0 {
+                continue;
+            }
+            let row = column
+                .false_splits
+                .get(rank * count..(rank + 1) * count)
+                .unwrap_or_default();
+            for ((mask, &first), &false_count) in masks.iter_mut().zip(&column.first).zip(row) {
+                *mask &= column
+                    .masks
+                    .get(first as usize + usize::from(false_count))
+                    .copied()
+                    .unwrap_or(M::ONES);
+            }
+        }
+        for ((mask, &place), &first) in masks.iter().zip(&self.trees).zip(&self.first_leaf) {
+            let leaf = first as usize + mask.lowest_set();
+            if let Some(slot) = leaves.get_mut(place as usize) {
+                *slot = leaf_values.get(leaf).copied().unwrap_or(0.0);
+            }
+        }
+    }
+}
+
+impl CompiledForest {
+    /// Compiles `forest`, which must have passed [`Forest::validate`]
+    /// (children after their parent, columns in range).
+    pub fn compile(forest: &Forest) -> Result<Self, LayoutError> {
+        let columns = forest.columns;
+        if columns > MAX_COLUMNS {
+            return Err(LayoutError::Columns(columns));
+        }
+        let mut thresholds: Vec<Vec<f64>> = vec![Vec::new(); columns];
+        for tree in &forest.trees {
+            for (feature, threshold) in tree.feature.iter().zip(&tree.threshold) {
+                if let Some(list) = usize::try_from(*feature)
+                    .ok()
+                    .and_then(|f| thresholds.get_mut(f))
+                {
+                    list.push(*threshold);
+                }
+            }
+        }
+        for (column, list) in thresholds.iter_mut().enumerate() {
+            list.sort_by(f64::total_cmp);
+            list.dedup_by(|a, b| a.total_cmp(b).is_eq());
+            if list.len() >= usize::from(u16::MAX) {
+                return Err(LayoutError::Thresholds {
+                    column,
+                    count: list.len(),
+                });
+            }
+        }
+        let mut leaf_values = Vec::new();
+        let mut narrow = Vec::new();
+        let mut wide = Vec::new();
+        for (t, tree) in forest.trees.iter().enumerate() {
+            let (splits, leaves) = splits_of(tree, &thresholds, t)?;
+            let first = leaf_values.len() as u32;
+            let fits = leaves.len() <= u64::WIDTH;
+            leaf_values.extend(leaves);
+            let mut by_column: SplitsByColumn = vec![Vec::new(); columns];
+            for split in splits {
+                by_column[split.column].push((split.rank, split.mask));
+            }
+            let entry = (t as u32, first, by_column);
+            if fits {
+                narrow.push(entry);
+            } else {
+                wide.push(entry);
+            }
+        }
+        Ok(CompiledForest {
+            narrow: Part::build(narrow, &thresholds)?,
+            wide: Part::build(wide, &thresholds)?,
+            thresholds,
+            leaf_values,
+            trees: forest.trees.len(),
+        })
+    }
+
+    /// The columns an encoded row has.
+    pub fn columns(&self) -> usize {
+        self.thresholds.len()
+    }
+
+    /// For each column, how many of its thresholds are at most the value
+    /// (all of them for NaN, as `NaN < t` is false for every `t`).
+    pub fn ranks_into(&self, row: &[f64], ranks: &mut [u16]) {
+        for ((rank, value), thresholds) in ranks.iter_mut().zip(row).zip(&self.thresholds) {
+            *rank = if value.is_nan() {
+                thresholds.len() as u16
+            } else {
+                thresholds.partition_point(|t| t <= value) as u16
+            };
+        }
+    }
+
+    /// The forest's probability for an encoded row (`columns()` long):
+    /// the same value as [`Forest::probability`], bit for bit.
+    pub fn probability(&self, row: &[f64]) -> f64 {
+        let mut ranks = [0u16; MAX_COLUMNS];
+        self.ranks_into(row, &mut ranks);
+        if self.trees <= ON_STACK_TREES {
+            let mut leaves = [0.0; ON_STACK_TREES];
+            self.mean(&ranks, &mut leaves[..self.trees])
+        } else {
+            let mut leaves = vec![0.0; self.trees];
+            self.mean(&ranks, &mut leaves)
+        }
+    }
+
+    /// The leaves' mean as [`Forest::probability`] computes it: summed in
+    /// tree order from -0.0 (as `Iterator::sum`), then one division.
+    fn mean(&self, ranks: &[u16; MAX_COLUMNS], leaves: &mut [f64]) -> f64 {
+        self.narrow.leaves(ranks, &self.leaf_values, leaves);
+        self.wide.leaves(ranks, &self.leaf_values, leaves);
+        let sum: f64 = leaves.iter().sum();
+        sum / leaves.len() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_split_rules_out_its_left_subtree() {
+        // x0 < 1 ? (x1 < 2 ? L0 : L1) : L2
+        let tree = Tree {
+            feature: vec![0, 1, -1, -1, -1],
+            threshold: vec![1.0, 2.0, 0.0, 0.0, 0.0],
+            left: vec![1, 2, 0, 0, 0],
+            right: vec![4, 3, 0, 0, 0],
+            value: vec![0.0, 0.0, 0.1, 0.2, 0.3],
+        };
+        let thresholds = vec![vec![1.0], vec![2.0]];
+        let (splits, leaves) = splits_of(&tree, &thresholds, 0).unwrap();
+        assert_eq!(leaves, [0.1, 0.2, 0.3]);
+        assert_eq!(splits[0].mask, !0b011);
+        assert_eq!(splits[1].mask, !0b001);
+        assert_eq!((splits[0].rank, splits[1].rank), (1, 1));
+    }
+
+    /// A right-leaning chain with `leaves` leaves.
+    pub(crate) fn chain(leaves: u32) -> Tree {
+        let mut tree = Tree::default();
+        for i in 0..leaves - 1 {
+            tree.feature.push(0);
+            tree.threshold.push(f64::from(i));
+            tree.left.push(2 * i + 1);
+            tree.right.push(2 * i + 2);
+            tree.value.push(0.0);
+            tree.feature.push(-1);
+            tree.threshold.push(0.0);
+            tree.left.push(0);
+            tree.right.push(0);
+            tree.value.push(f64::from(i) / f64::from(leaves));
+        }
+        tree.feature.push(-1);
+        tree.threshold.push(0.0);
+        tree.left.push(0);
+        tree.right.push(0);
+        tree.value.push(1.0);
+        tree
+    }
+
+    #[test]
+    fn wide_trees_are_exact_and_too_wide_ones_refused() {
+        let forest = Forest {
+            columns: 1,
+            trees: vec![chain(3), chain(100), chain(64), chain(65), chain(128)],
+        };
+        assert!(forest.validate().is_ok());
+        let compiled = CompiledForest::compile(&forest).unwrap();
+        assert_eq!(compiled.wide.trees, [1, 3, 4]);
+        for x in [-1.0, 0.0, 2.5, 63.0, 64.0, 99.5, 126.5, 127.0, f64::NAN] {
+            assert_eq!(
+                compiled.probability(&[x]).to_bits(),
+                forest.probability(&[x]).to_bits(),
+                "{x}"
+            );
+        }
+        let too_wide = Forest {
+            columns: 1,
+            trees: vec![chain(129)],
+        };
+        assert!(matches!(
+            CompiledForest::compile(&too_wide),
+            Err(LayoutError::Leaves { leaves: 129, .. })
+        ));
+    }
+}
