@@ -26,7 +26,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::artifact::{Artifact, Model};
 use error::ApiError;
-use metrics::{Metrics, RequestLabels, RouteLabels};
+use metrics::{Metrics, RequestLabels};
 
 /// Largest request body accepted; larger ones get 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -65,6 +65,7 @@ impl AppState {
             &artifact.model.name,
             &artifact.model.version,
             &artifact.sha256,
+            &[ROUTES, &["unmatched"]].concat(),
         );
         let model = Arc::new(artifact.model);
         AppState(Arc::new(Shared {
@@ -181,10 +182,7 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
     let start = Instant::now();
     let response = next.run(request).await;
     let metrics = &state.metrics;
-    metrics
-        .latency
-        .get_or_create(&RouteLabels { route })
-        .observe(start.elapsed().as_secs_f64());
+    metrics.record_latency(route, start.elapsed().as_secs_f64());
     metrics
         .requests
         .get_or_create(&RequestLabels {
