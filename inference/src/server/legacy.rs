@@ -29,22 +29,31 @@ pub async fn predict(
 ) -> Result<Response, ApiError> {
     let body = body?;
     let candidates = parse_candidates(&state, &parse_json(&body)?)?;
-    let answers: Vec<String> = candidates
-        .iter()
-        .map(|c| {
-            let probability = state.predictor.predict(c);
-            let placed = probability >= THRESHOLD;
-            state.metrics.record_prediction(placed);
-            format!(
-                "{{\"Placement\":{placed},\"Placement_Probability\":{}}}",
-                python_repr(probability)
-            )
-        })
-        .collect();
-    let text = match answers.as_slice() {
-        [one] => one.clone(),
-        many => format!("[{}]", many.join(",")),
-    };
+    // One string, written in place: one object for one candidate, a list
+    // for several.
+    let mut text = String::with_capacity(64 * candidates.len() + 2);
+    let many = candidates.len() > 1;
+    if many {
+        text.push('[');
+    }
+    for (i, candidate) in candidates.iter().enumerate() {
+        let probability = state.predictor.predict(candidate);
+        let placed = probability >= THRESHOLD;
+        state.metrics.record_prediction(placed);
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(if placed {
+            "{\"Placement\":true,\"Placement_Probability\":"
+        } else {
+            "{\"Placement\":false,\"Placement_Probability\":"
+        });
+        text.push_str(&python_repr(probability));
+        text.push('}');
+    }
+    if many {
+        text.push(']');
+    }
     Ok(flask_json(text))
 }
 
