@@ -293,20 +293,32 @@ impl FeatureSchema {
             count: self.features.len(),
             got: json_type(value),
         })?;
-        if let Some(unknown) = object.keys().find(|k| self.index_of(k).is_none()) {
-            return Err(FeatureError::Unknown {
-                field: unknown.clone(),
-                expected: self.names().collect::<Vec<_>>().join(", "),
-            });
+        // An unknown key is reported before a missing one. Searching for one
+        // compares every key with every name, so it runs only when the
+        // counts differ or a feature is not found (as many keys as
+        // features, all found, leaves no room for an unknown key).
+        let unknown = || {
+            object
+                .keys()
+                .find(|k| self.index_of(k).is_none())
+                .map(|unknown| FeatureError::Unknown {
+                    field: unknown.clone(),
+                    expected: self.names().collect::<Vec<_>>().join(", "),
+                })
+        };
+        if object.len() != self.features.len()
+            && let Some(error) = unknown()
+        {
+            return Err(error);
         }
         let mut values = Vec::with_capacity(self.features.len());
         for (index, feature) in self.features.iter().enumerate() {
-            let value = object
-                .get(&feature.name)
-                .ok_or_else(|| FeatureError::Missing {
+            let Some(value) = object.get(&feature.name) else {
+                return Err(unknown().unwrap_or_else(|| FeatureError::Missing {
                     field: feature.name.clone(),
                     expected: feature.kind.expected(),
-                })?;
+                }));
+            };
             values.push(self.parse_value(index, value)?);
         }
         Ok(Candidate(values))
@@ -450,6 +462,10 @@ pub(crate) mod tests {
             (
                 json!({"ssc_p": 70, "hsc_s": "Arts"}),
                 "missing field `gender`",
+            ),
+            (
+                json!({"gender": "M", "ssc_P": 70, "hsc_s": "Arts"}),
+                "unknown field `ssc_P`",
             ),
             (
                 json!({"gender": "M", "ssc_p": 70, "hsc_s": "Arts", "age": 3}),
