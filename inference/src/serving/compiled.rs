@@ -13,8 +13,9 @@ use crate::forest::{Forest, Tree};
 
 /// The most columns the layout takes (ranks live in a fixed array).
 pub const MAX_COLUMNS: usize = 64;
-/// Single-threshold columns combined into one table.
-const CHUNK: usize = 4;
+/// Single-threshold columns combined into one table (256 combinations:
+/// the 16 one-hot columns of the placement model take two tables).
+const CHUNK: usize = 8;
 /// The most trees whose leaf values and masks live on the stack while
 /// predicting.
 const ON_STACK_TREES: usize = 512;

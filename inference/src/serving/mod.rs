@@ -19,8 +19,8 @@
 //!   tree, and the AND of each prefix is stored, so a column costs one
 //!   byte and one mask per tree, with no branch that depends on the data.
 //! - Columns with a single threshold (the one-hot categories) are taken
-//!   four at a time: the AND for each of the 16 combinations is stored, so
-//!   the 16 one-hot columns of the placement model cost four masks per
+//!   eight at a time: the AND for each of the 256 combinations is stored,
+//!   so the 16 one-hot columns of the placement model cost two masks per
 //!   tree. A column whose rank is 0 has no false split and is skipped.
 //! - Leaf values are added in tree order starting from -0.0, as
 //!   `Iterator::sum` does: the probability is the reference walk's
