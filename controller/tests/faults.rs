@@ -1,0 +1,226 @@
+//! What the controller does when things around it break, with faults the
+//! lab makes on demand (`lab/fault`), against the real
+//! `ferry-controller run`. Each scenario ends with the Environment on the
+//! right revision and its history verified.
+//!
+//! Runs when FERRY_LAB_TESTS=1 (scripts/test sets it after lab/up).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Lab, condition, repo_root};
+use ferry_lab_testkit::{k, kubectl, lab_enabled, wait_until};
+
+/// Faults act on the whole lab: one scenario at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `lab/fault ARGS` in the background; it undoes itself.
+fn fault(args: &[&str]) -> Child {
+    Command::new(repo_root().join("lab/fault"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("lab/fault runs")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The history of Environment `name` verifies (exit 0).
+fn history_verifies(lab: &Lab, name: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry-controller"))
+        .args(["history", "verify", &format!("{}/{name}", lab.system)])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
+/// A git remote that accepts connections and never answers: the
+/// Environment says so (`Reconciling`, the fetch's timeout), another
+/// Environment keeps reconciling meanwhile, and the first recovers by
+/// itself once the remote answers.
+#[test]
+fn a_hanging_git_remote_is_reported_and_recovered_from_without_holding_others() {
+    if !lab_enabled("a_hanging_git_remote_is_reported_and_recovered_from_without_holding_others") {
+        return;
+    }
+    let _alone = exclusive();
+    let (lab, _) = Lab::running("flt-git", "ctrl-test", "");
+    // A second path of the same repository, for the Environment whose
+    // remote hangs (its objects are its own).
+    let other = lab.repo.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(
+        other.join("config.yaml"),
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: from-git-daemon, namespace: {}}}\ndata: {{served: \"yes\"}}\n",
+            lab.target
+        ),
+    )
+    .unwrap();
+    lab.commit("a second path");
+
+    let port = free_port();
+    let mut hang = fault(&["git-hang", &port.to_string(), "45"]);
+    let started = Instant::now();
+    wait_until(
+        "the hanging remote to listen",
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+    let manifest = format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {{name: hung, namespace: {}}}\nspec:\n  source: {{url: \"git://127.0.0.1:{port}/repo\", ref: main, path: other, timeout: 10s}}\n  interval: 10s\n  targetNamespace: {}\n  serviceAccountName: ferry-deployer\n",
+        lab.system, lab.target
+    );
+    let out = kubectl(&["apply", "-f", "-"], Some(&manifest));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Reported: still trying, and why.
+    let s = lab.wait_condition_within(
+        "hung",
+        "Reconciling",
+        "True",
+        "FetchFailed",
+        None,
+        Duration::from_secs(40),
+    );
+    let message = condition(&s, "Reconciling").2;
+    assert!(
+        message.contains("no answer within 10 s") || message.contains("timed out"),
+        "{message}"
+    );
+    assert_eq!(condition(&s, "Ready").0, "False", "{s}");
+
+    // Meanwhile the other Environment is not held up: a new commit applies.
+    lab.edit("config.yaml", "mode: fast", "mode: faster");
+    let during = lab.commit("applied while the other remote hangs");
+    lab.wait_applied("test", &during);
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "the commit was applied only after the hang ended"
+    );
+    let _ = hang.wait();
+
+    // The remote answers now: the Environment recovers by itself.
+    let mut daemon = Command::new("git")
+        .args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            &format!("--base-path={}", lab.work.display()),
+            &format!("--port={port}"),
+            "--listen=127.0.0.1",
+        ])
+        .arg(&lab.work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("git daemon runs");
+    let head = lab.commit("nothing new");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = lab.status("hung");
+        if s["lastAppliedRevision"] == format!("main@sha1:{head}")
+            && condition(&s, "Ready").0 == "True"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never recovered: {s:#}\n{}",
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let served = k(&[
+        "get",
+        "configmap",
+        "-n",
+        &lab.target,
+        "from-git-daemon",
+        "-o",
+        "jsonpath={.data.served}",
+    ]);
+    assert_eq!(served.trim(), "yes");
+    // The failure was recorded once, not once per retry.
+    let said = history_verifies(&lab, "hung");
+    assert!(said.contains("verified"), "{said}");
+    let export = Command::new(env!("CARGO_BIN_EXE_ferry-controller"))
+        .args(["history", "export", &format!("{}/hung", lab.system)])
+        .output()
+        .unwrap();
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&export.stdout).unwrap();
+    let failures = entries
+        .iter()
+        .filter(|e| e["result"] == "FetchFailed")
+        .count();
+    assert_eq!(failures, 1, "{entries:#?}");
+    assert_eq!(entries.last().unwrap()["result"], "Healthy", "{entries:#?}");
+    history_verifies(&lab, "test");
+}
+
+/// etcd frozen for 20 s in the middle of a sync: requests time out, the
+/// controller backs off and finishes once etcd thaws, without `Stalled`.
+#[test]
+fn a_frozen_etcd_during_a_sync_delays_it_but_does_not_stall_it() {
+    if !lab_enabled("a_frozen_etcd_during_a_sync_delays_it_but_does_not_stall_it") {
+        return;
+    }
+    let _alone = exclusive();
+    let (lab, _) = Lab::running("flt-etcd", "ctrl-test", "");
+    lab.edit("config.yaml", "mode: fast", "mode: frozen");
+    let next = lab.commit("committed while etcd is frozen");
+    let mut pause = fault(&["etcd-pause", "20"]);
+    std::thread::sleep(Duration::from_millis(500));
+    // The request for a reconcile cannot even be written while etcd is
+    // frozen; the interval (10 s) brings the commit in.
+    let frozen_until = Instant::now() + Duration::from_secs(20);
+    let mut stalled = false;
+    while Instant::now() < frozen_until {
+        let s = lab.status("test");
+        stalled |= condition(&s, "Stalled").0 == "True";
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = pause.wait();
+    lab.wait_applied("test", &next);
+    let s = lab.status("test");
+    assert!(!stalled, "Stalled while etcd was frozen: {s:#}");
+    assert_eq!(condition(&s, "Ready").0, "True", "{s:#}");
+    let mode = k(&[
+        "get",
+        "configmap",
+        "-n",
+        &lab.target,
+        "settings",
+        "-o",
+        "jsonpath={.data.mode}",
+    ]);
+    assert_eq!(mode.trim(), "frozen");
+    history_verifies(&lab, "test");
+}
