@@ -6,12 +6,14 @@
 //! Runs when FERRY_LAB_TESTS=1 (scripts/test sets it after lab/up).
 
 mod common;
+mod rollout;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Lab, condition, repo_root};
 use ferry_lab_testkit::{k, kubectl, lab_enabled, wait_until};
+use rollout::{Traffic, ferry, healthy_release, release, wait_healthy};
 
 /// Faults act on the whole lab: one scenario at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -223,4 +225,109 @@ fn a_frozen_etcd_during_a_sync_delays_it_but_does_not_stall_it() {
     ]);
     assert_eq!(mode.trim(), "frozen");
     history_verifies(&lab, "test");
+}
+
+/// The results and revisions of Environment `name`'s history, which must
+/// verify.
+fn history(lab: &Lab, name: &str) -> Vec<(String, String)> {
+    history_verifies(lab, name);
+    let export = ferry(&["history", "export", &format!("{}/{name}", lab.system)]);
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&export.stdout).unwrap();
+    entries
+        .iter()
+        .map(|e| {
+            (
+                e["result"].as_str().unwrap_or("").to_owned(),
+                e["revision"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The API server restarts while a good release is being applied: the
+/// release ends healthy, each step is in the history once, and clients
+/// through the LoadBalancer see no failed request.
+#[test]
+fn an_api_server_restart_during_a_good_release_loses_nothing() {
+    if !lab_enabled("an_api_server_restart_during_a_good_release_loses_nothing") {
+        return;
+    }
+    let _alone = exclusive();
+    let (lab, address, first) = healthy_release("flt-api", "");
+    let traffic = Traffic::start(address);
+    let good = release(
+        &lab,
+        "ferry-lab-test/inference:2",
+        "release: good, during a restart",
+    );
+    lab.reconcile_now("test");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut restart = fault(&["apiserver-restart", "3"]);
+    let status = restart.wait().unwrap();
+    assert!(status.success(), "lab/fault apiserver-restart failed");
+    wait_healthy(&lab, &good);
+    let (ok, failed) = traffic.stop();
+    eprintln!("API server restart mid-release: {ok} requests ok, {failed} failed");
+    assert_eq!(failed, 0, "clients saw failures through the LoadBalancer");
+    assert!(ok > 10);
+    let revision = |c: &str| format!("main@sha1:{c}");
+    assert_eq!(
+        history(&lab, "test"),
+        [
+            ("Applied".to_owned(), revision(&first)),
+            ("Healthy".to_owned(), revision(&first)),
+            ("Applied".to_owned(), revision(&good)),
+            ("Healthy".to_owned(), revision(&good)),
+        ]
+    );
+}
+
+/// A bad release, and 5 s later a good commit: the good one ends healthy
+/// and the history tells both stories.
+#[test]
+fn a_good_commit_right_after_a_bad_one_wins() {
+    if !lab_enabled("a_good_commit_right_after_a_bad_one_wins") {
+        return;
+    }
+    let _alone = exclusive();
+    let (lab, _, first) = healthy_release("flt-race", "");
+    let bad = release(&lab, "ferry-lab-test/crash:1", "release: crashes");
+    lab.reconcile_now("test");
+    std::thread::sleep(Duration::from_secs(5));
+    let good = release(&lab, "ferry-lab-test/inference:2", "release: the fix");
+    lab.reconcile_now("test");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let s = lab.status("test");
+        if s["lastHealthyRevision"] == format!("main@sha1:{good}")
+            && s["lastAppliedRevision"] == format!("main@sha1:{good}")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fix never won: {s:#}\n{}",
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let entries = history(&lab, "test");
+    let about = |c: &str| {
+        entries
+            .iter()
+            .filter(|(_, r)| *r == format!("main@sha1:{c}"))
+            .map(|(result, _)| result.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(about(&first)[..2], ["Applied", "Healthy"], "{entries:?}");
+    assert!(about(&bad).contains(&"Applied"), "{entries:?}");
+    assert!(
+        about(&bad).contains(&"HealthCheckFailed"),
+        "the bad release's verdict is recorded: {entries:?}"
+    );
+    assert_eq!(
+        entries.last().map(|(r, v)| (r.as_str(), v.clone())),
+        Some(("Healthy", format!("main@sha1:{good}"))),
+        "{entries:?}"
+    );
 }
