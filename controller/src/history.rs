@@ -212,13 +212,37 @@ pub fn entries_for(
             rollback_from,
             images,
             durations,
+            superseded,
             ..
         } => {
+            let commit_of = |r: &crate::source::Revision| Commit {
+                id: r.commit.clone(),
+                author: format!("{} <{}>", r.author, r.email),
+                committer: r.committer.clone(),
+                title: r.subject().to_owned(),
+            };
+            // What was skipped comes first: it was committed before.
+            let mut skipped: Vec<Entry> = superseded
+                .iter()
+                .map(|r| {
+                    let mut e = base(
+                        Some(r.id()),
+                        "Superseded",
+                        format!(
+                            "never applied: {} came before it was tried",
+                            crate::status::short_id(&revision.id())
+                        ),
+                    );
+                    e.commit = Some(commit_of(r));
+                    e
+                })
+                .collect();
             let counts = format!(
                 "{} created, {} updated, {} pruned, {} released",
                 applied.created, applied.updated, applied.pruned, applied.released
             );
             let mut entries = Vec::new();
+            entries.append(&mut skipped);
             let (result, summary) = match rollback_from {
                 Some((failed, why)) => {
                     entries.push(with_health(base(
@@ -234,12 +258,7 @@ pub fn entries_for(
                 None => ("Applied", counts),
             };
             let mut e = base(Some(revision.id()), result, summary);
-            e.commit = Some(Commit {
-                id: revision.commit.clone(),
-                author: format!("{} <{}>", revision.author, revision.email),
-                committer: revision.committer.clone(),
-                title: revision.subject().to_owned(),
-            });
+            e.commit = Some(commit_of(revision));
             e.manifests_digest = Some(digest.clone());
             e.images = images.clone();
             e.durations = durations.clone();
@@ -457,6 +476,7 @@ mod tests {
             retry: None,
             images: vec!["img:1".into()],
             durations: BTreeMap::from([("plan".into(), 5)]),
+            superseded: Vec::new(),
         };
         let e = entries_for(&applied(None), "ns/dev", "requested", "t", None, None);
         assert_eq!(e.len(), 1);
@@ -474,6 +494,26 @@ mod tests {
             ("Ada <ada@example.com>", "release-bot", "dev: release 0.1.2")
         );
         assert_eq!(e[0].images, ["img:1"]);
+
+        let mut skipping = applied(None);
+        if let Outcome::Applied { superseded, .. } = &mut skipping {
+            *superseded = vec![revision("s1"), revision("s2")];
+        }
+        let e = entries_for(&skipping, "ns/dev", "interval", "t", None, None);
+        let results: Vec<(&str, Option<&str>)> = e
+            .iter()
+            .map(|e| (e.result.as_str(), e.revision.as_deref()))
+            .collect();
+        assert_eq!(
+            results,
+            [
+                ("Superseded", Some("main@sha1:s1")),
+                ("Superseded", Some("main@sha1:s2")),
+                ("Applied", Some("main@sha1:abc"))
+            ]
+        );
+        assert!(e[0].summary.contains("never applied"), "{}", e[0].summary);
+        assert_eq!(e[0].commit.as_ref().unwrap().id, "s1");
 
         let rollback = applied(Some(("main@sha1:bad".into(), "crash loop".into())));
         let e = entries_for(&rollback, "ns/dev", "gate", "t", Some(6000), None);

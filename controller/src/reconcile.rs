@@ -458,6 +458,7 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
             Err(outcome) => return outcome,
         };
     durations.extend(applying);
+    let superseded = superseded_by(env, ctx, &status, &revision).await;
     let id = Some(revision.id());
     let settled = status.last_healthy_revision == id
         && status.last_applied_revision == id
@@ -472,7 +473,45 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
         retry,
         images,
         durations,
+        superseded,
     }
+}
+
+/// The most skipped commits one sync records (the newest of them).
+const SUPERSEDED_LIMIT: usize = 20;
+
+/// The commits after the last one tried and before `revision`: git moved
+/// past them before they were looked at, so they were never applied.
+/// Empty when that cannot be told (first sync, history rewritten).
+async fn superseded_by(
+    env: &Environment,
+    ctx: &Context,
+    status: &EnvironmentStatus,
+    revision: &Revision,
+) -> Vec<Revision> {
+    let Some(from) = status
+        .last_attempted_revision
+        .as_deref()
+        .and_then(|r| r.rsplit_once("@sha1:"))
+        .map(|(_, commit)| commit.to_owned())
+    else {
+        return Vec::new();
+    };
+    if from == revision.commit {
+        return Vec::new();
+    }
+    let Ok(source) = source_of(env, ctx).await else {
+        return Vec::new();
+    };
+    let cache = ctx.cache.clone();
+    let to = revision.commit.clone();
+    tokio::task::spawn_blocking(move || {
+        cache.commits_between(&source, &from, &to, SUPERSEDED_LIMIT)
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or_default()
 }
 
 /// A note for an Event, and its type and reason.
@@ -687,6 +726,7 @@ async fn roll_back(
                 durations.extend(applying);
                 durations
             },
+            superseded: Vec::new(),
         },
         Err(Outcome::Failed { message, .. }) => rollback_failed(message),
         Err(other) => other,

@@ -416,6 +416,50 @@ impl Cache {
         Err(unknown())
     }
 
+    /// The commits reachable from `to` and not from `from`, other than `to`
+    /// itself, oldest first, at most `limit` (the newest of them): the
+    /// commits a sync to `to` skips over. Empty when `from` is unknown to
+    /// the cache (a force-push, a first sync) or not an ancestor's id.
+    pub fn commits_between(
+        &self,
+        spec: &SourceSpec,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<Revision>, SourceError> {
+        let repo = self.open(spec)?;
+        fn read(commit: &str) -> impl FnOnce(git2::Error) -> SourceError + '_ {
+            move |source| SourceError::Read {
+                commit: commit.to_owned(),
+                source,
+            }
+        }
+        let (Ok(from_oid), Ok(to_oid)) = (Oid::from_str(from), Oid::from_str(to)) else {
+            return Ok(Vec::new());
+        };
+        if repo.find_commit(from_oid).is_err() || from_oid == to_oid {
+            return Ok(Vec::new());
+        }
+        let mut walk = repo.revwalk().map_err(read(to))?;
+        walk.set_sorting(git2::Sort::TOPOLOGICAL)
+            .map_err(read(to))?;
+        walk.push(to_oid).map_err(read(to))?;
+        walk.hide(from_oid).map_err(read(from))?;
+        let mut skipped = Vec::new();
+        for oid in walk {
+            let oid = oid.map_err(read(to))?;
+            if oid == to_oid {
+                continue;
+            }
+            if skipped.len() == limit {
+                break;
+            }
+            skipped.push(revision(&repo, &spec.reference, oid)?);
+        }
+        skipped.reverse();
+        Ok(skipped)
+    }
+
     /// The files of `commit` in the cached repository of `spec`.
     pub fn files(&self, spec: &SourceSpec, commit: &str) -> Result<GitFiles, SourceError> {
         GitFiles::open(&self.path_for(spec), commit)

@@ -42,6 +42,9 @@ pub enum Outcome {
         images: Vec<String>,
         /// Milliseconds per phase: fetch, render, plan, apply.
         durations: std::collections::BTreeMap<String, u64>,
+        /// Commits after the last one tried and before this one, oldest
+        /// first, that were never applied (a newer commit came first).
+        superseded: Vec<Revision>,
     },
     /// The gate is still waiting: what for, and the HTTP checks' streaks.
     Progressing {
@@ -486,6 +489,7 @@ mod tests {
             retry: None,
             images: Vec::new(),
             durations: Default::default(),
+            superseded: Vec::new(),
         }
     }
 

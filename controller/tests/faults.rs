@@ -331,3 +331,36 @@ fn a_good_commit_right_after_a_bad_one_wins() {
         "{entries:?}"
     );
 }
+
+/// Two commits within one interval: only the newest is applied, and the
+/// one skipped is in the history as superseded.
+#[test]
+fn of_two_commits_within_an_interval_the_newest_is_applied_the_other_recorded() {
+    if !lab_enabled("of_two_commits_within_an_interval_the_newest_is_applied_the_other_recorded") {
+        return;
+    }
+    let _alone = exclusive();
+    let (lab, first) = Lab::running("flt-two", "ctrl-test", "\n  interval: 5m");
+    lab.edit("config.yaml", "mode: fast", "mode: skipped");
+    let skipped = lab.commit("never applied");
+    lab.edit("config.yaml", "mode: skipped", "mode: newest");
+    let newest = lab.commit("applied");
+    lab.wait_applied("test", &newest);
+    let revision = |c: &str| format!("main@sha1:{c}");
+    wait_until(
+        "the newest commit's verdict",
+        Duration::from_secs(30),
+        || lab.status("test")["lastHealthyRevision"] == revision(&newest),
+    );
+    let entries = history(&lab, "test");
+    assert_eq!(
+        entries,
+        [
+            ("Applied".to_owned(), revision(&first)),
+            ("Healthy".to_owned(), revision(&first)),
+            ("Superseded".to_owned(), revision(&skipped)),
+            ("Applied".to_owned(), revision(&newest)),
+            ("Healthy".to_owned(), revision(&newest)),
+        ]
+    );
+}

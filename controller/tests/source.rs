@@ -314,3 +314,39 @@ fn credentials_in_the_url_stay_out_of_errors() {
     assert!(!text.contains("s3cr3t"), "{text}");
     assert!(text.contains("http://***@127.0.0.1"), "{text}");
 }
+
+/// The commits a sync skips over: after the last one tried, before the
+/// one applied, oldest first, the newest `limit` of them.
+#[test]
+fn the_commits_between_two_revisions_are_the_skipped_ones() {
+    let upstream = upstream("between");
+    let url = format!("file://{}", upstream.display());
+    let cache = Cache::new(&temp_dir("between-cache"));
+    let first = git(&upstream, &["rev-parse", "HEAD"]);
+    for n in 1..=3 {
+        git(
+            &upstream,
+            &["commit", "-q", "--allow-empty", "-m", &format!("step {n}")],
+        );
+    }
+    let head = cache.fetch(&spec(&url, "main"), TIMEOUT).unwrap();
+    let source = spec(&url, "main");
+    let titles = |from: &str, limit: usize| -> Vec<String> {
+        cache
+            .commits_between(&source, from, &head.commit, limit)
+            .unwrap()
+            .iter()
+            .map(|r| r.subject().to_owned())
+            .collect()
+    };
+    assert_eq!(titles(&first, 20), ["step 1", "step 2"]);
+    assert_eq!(titles(&first, 1), ["step 2"]);
+    assert!(titles(&head.commit, 20).is_empty());
+    // Unknown to the cache (a force-push, say): nothing can be told.
+    assert!(titles("0123456789012345678901234567890123456789", 20).is_empty());
+    assert!(titles("not a commit", 20).is_empty());
+    let skipped = cache
+        .commits_between(&source, &first, &head.commit, 20)
+        .unwrap();
+    assert_eq!(skipped[0].id(), format!("main@sha1:{}", skipped[0].commit));
+}

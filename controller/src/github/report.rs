@@ -126,6 +126,10 @@ pub fn posts(step: &Step) -> Vec<Post> {
             let Some(commit) = entry.revision.as_deref().and_then(commit_of) else {
                 return Vec::new();
             };
+            // A commit that was never tried has no deployment.
+            if entry.result == "Superseded" {
+                return Vec::new();
+            }
             let (state, verdict) = match entry.result.as_str() {
                 "Applied" => (
                     State::InProgress,
@@ -230,6 +234,7 @@ mod tests {
 
     #[test]
     fn failures_before_the_gate_are_errors_and_entries_without_a_commit_are_skipped() {
+        assert!(posts(&recorded(entry(1, BAD, "Superseded", "never applied"))).is_empty());
         let render = posts(&recorded(entry(1, BAD, "RenderFailed", "no kind")));
         assert_eq!(render[0].state, State::Error);
         assert!(render[0].description.starts_with("RenderFailed: no kind"));
