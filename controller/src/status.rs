@@ -25,6 +25,9 @@ use crate::source::Revision;
 pub const RETRY: Duration = Duration::from_secs(10);
 
 /// How a reconcile ended.
+// One Outcome exists per reconcile, moved and never stored in bulk, so the
+// size of `Applied` costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// A revision was applied and its health gate starts (`judge`), or it
