@@ -265,6 +265,20 @@ fn an_api_server_restart_during_a_good_release_loses_nothing() {
     let mut restart = fault(&["apiserver-restart", "3"]);
     let status = restart.wait().unwrap();
     assert!(status.success(), "lab/fault apiserver-restart failed");
+    // The lab's controller-manager needs up to a minute to resume its
+    // watches (the new API server refuses them until its RBAC cache is
+    // filled, then client-go backs off), and the rollout waits for it.
+    lab.reconcile_now("test");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while lab.status("test")["lastHealthyRevision"] != format!("main@sha1:{good}") {
+        assert!(
+            Instant::now() < deadline,
+            "the release never became healthy: {:#}\n{}",
+            lab.status("test"),
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     wait_healthy(&lab, &good);
     let (ok, failed) = traffic.stop();
     eprintln!("API server restart mid-release: {ok} requests ok, {failed} failed");

@@ -18,6 +18,9 @@ use kube::{Api, Client, ResourceExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+/// How long a connection to one endpoint may take before the next is tried.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The first ingress address; services get .1, .2, ... in order of arrival.
 pub fn ingress_ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 100, n)
@@ -236,7 +239,13 @@ async fn serve(
         tokio::spawn(async move {
             for i in 0..endpoints.len() {
                 let (addr, port) = &endpoints[(start + i) % endpoints.len()];
-                if let Ok(mut upstream) = TcpStream::connect((addr.as_str(), *port)).await {
+                // An endpoint whose pod is gone but still listed (its slice
+                // not yet updated, say while the controller-manager
+                // restarts) drops the connection attempt instead of
+                // refusing it: give up on it quickly, as a cloud load
+                // balancer's health check would, and try the next.
+                let connect = TcpStream::connect((addr.as_str(), *port));
+                if let Ok(Ok(mut upstream)) = tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                     return;
                 }
