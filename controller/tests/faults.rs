@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{Lab, condition, repo_root};
 use ferry_lab_testkit::{k, kubectl, lab_enabled, wait_until};
-use rollout::{Traffic, ferry, healthy_release, release, wait_healthy};
+use rollout::{Traffic, ferry, healthy_release, release, wait_healthy, wait_rolled_back};
 
 /// Faults act on the whole lab: one scenario at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -375,6 +375,41 @@ fn of_two_commits_within_an_interval_the_newest_is_applied_the_other_recorded() 
             ("Superseded".to_owned(), revision(&skipped)),
             ("Applied".to_owned(), revision(&newest)),
             ("Healthy".to_owned(), revision(&newest)),
+        ]
+    );
+}
+
+/// etcd frozen for 20 s as a rollback starts: the rollback finishes once
+/// etcd thaws, and the history has each step once.
+#[test]
+fn a_rollback_survives_a_frozen_etcd() {
+    if !lab_enabled("a_rollback_survives_a_frozen_etcd") {
+        return;
+    }
+    let _alone = exclusive();
+    let (lab, _, good) = healthy_release("flt-rb-etcd", "");
+    let bad = release(&lab, "ferry-lab-test/crash:1", "release: crashes");
+    lab.reconcile_now("test");
+    wait_until("the rollback to start", Duration::from_secs(120), || {
+        lab.status("test")["failedRevision"] == format!("main@sha1:{bad}")
+    });
+    let mut pause = fault(&["etcd-pause", "20"]);
+    assert!(
+        pause.wait().unwrap().success(),
+        "lab/fault etcd-pause failed"
+    );
+    wait_rolled_back(&lab, &good, &bad, Instant::now());
+    let revision = |c: &str| format!("main@sha1:{c}");
+    let entries = history(&lab, "test");
+    assert_eq!(
+        entries,
+        [
+            ("Applied".to_owned(), revision(&good)),
+            ("Healthy".to_owned(), revision(&good)),
+            ("Applied".to_owned(), revision(&bad)),
+            ("HealthCheckFailed".to_owned(), revision(&bad)),
+            ("RollingBack".to_owned(), revision(&good)),
+            ("RolledBack".to_owned(), revision(&good)),
         ]
     );
 }
