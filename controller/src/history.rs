@@ -328,6 +328,24 @@ pub fn entries_for(
     }
 }
 
+/// The skipped commits that the recent history does not already tell of
+/// (after a force-push, what lies between the last commit tried and the
+/// new head may include commits applied before).
+pub fn unrecorded(
+    skipped: Vec<crate::source::Revision>,
+    recent: &[Entry],
+) -> Vec<crate::source::Revision> {
+    skipped
+        .into_iter()
+        .filter(|r| {
+            let id = r.id();
+            !recent
+                .iter()
+                .any(|e| e.revision.as_deref() == Some(id.as_str()))
+        })
+        .collect()
+}
+
 /// Container images in rendered objects, sorted and unique.
 pub fn images(objects: &[Value]) -> Vec<String> {
     fn walk(value: &Value, out: &mut Vec<String>) {
@@ -458,6 +476,18 @@ mod tests {
             time: 0,
             message: "dev: release 0.1.2\n\nbody".into(),
         }
+    }
+
+    #[test]
+    fn commits_the_history_already_tells_of_are_not_superseded() {
+        let recent = vec![Entry {
+            revision: Some("main@sha1:old".into()),
+            result: "Healthy".into(),
+            ..Entry::default()
+        }];
+        let kept = unrecorded(vec![revision("old"), revision("new")], &recent);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].commit, "new");
     }
 
     #[test]

@@ -505,13 +505,14 @@ async fn superseded_by(
     };
     let cache = ctx.cache.clone();
     let to = revision.commit.clone();
-    tokio::task::spawn_blocking(move || {
+    let skipped = tokio::task::spawn_blocking(move || {
         cache.commits_between(&source, &from, &to, SUPERSEDED_LIMIT)
     })
     .await
     .ok()
     .and_then(Result::ok)
-    .unwrap_or_default()
+    .unwrap_or_default();
+    crate::history::unrecorded(skipped, &status.history)
 }
 
 /// A note for an Event, and its type and reason.
