@@ -136,35 +136,24 @@ enum HistoryAction {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Command::History {
-        action: HistoryAction::Verify { environment, file },
-    } = &cli.command
-    {
-        return match verify_history(environment.as_deref(), file.as_deref()) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(3)
-            }
-        };
-    }
-    if let Command::Diff { path, revision } = &cli.command {
-        return match diff(path, revision.as_deref()) {
-            Ok(false) => ExitCode::SUCCESS,
-            Ok(true) => ExitCode::from(1),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(3)
-            }
-        };
-    }
-    match try_main(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    match try_main(Cli::parse()) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The exit code of a command that checks something: 0 it passed, 1 it
+/// did not, 3 it could not tell (the error is printed).
+fn check(passed: anyhow::Result<bool>) -> ExitCode {
+    match passed {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(3)
         }
     }
 }
@@ -306,18 +295,24 @@ fn diff(path: &std::path::Path, revision: Option<&str>) -> anyhow::Result<bool> 
     Ok(plan.has_changes())
 }
 
-fn try_main(cli: Cli) -> anyhow::Result<()> {
+fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Diff { .. }
-        | Command::History {
-            action: HistoryAction::Verify { .. },
-        } => unreachable!("handled in main"),
+        Command::History {
+            action: HistoryAction::Verify { environment, file },
+        } => Ok(check(verify_history(
+            environment.as_deref(),
+            file.as_deref(),
+        ))),
+        // Changes to make are a failed check.
+        Command::Diff { path, revision } => Ok(check(
+            diff(&path, revision.as_deref()).map(|changes| !changes),
+        )),
         Command::History {
             action: HistoryAction::Export { environment },
         } => {
             let entries = read_history(&environment)?;
             println!("{}", serde_json::to_string_pretty(&entries)?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Sync {
             path,
@@ -357,11 +352,11 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 applied.updated,
                 applied.unchanged
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Crd => {
             print!("{}", crd_yaml()?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run {
             cache_dir,
@@ -432,7 +427,8 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                     public_url,
                     concurrency,
                 },
-            ))
+            ))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Render { path, revision } => {
             let objects: Vec<serde_json::Value> = render_path(&path, revision.as_deref())?
@@ -450,7 +446,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 objects.len(),
                 render::digest(&objects)
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
