@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use ferry_inference::artifact;
 use ferry_inference::data;
 use ferry_inference::features::Candidate;
-use ferry_inference::serving::Predictor;
+use ferry_inference::serving::{CompiledForest, Predictor};
 
 const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/model/placement.json");
 const TEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/Test_Data.csv");
@@ -109,6 +109,19 @@ fn main() {
     println!(
         "one candidate   serving layout   {s_med:8.0} ns (min {s_min:.0})   {:.1}x",
         r_med / s_med
+    );
+    let (c_med, c_min) = measure(
+        || {
+            CompiledForest::compile(&model.forest)
+                .map(|c| c.columns() as f64)
+                .unwrap_or(0.0)
+        },
+        1,
+    );
+    println!(
+        "compiling the serving layout at load: {:.2} ms (min {:.2})",
+        c_med / 1e6,
+        c_min / 1e6
     );
     let (rb_med, _) = measure(|| batch_of(&reference), 100);
     let (sb_med, _) = measure(|| batch_of(&serving), 100);

@@ -9,7 +9,7 @@
 use std::fmt::Debug;
 use std::ops::{BitAndAssign, Not, Shl, Sub};
 
-use crate::forest::{Forest, Tree};
+use crate::forest::{Forest, ForestError, Tree};
 
 /// The most columns the layout takes (ranks live in a fixed array).
 pub const MAX_COLUMNS: usize = 64;
@@ -22,8 +22,10 @@ const ON_STACK_TREES: usize = 512;
 
 /// Why a forest cannot take this layout (it is then served by the
 /// reference walk, which has no limits).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
+    #[error("the forest is not valid")]
+    Invalid(#[source] ForestError),
     #[error("tree {tree} has {leaves} leaves; the layout takes at most 128")]
     Leaves { tree: usize, leaves: usize },
     #[error("the forest has {0} columns; the layout takes at most {MAX_COLUMNS}")]
@@ -241,7 +243,7 @@ impl<M: Bits> Part<M> {
             let mut masks = vec![M::ONES];
             let mut sorted_ranks: Vec<Vec<usize>> = Vec::with_capacity(count);
             for (place, _, by_column) in &trees {
-                let mut splits = by_column[column].clone();
+                let splits = &by_column[column];
                 if splits.is_empty() {
                     first.push(0);
                     sorted_ranks.push(Vec::new());
@@ -254,11 +256,10 @@ impl<M: Bits> Part<M> {
                         count: splits.len(),
                     });
                 }
-                splits.sort_by_key(|(rank, _)| *rank);
                 first.push(masks.len() as u32);
                 let mut and = M::ONES;
                 masks.push(and);
-                for (_, mask) in &splits {
+                for (_, mask) in splits {
                     and &= M::narrow(*mask);
                     masks.push(and);
                 }
@@ -355,9 +356,11 @@ impl<M: Bits> Part<M> {
 }
 
 impl CompiledForest {
-    /// Compiles `forest`, which must have passed [`Forest::validate`]
-    /// (children after their parent, columns in range).
+    /// Compiles `forest` after checking it ([`Forest::validate`]: children
+    /// after their parent, columns in range), so no walk below can index
+    /// out of bounds whatever the artifact held.
     pub fn compile(forest: &Forest) -> Result<Self, LayoutError> {
+        forest.validate().map_err(LayoutError::Invalid)?;
         let columns = forest.columns;
         if columns > MAX_COLUMNS {
             return Err(LayoutError::Columns(columns));
@@ -394,6 +397,10 @@ impl CompiledForest {
             let mut by_column: SplitsByColumn = vec![Vec::new(); columns];
             for split in splits {
                 by_column[split.column].push((split.rank, split.mask));
+            }
+            // In rank order: the order prefixes of false splits come in.
+            for column_splits in &mut by_column {
+                column_splits.sort_by_key(|(rank, _)| *rank);
             }
             let entry = (t as u32, first, by_column);
             if fits {
