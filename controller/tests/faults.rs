@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{Lab, condition, repo_root};
 use ferry_lab_testkit::{k, kubectl, lab_enabled, wait_until};
-use rollout::{Traffic, ferry, healthy_release, release, wait_healthy, wait_rolled_back};
+use rollout::{Traffic, healthy_release, release, wait_healthy, wait_rolled_back};
 
 /// Faults act on the whole lab: one scenario at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -40,21 +40,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// The history of Environment `name` verifies (exit 0).
-fn history_verifies(lab: &Lab, name: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry-controller"))
-        .args(["history", "verify", &format!("{}/{name}", lab.system)])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    said
 }
 
 /// A git remote that accepts connections and never answers: the
@@ -171,20 +156,16 @@ fn a_hanging_git_remote_is_reported_and_recovered_from_without_holding_others() 
     ]);
     assert_eq!(served.trim(), "yes");
     // The failure was recorded once, not once per retry.
-    let said = history_verifies(&lab, "hung");
+    let said = lab.verified_history("hung");
     assert!(said.contains("verified"), "{said}");
-    let export = Command::new(env!("CARGO_BIN_EXE_ferry-controller"))
-        .args(["history", "export", &format!("{}/hung", lab.system)])
-        .output()
-        .unwrap();
-    let entries: Vec<serde_json::Value> = serde_json::from_slice(&export.stdout).unwrap();
+    let entries = lab.history("hung");
     let failures = entries
         .iter()
         .filter(|e| e["result"] == "FetchFailed")
         .count();
     assert_eq!(failures, 1, "{entries:#?}");
     assert_eq!(entries.last().unwrap()["result"], "Healthy", "{entries:#?}");
-    history_verifies(&lab, "test");
+    lab.verified_history("test");
 }
 
 /// etcd frozen for 20 s in the middle of a sync: requests time out, the
@@ -224,16 +205,14 @@ fn a_frozen_etcd_during_a_sync_delays_it_but_does_not_stall_it() {
         "jsonpath={.data.mode}",
     ]);
     assert_eq!(mode.trim(), "frozen");
-    history_verifies(&lab, "test");
+    lab.verified_history("test");
 }
 
 /// The results and revisions of Environment `name`'s history, which must
 /// verify.
 fn history(lab: &Lab, name: &str) -> Vec<(String, String)> {
-    history_verifies(lab, name);
-    let export = ferry(&["history", "export", &format!("{}/{name}", lab.system)]);
-    let entries: Vec<serde_json::Value> = serde_json::from_slice(&export.stdout).unwrap();
-    entries
+    lab.verified_history(name);
+    lab.history(name)
         .iter()
         .map(|e| {
             (

@@ -13,7 +13,7 @@ mod rollout;
 
 use std::time::{Duration, Instant};
 
-use common::{Lab, condition};
+use common::{Lab, condition, ferry};
 use fake_github::FakeGitHub;
 use ferry_lab_testkit::{k, lab_enabled, wait_until};
 use rollout::*;
@@ -99,13 +99,7 @@ fn a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked() {
     assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:2");
 
     // The audit history tells the whole story, in order, and verifies.
-    let export = ferry(&["history", "export", &format!("{}/test", lab.system)]);
-    assert!(
-        export.status.success(),
-        "{}",
-        String::from_utf8_lossy(&export.stderr)
-    );
-    let entries: Vec<Value> = serde_json::from_slice(&export.stdout).unwrap();
+    let entries = lab.history("test");
     let results: Vec<&str> = entries
         .iter()
         .map(|e| e["result"].as_str().unwrap())
@@ -160,13 +154,7 @@ fn a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked() {
         "the status keeps the last 10"
     );
     assert_eq!(s["history"][9]["sha256"], head.as_str());
-    let verified = ferry(&["history", "verify", &format!("{}/test", lab.system)]);
-    assert!(
-        verified.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verified.stdout)
-    );
-    assert!(String::from_utf8_lossy(&verified.stdout).contains(&head));
+    assert!(lab.verified_history("test").contains(&head));
     let api = lab.http(&format!(
         "/api/v1/environments/{}/test/history/verify",
         lab.system
@@ -545,8 +533,7 @@ fn the_other_replica_takes_over_when_the_leader_dies_mid_rollout() {
         killed.elapsed().as_secs_f64()
     );
     assert_eq!(holder(), follower);
-    let export = ferry(&["history", "export", &format!("{}/test", lab.system)]);
-    let entries: Vec<Value> = serde_json::from_slice(&export.stdout).unwrap();
+    let entries = lab.history("test");
     let results: Vec<&str> = entries
         .iter()
         .map(|e| e["result"].as_str().unwrap())
@@ -563,10 +550,5 @@ fn the_other_replica_takes_over_when_the_leader_dies_mid_rollout() {
         ],
         "{entries:#?}"
     );
-    let verified = ferry(&["history", "verify", &format!("{}/test", lab.system)]);
-    assert!(
-        verified.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verified.stdout)
-    );
+    lab.verified_history("test");
 }

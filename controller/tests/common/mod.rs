@@ -443,6 +443,30 @@ impl Lab {
         }
     }
 
+    /// Environment `name`'s history as `history export` gives it, oldest
+    /// first.
+    pub fn history(&self, name: &str) -> Vec<Value> {
+        let export = ferry(&["history", "export", &format!("{}/{name}", self.system)]);
+        assert!(
+            export.status.success(),
+            "{}",
+            String::from_utf8_lossy(&export.stderr)
+        );
+        serde_json::from_slice(&export.stdout).unwrap()
+    }
+
+    /// `history verify` of Environment `name` passes; what it printed.
+    pub fn verified_history(&self, name: &str) -> String {
+        let out = ferry(&["history", "verify", &format!("{}/{name}", self.system)]);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said
+    }
+
     /// `kubectl get events` about Environment `name`.
     pub fn events(&self, name: &str) -> String {
         k(&[
@@ -525,4 +549,12 @@ pub fn condition(status: &Value, kind: &str) -> (String, String, String) {
         .find(|c| c["type"] == kind);
     let field = |k: &str| c.and_then(|c| c[k].as_str()).unwrap_or("").to_owned();
     (field("status"), field("reason"), field("message"))
+}
+
+/// `ferry-controller ARGS` with the lab's KUBECONFIG (as an admin).
+pub fn ferry(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry-controller"))
+        .args(args)
+        .output()
+        .unwrap()
 }

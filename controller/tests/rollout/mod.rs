@@ -239,11 +239,3 @@ pub fn wait_rolled_back(lab: &Lab, good: &str, bad: &str, since: Instant) -> f64
     );
     seconds
 }
-
-/// Runs ferry-controller with the lab's KUBECONFIG (as an admin).
-pub fn ferry(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_ferry-controller"))
-        .args(args)
-        .output()
-        .unwrap()
-}
