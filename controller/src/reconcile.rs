@@ -277,13 +277,17 @@ async fn source_of(env: &Environment, ctx: &Context) -> Result<SourceSpec, Outco
     })
 }
 
+/// What a fetch and render gave: the revision, its rendered objects with
+/// their origins, the time each phase took, and the source it came from.
+type Fetched = (Revision, Vec<(Value, String)>, Durations, SourceSpec);
+
 /// Fetches and renders the branch head (`commit: None`) or a given commit
 /// of the Environment's reference (for a rollback).
 async fn fetch_and_render(
     env: &Environment,
     ctx: &Context,
     commit: Option<String>,
-) -> Result<(Revision, Vec<(Value, String)>, Durations), Outcome> {
+) -> Result<Fetched, Outcome> {
     use FailureClass::{Terminal, Transient};
     let spec = &env.spec;
     let Some(timeout) = parse_interval(&spec.source.timeout) else {
@@ -294,6 +298,7 @@ async fn fetch_and_render(
         return Err(failed(None, Terminal, reason::INVALID_SPEC, message));
     };
     let source = source_of(env, ctx).await?;
+    let fetched_from = source.clone();
     let cache = ctx.cache.clone();
     let path = spec.source.path.clone();
     let fetch = tokio::task::spawn_blocking(move || {
@@ -341,7 +346,7 @@ async fn fetch_and_render(
         }
     };
     match rendered {
-        Ok(desired) => Ok((revision, desired, durations)),
+        Ok(desired) => Ok((revision, desired, durations, fetched_from)),
         Err(e) => Err(failed(
             Some(&revision),
             Terminal,
@@ -430,7 +435,7 @@ async fn apply_desired(
 /// Fetch, render, plan and apply the revision git asks for, unless it is
 /// the one that failed its gate ([`rollout::decide`]).
 async fn sync(env: &Environment, ctx: &Context) -> Outcome {
-    let (revision, desired, mut durations) = match fetch_and_render(env, ctx, None).await {
+    let (revision, desired, mut durations, source) = match fetch_and_render(env, ctx, None).await {
         Ok(r) => r,
         Err(outcome) => return outcome,
     };
@@ -458,7 +463,7 @@ async fn sync(env: &Environment, ctx: &Context) -> Outcome {
             Err(outcome) => return outcome,
         };
     durations.extend(applying);
-    let superseded = superseded_by(env, ctx, &status, &revision).await;
+    let superseded = superseded_by(ctx, source, &status, &revision).await;
     let id = Some(revision.id());
     let settled = status.last_healthy_revision == id
         && status.last_applied_revision == id
@@ -484,8 +489,8 @@ const SUPERSEDED_LIMIT: usize = 20;
 /// past them before they were looked at, so they were never applied.
 /// Empty when that cannot be told (first sync, history rewritten).
 async fn superseded_by(
-    env: &Environment,
     ctx: &Context,
+    source: SourceSpec,
     status: &EnvironmentStatus,
     revision: &Revision,
 ) -> Vec<Revision> {
@@ -500,9 +505,6 @@ async fn superseded_by(
     if from == revision.commit {
         return Vec::new();
     }
-    let Ok(source) = source_of(env, ctx).await else {
-        return Vec::new();
-    };
     let cache = ctx.cache.clone();
     let to = revision.commit.clone();
     let skipped = tokio::task::spawn_blocking(move || {
@@ -701,7 +703,7 @@ async fn roll_back(
     let Some((_, commit)) = healthy.split_once("@sha1:") else {
         return rollback_failed(format!("{healthy} is not a revision id"));
     };
-    let (revision, desired, mut durations) =
+    let (revision, desired, mut durations, _) =
         match fetch_and_render(env, ctx, Some(commit.to_owned())).await {
             Ok(r) => r,
             Err(Outcome::Failed { message, .. }) => return rollback_failed(message),
