@@ -46,6 +46,10 @@ pub fn check(new: &Model, released: Option<&Model>, thresholds: &Thresholds) -> 
             None => failures.push(Failure(format!(
                 "{name}: the gate names a metric the model does not have"
             ))),
+            // NaN compares false with everything: without this it would pass.
+            Some(v) if v.is_nan() => failures.push(Failure(format!(
+                "{name} is not a number (NaN): the model's evaluation is broken"
+            ))),
             Some(v) if v < minimum => failures.push(Failure(format!(
                 "{name} is {v:.4}, below the minimum {minimum:.4} by {:.4}",
                 minimum - v
@@ -154,6 +158,19 @@ mod tests {
             "{:?}",
             failures
         );
+    }
+
+    #[test]
+    fn a_nan_metric_closes_the_gate() {
+        let m = model();
+        let mut broken = m.clone();
+        broken.metrics.cv_stratified.mean_accuracy = f64::NAN;
+        let failures = check(&broken, None, &thresholds(0.5));
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(failures[0].0.contains("not a number"), "{failures:?}");
+        // Against a released model as well (its own check).
+        let failures = check(&broken, Some(&m), &thresholds(0.5));
+        assert_eq!(failures.len(), 2, "{failures:?}");
     }
 
     #[test]

@@ -25,6 +25,21 @@ pub enum GitHubError {
     },
     #[error("{0:?} is not OWNER/NAME")]
     Repository(String),
+    #[error(
+        "failed to {what}: GitHub answered {errors}; allow auto-merge in the repository's settings"
+    )]
+    GraphQl { what: String, errors: String },
+}
+
+/// A pull request opened or found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    pub number: u64,
+    pub url: String,
+    /// For the GraphQL API.
+    pub node_id: String,
+    /// False when an open one from the same branch was updated.
+    pub created: bool,
 }
 
 /// A repository on a GitHub API.
@@ -80,6 +95,7 @@ impl GitHub {
         &self,
         pull_request: u64,
         marker: &str,
+        author: &str,
         body: &str,
     ) -> Result<Upsert, GitHubError> {
         let issues = self.client.issues(&self.owner, &self.name);
@@ -93,7 +109,11 @@ impl GitHub {
             if let Some(existing) = page
                 .items
                 .iter()
-                .find(|c| c.body.as_deref().is_some_and(|b| b.contains(marker)))
+                // Ours only: anyone can paste the marker into a comment.
+                .find(|c| {
+                    c.user.login.eq_ignore_ascii_case(author)
+                        && c.body.as_deref().is_some_and(|b| b.contains(marker))
+                })
             {
                 let id = existing.id;
                 issues
@@ -119,27 +139,73 @@ impl GitHub {
         Ok(Upsert::Created(created.id.into_inner()))
     }
 
-    /// Opens a pull request from `head` into `base`; returns its number
-    /// and address.
-    pub async fn open_pull_request(
+    /// Opens a pull request from `head` into `base`, or updates the title
+    /// and body of the open one from that branch (a re-run).
+    pub async fn open_or_update_pull_request(
         &self,
         title: &str,
         head: &str,
         base: &str,
         body: &str,
-    ) -> Result<(u64, String), GitHubError> {
+    ) -> Result<PullRequest, GitHubError> {
         let route = format!("/repos/{}/{}/pulls", self.owner, self.name);
-        let request =
-            serde_json::json!({ "title": title, "head": head, "base": base, "body": body });
-        let created: serde_json::Value = self
+        let query = format!("{route}?state=open&head={}:{head}&base={base}", self.owner);
+        let open: serde_json::Value = self
             .client
-            .post(route, Some(&request))
+            .get(query, None::<&()>)
             .await
-            .map_err(self.request_error("open the pull request"))?;
-        Ok((
-            created["number"].as_u64().unwrap_or(0),
-            created["html_url"].as_str().unwrap_or("").to_owned(),
-        ))
+            .map_err(self.request_error("list the open pull requests"))?;
+        let existing = open.as_array().and_then(|list| list.first()).cloned();
+        let (value, created) = match existing {
+            Some(pr) => {
+                let number = pr["number"].as_u64().unwrap_or(0);
+                let request = serde_json::json!({ "title": title, "body": body });
+                let updated: serde_json::Value = self
+                    .client
+                    .patch(format!("{route}/{number}"), Some(&request))
+                    .await
+                    .map_err(self.request_error("update the pull request"))?;
+                (updated, false)
+            }
+            None => {
+                let request =
+                    serde_json::json!({ "title": title, "head": head, "base": base, "body": body });
+                let created: serde_json::Value = self
+                    .client
+                    .post(route, Some(&request))
+                    .await
+                    .map_err(self.request_error("open the pull request"))?;
+                (created, true)
+            }
+        };
+        Ok(PullRequest {
+            number: value["number"].as_u64().unwrap_or(0),
+            url: value["html_url"].as_str().unwrap_or("").to_owned(),
+            node_id: value["node_id"].as_str().unwrap_or("").to_owned(),
+            created,
+        })
+    }
+
+    /// Turns on auto-merge (squash): GitHub merges the pull request once
+    /// its required checks pass. Needs "Allow auto-merge" in the
+    /// repository's settings.
+    pub async fn enable_auto_merge(&self, pull_request: &PullRequest) -> Result<(), GitHubError> {
+        let query = serde_json::json!({
+            "query": "mutation($id: ID!) { enablePullRequestAutoMerge(input: {pullRequestId: $id, mergeMethod: SQUASH}) { clientMutationId } }",
+            "variables": { "id": pull_request.node_id },
+        });
+        let answer: serde_json::Value = self
+            .client
+            .graphql(&query)
+            .await
+            .map_err(self.request_error("turn on auto-merge"))?;
+        if let Some(errors) = answer.get("errors").filter(|e| !e.is_null()) {
+            return Err(GitHubError::GraphQl {
+                what: "turn on auto-merge".to_owned(),
+                errors: errors.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Sets a commit status.

@@ -6,4 +6,5 @@ pub mod bump;
 pub mod gate;
 pub mod github;
 pub mod promote;
+pub mod publish;
 pub mod review;

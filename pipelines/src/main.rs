@@ -65,6 +65,11 @@ enum Command {
         released: Option<PathBuf>,
         #[arg(long, default_value = "inference/model/gate.json")]
         thresholds: PathBuf,
+        /// There is no released model yet: check the thresholds only.
+        /// Without it a missing released model closes the gate (exit 1)
+        /// instead of letting any model through.
+        #[arg(long)]
+        first_release: bool,
     },
     /// Point environments/ENV at a new image tag (and digest), changing
     /// nothing else in its kustomization.yaml. Running it twice changes
@@ -80,6 +85,34 @@ enum Command {
         /// sha256:... (without it, an existing digest is removed).
         #[arg(long)]
         digest: Option<String>,
+    },
+    /// Point environments/ENV at a released image on the tip of BRANCH and
+    /// push it there: fetch, bump, commit, push, and start again from the
+    /// new tip when someone pushed meanwhile (the bump is made again, never
+    /// rebased). When the remote refuses BRANCH as protected, with
+    /// --pull-request-if-protected the commit goes to `release/ENV-TAG` and
+    /// a pull request that merges itself once its checks pass (GITHUB_TOKEN,
+    /// GITHUB_REPOSITORY, GITHUB_API_URL).
+    ReleaseBump {
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        image: String,
+        #[arg(long)]
+        tag: String,
+        #[arg(long)]
+        digest: Option<String>,
+        #[arg(long, default_value = "origin")]
+        remote: String,
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// Pushes tried before giving up on a branch that keeps moving.
+        #[arg(long, default_value_t = 5)]
+        attempts: u32,
+        #[arg(long)]
+        pull_request_if_protected: bool,
+        #[command(flatten)]
+        github: GitHubArgs,
     },
     /// Render every environment at two revisions with the controller's
     /// renderer and print the review as Markdown (one GitHub comment).
@@ -102,6 +135,14 @@ enum Command {
         pr: u64,
         #[arg(long)]
         body_file: PathBuf,
+        /// The login the comment is posted as: only a comment by it is
+        /// updated (GITHUB_TOKEN in Actions posts as github-actions[bot]).
+        #[arg(
+            long,
+            env = "FERRY_COMMENT_AUTHOR",
+            default_value = "github-actions[bot]"
+        )]
+        author: String,
         #[command(flatten)]
         github: GitHubArgs,
     },
@@ -209,7 +250,9 @@ fn promote(
         .collect();
     let branch = format!("promote/{from}-to-{to}-{short}");
     let original = run_git(&["rev-parse", "--abbrev-ref", "HEAD"])?;
-    run_git(&["switch", "-c", &branch])?;
+    // A re-run (the same digest) rewrites the same branch and updates its
+    // pull request.
+    run_git(&["switch", "-q", "-C", &branch])?;
     std::fs::write(&to_file, promoted)?;
     let title = format!(
         "{to}: promote {} {} from {from}",
@@ -223,7 +266,7 @@ fn promote(
         "--",
         &to_file.to_string_lossy(),
     ])?;
-    run_git(&["push", "-q", "origin", &branch])?;
+    run_git(&["push", "-q", "--force", "origin", &branch])?;
     run_git(&["switch", "-q", &original])?;
     let body = format!(
         "Promotes `{what}` from `{from}` to `{to}`: the image `{from}` runs, pinned by digest.\n\nOpened by `ferry-pipelines promote`."
@@ -231,11 +274,97 @@ fn promote(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (number, url) = runtime.block_on(async {
+    let pr = runtime.block_on(async {
         let client = GitHub::new(&github.api_url, &github.token, &github.repo)?;
-        client.open_pull_request(&title, &branch, base, &body).await
+        client
+            .open_or_update_pull_request(&title, &branch, base, &body)
+            .await
     })?;
-    eprintln!("opened #{number} {url}: {title}");
+    let verb = if pr.created { "opened" } else { "updated" };
+    eprintln!("{verb} #{} {}: {title}", pr.number, pr.url);
+    println!("branch={branch}");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn release_bump(
+    env: &str,
+    image: &str,
+    tag: &str,
+    digest: Option<&str>,
+    remote: &str,
+    branch: &str,
+    attempts: u32,
+    pull_request_if_protected: bool,
+    github: &GitHubArgs,
+) -> anyhow::Result<()> {
+    use ferry_pipelines::publish::{self, Change, Outcome};
+    let file = PathBuf::from("environments")
+        .join(env)
+        .join("kustomization.yaml");
+    let label = file.to_string_lossy().into_owned();
+    let edit = |text: &str| -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(bump::bump(text, &label, image, tag, digest)?)
+    };
+    let message = format!(
+        "{env}: release {image}:{tag}\n\n{}",
+        digest.map(|d| format!("Digest: {d}")).unwrap_or_default()
+    );
+    let change = Change {
+        dir: &std::env::current_dir()?,
+        remote,
+        branch,
+        file: &file,
+        edit: &edit,
+        message: message.trim_end(),
+        attempts,
+        pause: std::time::Duration::from_secs(2),
+    };
+    match publish::publish(&change)? {
+        Outcome::Unchanged => eprintln!("{branch} already points {env} at {image}:{tag}"),
+        Outcome::Pushed { commit, retries } => {
+            eprintln!("pushed {commit} to {remote} {branch} ({retries} lost races before)")
+        }
+        Outcome::Protected { commit, message } => {
+            anyhow::ensure!(
+                pull_request_if_protected,
+                "{remote} refused the push to {branch} as protected:\n{message}\nGive a token that may bypass the protection (a GitHub App's, see docs/eks.md) or pass --pull-request-if-protected"
+            );
+            anyhow::ensure!(
+                !github.token.is_empty() && !github.repo.is_empty(),
+                "{branch} is protected: set GITHUB_TOKEN and GITHUB_REPOSITORY to open a pull request"
+            );
+            let head = format!("release/{env}-{tag}");
+            run_git(&[
+                "push",
+                "-q",
+                "--force",
+                remote,
+                &format!("{commit}:refs/heads/{head}"),
+            ])?;
+            let title = format!("{env}: release {image}:{tag}");
+            let body = format!(
+                "Points `{env}` at `{image}:{tag}`{}.\n\n`{branch}` is protected, so the release comes as a pull request that merges itself once its checks pass.\n\nOpened by `ferry-pipelines release-bump`.",
+                digest.map(|d| format!(" (`{d}`)")).unwrap_or_default()
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let pr = runtime.block_on(async {
+                let client = GitHub::new(&github.api_url, &github.token, &github.repo)?;
+                let pr = client
+                    .open_or_update_pull_request(&title, &head, branch, &body)
+                    .await?;
+                client.enable_auto_merge(&pr).await?;
+                Ok::<_, anyhow::Error>(pr)
+            })?;
+            let verb = if pr.created { "opened" } else { "updated" };
+            eprintln!(
+                "{branch} is protected: {verb} #{} {} (auto-merge on)",
+                pr.number, pr.url
+            );
+        }
+    }
     Ok(())
 }
 
@@ -271,6 +400,12 @@ fn read_artifact_at(rev: &str, path: &str) -> anyhow::Result<Option<Artifact>> {
     }
 }
 
+/// The first 12 characters of a digest from git (never panics on a short
+/// or odd one).
+fn short(digest: &str) -> String {
+    digest.chars().take(12).collect()
+}
+
 fn model_changes(base: &str, head: &str) -> anyhow::Result<Option<String>> {
     let path = "inference/model/placement.json";
     let (old, new) = (read_artifact_at(base, path)?, read_artifact_at(head, path)?);
@@ -285,8 +420,8 @@ fn model_changes(base: &str, head: &str) -> anyhow::Result<Option<String>> {
         "**Model** `{}` → `{}` (training data `{}` → `{}`)\n\n| metric | before | after |\n|---|---|---|\n",
         old.model.version,
         new.model.version,
-        &old.model.training_data.sha256[..12],
-        &new.model.training_data.sha256[..12]
+        short(&old.model.training_data.sha256),
+        short(&new.model.training_data.sha256)
     );
     for (name, value) in &after {
         text.push_str(&format!(
@@ -332,6 +467,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             released_rev,
             released,
             thresholds,
+            first_release,
         } => {
             let new = artifact::load(&model)?;
             let text = std::fs::read_to_string(&thresholds)
@@ -343,8 +479,13 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 (None, Some(path)) => Some(artifact::load(&path)?),
                 (None, None) => None,
             };
-            let failures =
+            let mut failures =
                 gate::check(&new.model, baseline.as_ref().map(|a| &a.model), &thresholds);
+            if baseline.is_none() && !first_release {
+                failures.insert(0, gate::Failure(
+                    "no released model to compare with: give --released-rev or --released (--first-release for the very first one)".to_owned(),
+                ));
+            }
             if failures.is_empty() {
                 eprintln!("gate open: {} {}", new.model.name, new.model.version);
                 Ok(())
@@ -436,6 +577,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
         Command::Comment {
             pr,
             body_file,
+            author,
             github,
         } => {
             let body = std::fs::read_to_string(&body_file)
@@ -451,7 +593,9 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 .build()?;
             let upserted = runtime.block_on(async {
                 let client = GitHub::new(&github.api_url, &github.token, &github.repo)?;
-                client.upsert_comment(pr, review::MARKER, &body).await
+                client
+                    .upsert_comment(pr, review::MARKER, &author, &body)
+                    .await
             })?;
             match upserted {
                 Upsert::Created(id) => eprintln!("created comment {id} on #{pr}"),
@@ -459,6 +603,27 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::ReleaseBump {
+            env,
+            image,
+            tag,
+            digest,
+            remote,
+            branch,
+            attempts,
+            pull_request_if_protected,
+            github,
+        } => release_bump(
+            &env,
+            &image,
+            &tag,
+            digest.as_deref(),
+            &remote,
+            &branch,
+            attempts,
+            pull_request_if_protected,
+            &github,
+        ),
         Command::Promote {
             from,
             to,

@@ -168,7 +168,11 @@ pub fn markdown(
     let mut details: Vec<String> = Vec::new();
     for r in reviews {
         let summary = if let Some(e) = &r.error {
-            format!("### `{}`: does not render\n\n```\n{e}\n```\n\n", r.name)
+            format!(
+                "### `{}`: does not render\n\n{}\n",
+                r.name,
+                fenced("", &format!("{e}\n"))
+            )
         } else if r.changes.is_empty() {
             format!("### `{}`: no changes\n\n", r.name)
         } else {
@@ -196,8 +200,11 @@ pub fn markdown(
         head.push('\n');
         for c in &r.changes {
             details.push(format!(
-                "<details><summary>{} {} ({})</summary>\n\n```diff\n{}```\n</details>\n\n",
-                c.verb, c.object, r.name, c.diff
+                "<details><summary>{} {} ({})</summary>\n\n{}</details>\n\n",
+                c.verb,
+                c.object,
+                r.name,
+                fenced("diff", &c.diff)
             ));
         }
     }
@@ -217,12 +224,53 @@ pub fn markdown(
         ));
     }
     if out.len() > limit {
-        let mut cut = limit.saturating_sub(120);
+        let mut cut = limit.saturating_sub(240);
         while !out.is_char_boundary(cut) {
             cut -= 1;
         }
+        // At a line's end, then close what the cut left open.
+        if let Some(newline) = out[..cut].rfind('\n') {
+            cut = newline + 1;
+        }
         out.truncate(cut);
+        out.push_str(&closing(&out));
         out.push_str("\n\n_(cut to fit one comment)_\n");
+    }
+    out
+}
+
+/// `text` in a code fence longer than any run of backticks inside it, so
+/// a diff of a file holding Markdown cannot end the block early.
+fn fenced(lang: &str, text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    let newline = if text.ends_with('\n') { "" } else { "\n" };
+    format!("{fence}{lang}\n{text}{newline}{fence}\n")
+}
+
+/// What closes the code fence and `<details>` blocks `text` leaves open.
+fn closing(text: &str) -> String {
+    let mut fence: Option<usize> = None;
+    let mut details = 0usize;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        let ticks = trimmed.chars().take_while(|&c| c == '`').count();
+        match fence {
+            Some(open) if ticks >= open && ticks == trimmed.len() => fence = None,
+            Some(_) => {}
+            None if ticks >= 3 => fence = Some(ticks),
+            None => {
+                details += trimmed.matches("<details>").count();
+                details = details.saturating_sub(trimmed.matches("</details>").count());
+            }
+        }
+    }
+    let mut out = String::new();
+    if let Some(open) = fence {
+        out.push_str(&format!("\n{}\n", "`".repeat(open)));
+    }
+    for _ in 0..details {
+        out.push_str("</details>\n");
     }
     out
 }
@@ -294,6 +342,42 @@ mod tests {
         assert!(
             text.contains("policy: Deployment/dev/app [container-limits]"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_diff_holding_a_fence_cannot_close_its_block() {
+        let text = fenced("diff", "+ ```\n+ `x`\n");
+        assert!(text.starts_with("````diff\n"), "{text}");
+        assert!(text.ends_with("\n````\n"), "{text}");
+        assert_eq!(closing(&text), "");
+    }
+
+    #[test]
+    fn a_cut_inside_a_block_closes_it() {
+        let open = "<details><summary>x</summary>\n\n````diff\n+ a\n+ ```\n";
+        assert_eq!(closing(open), "\n````\n</details>\n");
+        assert_eq!(closing("```\nstill open"), "\n```\n");
+        assert_eq!(closing("done\n"), "");
+    }
+
+    #[test]
+    fn a_hard_cut_leaves_balanced_markdown() {
+        // One environment that does not render, with an error longer than
+        // a comment: the cut falls inside its code block.
+        let r = EnvironmentReview {
+            error: Some("x".repeat(100) + &"\nline".repeat(30_000)),
+            ..review(&tree("1", false), &tree("2", false), "dev")
+        };
+        let text = markdown(&[r], None, COMMENT_LIMIT);
+        assert!(text.len() <= COMMENT_LIMIT, "{}", text.len());
+        assert!(text.contains("cut to fit one comment"));
+        let body = text.trim_end_matches("\n\n_(cut to fit one comment)_\n");
+        assert_eq!(
+            closing(body),
+            "",
+            "left open: {}",
+            &body[body.len() - 200..]
         );
     }
 

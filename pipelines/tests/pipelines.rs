@@ -209,31 +209,50 @@ fn a_bad_bump_and_a_failing_gate_say_why() {
         stderr.contains("cv_stratified_accuracy is 0.9537, below the minimum 0.9900 by 0.0363"),
         "{stderr}"
     );
+    // No released model: closed, unless this is the first release.
+    assert!(
+        stderr.contains("no released model to compare with"),
+        "{stderr}"
+    );
+    let out = pipelines(&dir, &["gate"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = pipelines(&dir, &["gate", "--first-release"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
 /// What the fake GitHub holds and was asked.
 #[derive(Default)]
 struct FakeGitHub {
-    comments: Vec<(u64, String)>,
+    /// id, body, author's login.
+    comments: Vec<(u64, String, String)>,
     requests: Vec<String>,
     statuses: Vec<Value>,
+    /// Pull requests as created, then updated.
+    pulls: Vec<Value>,
+    /// GraphQL queries received.
+    graphql: Vec<Value>,
 }
 
 type Shared = Arc<Mutex<FakeGitHub>>;
 
-fn user() -> Value {
-    let url = "https://api.github.test/users/ferry-bot";
-    json!({"login": "ferry-bot", "id": 1, "node_id": "U1", "avatar_url": url, "gravatar_id": "", "url": url,
+fn user(login: &str) -> Value {
+    let url = format!("https://api.github.test/users/{login}");
+    json!({"login": login, "id": 1, "node_id": "U1", "avatar_url": url, "gravatar_id": "", "url": url,
            "html_url": url, "followers_url": url, "following_url": url, "gists_url": url, "starred_url": url,
            "subscriptions_url": url, "organizations_url": url, "repos_url": url, "events_url": url,
            "received_events_url": url, "type": "Bot", "site_admin": false})
 }
 
-fn comment(id: u64, body: &str) -> Value {
+fn comment(id: u64, body: &str, login: &str) -> Value {
     let url = format!("https://api.github.test/repos/acme/placement/issues/comments/{id}");
     json!({"id": id, "node_id": format!("C{id}"), "url": url, "html_url": url, "body": body,
-           "user": user(), "created_at": "2026-11-27T00:00:00Z"})
+           "user": user(login), "created_at": "2026-11-27T00:00:00Z"})
 }
 
 async fn list(
@@ -243,7 +262,10 @@ async fn list(
     let mut s = s.lock().unwrap();
     s.requests.push(format!("GET comments of #{pr}"));
     Json(Value::Array(
-        s.comments.iter().map(|(id, b)| comment(*id, b)).collect(),
+        s.comments
+            .iter()
+            .map(|(id, b, a)| comment(*id, b, a))
+            .collect(),
     ))
 }
 
@@ -256,8 +278,8 @@ async fn create(
     s.requests.push(format!("POST comment on #{pr}"));
     let id = 100 + s.comments.len() as u64;
     let text = body["body"].as_str().unwrap_or("").to_owned();
-    s.comments.push((id, text.clone()));
-    Json(comment(id, &text))
+    s.comments.push((id, text.clone(), "ferry-bot".to_owned()));
+    Json(comment(id, &text, "ferry-bot"))
 }
 
 async fn update(
@@ -268,10 +290,12 @@ async fn update(
     let mut s = s.lock().unwrap();
     s.requests.push(format!("update comment {id}"));
     let text = body["body"].as_str().unwrap_or("").to_owned();
-    if let Some(c) = s.comments.iter_mut().find(|(i, _)| *i == id) {
+    let mut author = String::new();
+    if let Some(c) = s.comments.iter_mut().find(|(i, _, _)| *i == id) {
         c.1 = text.clone();
+        author = c.2.clone();
     }
-    Json(comment(id, &text))
+    Json(comment(id, &text, &author))
 }
 
 async fn status(
@@ -289,13 +313,60 @@ async fn status(
 
 async fn pull(State(s): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
     let mut s = s.lock().unwrap();
+    let head = body["head"].as_str().unwrap_or("").to_owned();
     s.requests.push(format!(
-        "POST pull {} -> {}",
-        body["head"].as_str().unwrap_or(""),
+        "POST pull {head} -> {}",
         body["base"].as_str().unwrap_or("")
     ));
-    s.statuses.push(body);
-    Json(json!({"number": 42, "html_url": "https://github.test/acme/placement/pull/42"}))
+    let number = 42 + s.pulls.len() as u64;
+    let mut pr = body.clone();
+    pr["number"] = json!(number);
+    pr["node_id"] = json!(format!("PR_{number}"));
+    pr["html_url"] = json!(format!("https://github.test/acme/placement/pull/{number}"));
+    s.pulls.push(pr.clone());
+    Json(pr)
+}
+
+async fn pulls(
+    State(s): State<Shared>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
+    let mut s = s.lock().unwrap();
+    let head = query.get("head").cloned().unwrap_or_default();
+    s.requests.push(format!("GET pulls head={head}"));
+    // head is OWNER:BRANCH; the fake's repository is acme/placement.
+    let branch = head.strip_prefix("acme:").unwrap_or("");
+    Json(Value::Array(
+        s.pulls
+            .iter()
+            .filter(|p| p["head"] == branch)
+            .cloned()
+            .collect(),
+    ))
+}
+
+async fn update_pull(
+    State(s): State<Shared>,
+    UrlPath((_, _, number)): UrlPath<(String, String, u64)>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let mut s = s.lock().unwrap();
+    s.requests.push(format!("PATCH pull {number}"));
+    let pr = s
+        .pulls
+        .iter_mut()
+        .find(|p| p["number"] == number)
+        .expect("a known pull request");
+    pr["title"] = body["title"].clone();
+    pr["body"] = body["body"].clone();
+    Json(pr.clone())
+}
+
+async fn graphql(State(s): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
+    let mut s = s.lock().unwrap();
+    s.requests.push("POST graphql".to_owned());
+    s.graphql.push(body);
+    Json(json!({"data": {"enablePullRequestAutoMerge": {"clientMutationId": null}}}))
 }
 
 fn fake_github() -> (SocketAddr, Shared) {
@@ -311,7 +382,9 @@ fn fake_github() -> (SocketAddr, Shared) {
             patch(update).post(update),
         )
         .route("/repos/{owner}/{repo}/statuses/{sha}", post(status))
-        .route("/repos/{owner}/{repo}/pulls", post(pull))
+        .route("/repos/{owner}/{repo}/pulls", post(pull).get(pulls))
+        .route("/repos/{owner}/{repo}/pulls/{number}", patch(update_pull))
+        .route("/graphql", post(graphql))
         .with_state(state.clone());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -332,17 +405,18 @@ fn fake_github() -> (SocketAddr, Shared) {
 #[test]
 fn the_review_comment_is_created_once_then_updated_and_statuses_are_set() {
     let (addr, state) = fake_github();
-    state
-        .lock()
-        .unwrap()
-        .comments
-        .push((7, "LGTM from a human".into()));
+    state.lock().unwrap().comments.push((
+        7,
+        "LGTM from a human, quoting <!-- ferry:environment-diff -->".into(),
+        "a-human".into(),
+    ));
     let dir = std::env::temp_dir().join(format!("ferry-pipelines-comment-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let env = [
         ("GITHUB_API_URL", format!("http://{addr}")),
         ("GITHUB_TOKEN", "test-token".to_owned()),
         ("GITHUB_REPOSITORY", "acme/placement".to_owned()),
+        ("FERRY_COMMENT_AUTHOR", "ferry-bot".to_owned()),
     ];
     for body in ["first review", "second review"] {
         std::fs::write(dir.join("review.md"), body).unwrap();
@@ -394,7 +468,10 @@ fn the_review_comment_is_created_once_then_updated_and_statuses_are_set() {
         2,
         "the human's comment and ours, nothing more"
     );
-    assert_eq!(s.comments[0], (7, "LGTM from a human".to_owned()));
+    assert_eq!(
+        s.comments[0].1, "LGTM from a human, quoting <!-- ferry:environment-diff -->",
+        "a comment by someone else, marker and all, is left alone"
+    );
     assert!(
         s.comments[1]
             .1
@@ -485,11 +562,209 @@ fn promote_opens_a_pull_request_that_pins_prod_to_devs_digest() {
         ],
     );
     assert_eq!(changed, "2\t2\tenvironments/prod/kustomization.yaml");
+    // Run again (the pull request not merged yet): the branch is written
+    // again and the open pull request updated, not a second one opened.
+    let out = pipelines(&dir, &["promote"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("updated #42"));
     let s = state.lock().unwrap();
-    assert_eq!(s.requests, [format!("POST pull {branch} -> main")]);
     assert_eq!(
-        s.statuses[0]["title"],
+        s.requests,
+        [
+            format!("GET pulls head=acme:{branch}"),
+            format!("POST pull {branch} -> main"),
+            format!("GET pulls head=acme:{branch}"),
+            "PATCH pull 42".to_owned(),
+        ]
+    );
+    assert_eq!(s.pulls.len(), 1);
+    assert_eq!(
+        s.pulls[0]["title"],
         "prod: promote ghcr.io/ferry-dev/placement 0.2.0-abc from dev"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&origin);
+}
+
+/// A workspace with a bare origin it has pushed main to.
+fn with_origin(name: &str) -> (PathBuf, PathBuf) {
+    let dir = workspace(name);
+    let origin = dir.with_extension("origin.git");
+    let _ = std::fs::remove_dir_all(&origin);
+    git(
+        dir.parent().unwrap(),
+        &["init", "-q", "--bare", "-b", "main", origin.to_str().unwrap()],
+    );
+    git(&dir, &["remote", "add", "origin", origin.to_str().unwrap()]);
+    git(&dir, &["push", "-q", "origin", "main"]);
+    (dir, origin)
+}
+
+/// Someone else pushes to origin's main meanwhile: the bump is made again
+/// on the new tip and lands on top of their commit, theirs kept.
+#[test]
+fn a_release_bump_that_loses_a_race_is_made_again_on_the_new_tip() {
+    use ferry_pipelines::publish::{Change, Outcome, publish};
+    let (dir, origin) = with_origin("race");
+    let other = dir.with_extension("other");
+    let _ = std::fs::remove_dir_all(&other);
+    git(
+        dir.parent().unwrap(),
+        &[
+            "clone",
+            "-q",
+            origin.to_str().unwrap(),
+            other.to_str().unwrap(),
+        ],
+    );
+    let calls = std::cell::Cell::new(0);
+    let edit = |text: &str| -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        calls.set(calls.get() + 1);
+        if calls.get() == 1 {
+            // Their push lands between our fetch and our push.
+            std::fs::write(other.join("NOTES"), "someone else's change\n").unwrap();
+            git(&other, &["add", "NOTES"]);
+            git(&other, &["commit", "-q", "-m", "theirs"]);
+            git(&other, &["push", "-q", "origin", "main"]);
+        }
+        Ok(ferry_pipelines::bump::bump(
+            text,
+            "kustomization.yaml",
+            "ghcr.io/ferry-dev/placement",
+            "0.3.0-def",
+            None,
+        )?)
+    };
+    let file = PathBuf::from("environments/dev/kustomization.yaml");
+    let outcome = publish(&Change {
+        dir: &dir,
+        remote: "origin",
+        branch: "main",
+        file: &file,
+        edit: &edit,
+        message: "dev: release 0.3.0-def",
+        attempts: 3,
+        pause: std::time::Duration::from_millis(10),
+    })
+    .unwrap();
+    let Outcome::Pushed { commit, retries } = outcome else {
+        panic!("not pushed: {outcome:?}");
+    };
+    assert_eq!(retries, 1);
+    assert_eq!(calls.get(), 2, "made again on the new tip");
+    let git_origin = |args: &[&str]| {
+        let mut all = vec!["--git-dir", origin.to_str().unwrap()];
+        all.extend_from_slice(args);
+        git(&dir, &all)
+    };
+    assert_eq!(git_origin(&["rev-parse", "main"]), commit);
+    assert_eq!(
+        git_origin(&["log", "--format=%s", "-3", "main"]),
+        "dev: release 0.3.0-def\ntheirs\nbase"
+    );
+    assert!(
+        git_origin(&["show", "main:environments/dev/kustomization.yaml"])
+            .contains("newTag: 0.3.0-def")
+    );
+    // Run again: already there, nothing pushed.
+    let again = publish(&Change {
+        dir: &dir,
+        remote: "origin",
+        branch: "main",
+        file: &file,
+        edit: &edit,
+        message: "dev: release 0.3.0-def",
+        attempts: 3,
+        pause: std::time::Duration::from_millis(10),
+    })
+    .unwrap();
+    assert_eq!(again, Outcome::Unchanged);
+    for d in [&dir, &origin, &other] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// main is protected (the remote refuses it as GitHub does): the bump goes
+/// to a branch and a pull request with auto-merge; a re-run updates them.
+#[test]
+fn a_protected_main_gets_the_release_as_an_auto_merging_pull_request() {
+    let (addr, state) = fake_github();
+    let (dir, origin) = with_origin("protected");
+    let hook = origin.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\nwhile read old new ref; do\n  if [ \"$ref\" = refs/heads/main ]; then\n    echo 'error: GH006: Protected branch update failed for refs/heads/main.' >&2\n    exit 1\n  fi\ndone\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let env = [
+        ("GITHUB_API_URL", format!("http://{addr}")),
+        ("GITHUB_TOKEN", "test-token".to_owned()),
+        ("GITHUB_REPOSITORY", "acme/placement".to_owned()),
+    ];
+    let args = [
+        "release-bump",
+        "--env",
+        "dev",
+        "--image",
+        "ghcr.io/ferry-dev/placement",
+        "--tag",
+        "0.4.0-123",
+        "--digest",
+        "sha256:4444444444444444444444444444444444444444444444444444444444444444",
+    ];
+    // Without the fallback: refused, and says what to do.
+    let out = pipelines(&dir, &args, &env);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refused the push to main as protected")
+            && stderr.contains("--pull-request-if-protected"),
+        "{stderr}"
+    );
+    let mut fallback = args.to_vec();
+    fallback.push("--pull-request-if-protected");
+    for _ in 0..2 {
+        let out = pipelines(&dir, &fallback, &env);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let branch = "release/dev-0.4.0-123";
+    let shown = git(
+        &dir,
+        &[
+            "--git-dir",
+            origin.to_str().unwrap(),
+            "show",
+            &format!("{branch}:environments/dev/kustomization.yaml"),
+        ],
+    );
+    assert!(shown.contains("newTag: 0.4.0-123"), "{shown}");
+    let s = state.lock().unwrap();
+    assert_eq!(
+        s.requests,
+        [
+            format!("GET pulls head=acme:{branch}"),
+            format!("POST pull {branch} -> main"),
+            "POST graphql".to_owned(),
+            format!("GET pulls head=acme:{branch}"),
+            "PATCH pull 42".to_owned(),
+            "POST graphql".to_owned(),
+        ]
+    );
+    assert_eq!(s.graphql[0]["variables"]["id"], "PR_42");
+    assert!(
+        s.graphql[0]["query"]
+            .as_str()
+            .unwrap()
+            .contains("enablePullRequestAutoMerge")
     );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&origin);
