@@ -11,8 +11,10 @@ export GOFLAGS=${GOFLAGS:--mod=mod}
 KUBERNETES_VERSION=v1.34.4
 ETCD_PORT=${FERRY_ETCD_PORT:-23790}
 APISERVER_PORT=${FERRY_APISERVER_PORT:-6443}
+# lab/api-proxy: the API server behind a proxy that lab/fault api-errors makes fail.
+API_PROXY_PORT=${FERRY_API_PROXY_PORT:-6444}
 KUBECONFIG_PATH="$LAB_DIR/kubeconfig"
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler agent)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler agent api-proxy)
 
 lab_log() { printf '[lab] %s\n' "$*" >&2; }
 lab_die() { printf '[lab] error: %s\n' "$*" >&2; exit 1; }

@@ -34,6 +34,14 @@ fn fault(args: &[&str]) -> Child {
         .expect("lab/fault runs")
 }
 
+/// The lab's state folder (where its kubeconfig is).
+fn lab_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var("KUBECONFIG").expect("KUBECONFIG names the lab's"))
+        .parent()
+        .expect("the kubeconfig is in the lab's folder")
+        .to_owned()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -273,6 +281,85 @@ fn an_api_server_restart_during_a_good_release_loses_nothing() {
             ("Healthy".to_owned(), revision(&good)),
         ]
     );
+}
+
+/// The API server answers 429 for 30 s during one good release, then 503
+/// (open watches cut too) for 30 s during the next: the controller backs
+/// off and retries, never reports `Stalled`, both releases end healthy
+/// with each step once in the history, and clients see no failure.
+#[test]
+fn throttled_or_unavailable_api_delays_a_release_but_never_stalls_it() {
+    if !lab_enabled("throttled_or_unavailable_api_delays_a_release_but_never_stalls_it") {
+        return;
+    }
+    let _alone = exclusive();
+    let (mut lab, address, first) = healthy_release("flt-429", "");
+    lab.use_api_proxy();
+    let proxy_log_start = std::fs::metadata(lab_dir().join("logs/api-proxy.log"))
+        .map(|m| m.len() as usize)
+        .unwrap_or(0);
+    let traffic = Traffic::start(address);
+    let mut expected = vec![
+        ("Applied".to_owned(), format!("main@sha1:{first}")),
+        ("Healthy".to_owned(), format!("main@sha1:{first}")),
+    ];
+    let never_stalled = |lab: &Lab, during: &str| {
+        let s = lab.status("test");
+        let (stalled, reason, message) = condition(&s, "Stalled");
+        assert_ne!(
+            stalled,
+            "True",
+            "Stalled during {during}: {reason}: {message}\n{}",
+            lab.log()
+        );
+    };
+    for (code, image) in [
+        ("429", "ferry-lab-test/inference:2"),
+        ("503", "ferry-lab-test/inference:1"),
+    ] {
+        let mut errors = fault(&["api-errors", code, "30"]);
+        // The fault is on before the release is asked for.
+        std::thread::sleep(Duration::from_secs(1));
+        let commit = release(&lab, image, &format!("release: during {code} answers"));
+        lab.reconcile_now("test");
+        while errors.try_wait().unwrap().is_none() {
+            never_stalled(&lab, code);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        assert!(
+            errors.wait().unwrap().success(),
+            "lab/fault api-errors failed"
+        );
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while lab.status("test")["lastHealthyRevision"] != format!("main@sha1:{commit}") {
+            never_stalled(&lab, &format!("the recovery from {code}"));
+            assert!(
+                Instant::now() < deadline,
+                "the release never became healthy after {code}: {:#}\n{}",
+                lab.status("test"),
+                lab.log()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        wait_healthy(&lab, &commit);
+        expected.push(("Applied".to_owned(), format!("main@sha1:{commit}")));
+        expected.push(("Healthy".to_owned(), format!("main@sha1:{commit}")));
+    }
+    let (ok, failed) = traffic.stop();
+    eprintln!("429 and 503 from the API: {ok} requests ok, {failed} failed");
+    assert_eq!(failed, 0, "clients saw failures through the LoadBalancer");
+    // The faults reached the controller (else this test proves nothing);
+    // kube's client retries 429 itself, so the proxy's log tells.
+    let proxy_log = std::fs::read_to_string(lab_dir().join("logs/api-proxy.log")).unwrap();
+    let refused = &proxy_log[proxy_log_start.min(proxy_log.len())..];
+    for code in ["429", "503"] {
+        let seen = format!("answered {code} to ");
+        assert!(
+            refused.contains(&seen),
+            "the controller never met a {code}:\n{refused}"
+        );
+    }
+    assert_eq!(history(&lab, "test"), expected);
 }
 
 /// A bad release, and 5 s later a good commit: the good one ends healthy

@@ -7,43 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Lab, WEBHOOK_SECRET};
+use common::{Lab, webhook_post as post, webhook_sign as sign};
 use ferry_lab_testkit::lab_enabled;
-use hmac::Mac;
-
-fn post(lab: &Lab, delivery: &str, signature: Option<&str>, body: &str) -> u16 {
-    let mut args = vec![
-        "-sS".to_owned(),
-        "-o".into(),
-        "/dev/null".into(),
-        "-w".into(),
-        "%{http_code}".into(),
-        "-H".into(),
-        "X-GitHub-Event: push".into(),
-        "-H".into(),
-        format!("X-GitHub-Delivery: {delivery}"),
-        "--data-binary".into(),
-        body.to_owned(),
-    ];
-    if let Some(s) = signature {
-        args.extend(["-H".into(), format!("X-Hub-Signature-256: {s}")]);
-    }
-    args.push(format!(
-        "http://127.0.0.1:{}/hooks/github",
-        lab.metrics_port
-    ));
-    let out = std::process::Command::new("curl")
-        .args(&args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
-}
-
-fn sign(body: &str) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
 
 #[test]
 fn a_signed_push_triggers_the_environments_that_follow_it() {

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ferry_lab_testkit::{get, git, k, kubectl, wait_until};
+use hmac::Mac;
 use serde_json::Value;
 
 pub fn repo_root() -> PathBuf {
@@ -39,6 +40,8 @@ pub struct Lab {
     /// A git repository; Environments follow its `main`.
     pub repo: PathBuf,
     pub metrics_port: u16,
+    /// The controller's kubeconfig when not the lab's (lab/api-proxy's).
+    kubeconfig: Option<PathBuf>,
     controller: Option<Child>,
     /// Replicas with leader election: identity, HTTP port, process.
     replicas: Vec<(String, u16, Child)>,
@@ -162,6 +165,7 @@ impl Lab {
             work,
             repo,
             metrics_port,
+            kubeconfig: None,
             controller: None,
             replicas: Vec::new(),
         }
@@ -211,7 +215,11 @@ impl Lab {
     /// `ferry-controller run` for this lab's Environments, as the
     /// controller's service account, serving on `port`, logging to `log`.
     fn controller_command(&self, port: u16, cache: &str, log: std::fs::File) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry-controller"));
+        // bench/soak/run measures the release build.
+        let binary = std::env::var_os("FERRY_CONTROLLER_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ferry-controller")));
+        let mut command = Command::new(binary);
         command
             .args(["run", "--namespace", &self.system])
             .arg("--http-addr")
@@ -230,7 +238,44 @@ impl Lab {
             )
             .stdout(Stdio::null())
             .stderr(log);
+        if let Some(kubeconfig) = &self.kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
         command
+    }
+
+    /// From now on the controller talks to the API server through
+    /// lab/api-proxy, which `lab/fault api-errors` makes fail; a running
+    /// controller is restarted.
+    pub fn use_api_proxy(&mut self) {
+        let lab_dir = std::env::var("KUBECONFIG")
+            .map(PathBuf::from)
+            .ok()
+            .and_then(|k| k.parent().map(PathBuf::from))
+            .expect("KUBECONFIG names the lab's kubeconfig (scripts/test sets it)");
+        let proxy = lab_dir.join("proxy.kubeconfig");
+        assert!(proxy.exists(), "{} is missing: run lab/up", proxy.display());
+        self.kubeconfig = Some(proxy);
+        if self.controller.is_some() {
+            self.start_controller();
+            self.wait_controller_ready();
+        }
+    }
+
+    /// Waits until the controller's `/readyz` answers 200 (its first list
+    /// of Environments is in).
+    pub fn wait_controller_ready(&self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
+        wait_until(
+            "the controller to be ready",
+            Duration::from_secs(60),
+            || {
+                Command::new("curl")
+                    .args(["-sf", "--max-time", "2", "-o", "/dev/null", &url])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        );
     }
 
     /// Starts `ferry-controller run` as the controller's service account.
@@ -278,6 +323,11 @@ impl Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The process id of the controller started by [`Lab::start_controller`].
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(Child::id)
     }
 
     pub fn stop_controller(&mut self) {
@@ -538,6 +588,43 @@ impl Drop for Lab {
             delete_namespace(ns, false);
         }
     }
+}
+
+/// POSTs a push delivery `body` to the controller's webhook, signed
+/// with `signature` if any; the HTTP status (0 when nothing answered).
+pub fn webhook_post(lab: &Lab, delivery: &str, signature: Option<&str>, body: &str) -> u16 {
+    let mut args = vec![
+        "-sS".to_owned(),
+        "-o".into(),
+        "/dev/null".into(),
+        "-w".into(),
+        "%{http_code}".into(),
+        "-H".into(),
+        "X-GitHub-Event: push".into(),
+        "-H".into(),
+        format!("X-GitHub-Delivery: {delivery}"),
+        "--data-binary".into(),
+        body.to_owned(),
+    ];
+    if let Some(s) = signature {
+        args.extend(["-H".into(), format!("X-Hub-Signature-256: {s}")]);
+    }
+    args.push(format!(
+        "http://127.0.0.1:{}/hooks/github",
+        lab.metrics_port
+    ));
+    let out = std::process::Command::new("curl")
+        .args(&args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+/// The `X-Hub-Signature-256` GitHub would send for `body`.
+pub fn webhook_sign(body: &str) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// `(status, reason, message)` of a condition.

@@ -78,27 +78,44 @@ pub fn register_images_now() {
 
 /// `POST /predict` through the LoadBalancer; true for a 200.
 pub fn predict(address: &str) -> bool {
-    let attempt = || -> std::io::Result<bool> {
-        let mut stream =
-            TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-        write!(
-            stream,
-            "POST /predict HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{CANDIDATE}",
-            CANDIDATE.len()
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response.starts_with("HTTP/1.1 200"))
-    };
-    attempt().unwrap_or(false)
+    predict_outcome(address).is_ok()
 }
 
-/// Clients through the LoadBalancer, counting answers, until dropped.
+/// `POST /predict` through the LoadBalancer: `Ok` for a 200, otherwise
+/// what went wrong (the status line, or the I/O error and its step).
+pub fn predict_outcome(address: &str) -> Result<(), String> {
+    let address: std::net::SocketAddr = address.parse().map_err(|e| format!("address: {e}"))?;
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| format!("set timeout: {e}"))?;
+    write!(
+        stream,
+        "POST /predict HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{CANDIDATE}",
+        CANDIDATE.len()
+    )
+    .map_err(|e| format!("send: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("receive: {e}"))?;
+    if response.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else if response.is_empty() {
+        Err("closed without an answer".to_owned())
+    } else {
+        Err(response.lines().next().unwrap_or("").to_owned())
+    }
+}
+
+/// Clients through the LoadBalancer, counting answers, until stopped.
+/// Failures are printed with their wall-clock time when it stops, to be
+/// matched against the lab's logs.
 pub struct Traffic {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -106,14 +123,22 @@ impl Traffic {
     pub fn start(address: String) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
-        let failed = Arc::new(AtomicUsize::new(0));
-        let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, o, f) = (stop.clone(), ok.clone(), failures.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                if predict(&address) {
-                    o.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    f.fetch_add(1, Ordering::Relaxed);
+                match predict_outcome(&address) {
+                    Ok(()) => {
+                        o.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        let at = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default();
+                        f.lock()
+                            .unwrap()
+                            .push(format!("{:.3} {e}", at.as_secs_f64()));
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -121,7 +146,7 @@ impl Traffic {
         Traffic {
             stop,
             ok,
-            failed,
+            failures,
             thread: Some(thread),
         }
     }
@@ -132,10 +157,11 @@ impl Traffic {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
+        let failures = self.failures.lock().unwrap();
+        for f in failures.iter() {
+            eprintln!("failed request at unix time {f}");
+        }
+        (self.ok.load(Ordering::Relaxed), failures.len())
     }
 }
 

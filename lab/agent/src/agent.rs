@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::watch_backoff::LabBackoff;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::{Recorder, Reporter};
@@ -111,7 +112,7 @@ pub async fn run(
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let pods: Api<Pod> = Api::all(client.clone());
     let config = watcher::Config::default().fields("spec.nodeName!=");
-    let mut events = watcher(pods, config).default_backoff().boxed();
+    let mut events = watcher(pods, config).backoff(LabBackoff::default()).boxed();
 
     tokio::pin!(stop);
     loop {

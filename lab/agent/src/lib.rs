@@ -5,7 +5,7 @@
 //!
 //! Modules: [`node`] (registration, heartbeat), [`pod`] (one worker per
 //! pod), [`process`], [`probe`], [`network`], [`images`], [`status`],
-//! [`loadbalancer`], [`kubelet`] (the log endpoint for `kubectl logs`), and [`agent`] which ties them together.
+//! [`loadbalancer`], [`watch_backoff`], [`kubelet`] (the log endpoint for `kubectl logs`), and [`agent`] which ties them together.
 
 pub mod agent;
 pub mod images;
@@ -17,3 +17,4 @@ pub mod pod;
 pub mod probe;
 pub mod process;
 pub mod status;
+pub mod watch_backoff;

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::watch_backoff::LabBackoff;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -79,13 +80,17 @@ pub async fn run(client: Client) {
     let (slices, writer) = reflector::store();
     let slice_stream =
         reflector::reflector(writer, watcher(slices_api, watcher::Config::default()))
-            .default_backoff()
+            .backoff(LabBackoff::default())
             .applied_objects();
-    tokio::spawn(slice_stream.for_each(|_| async {}));
+    tokio::spawn(slice_stream.for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "endpoint slice watch failed; retrying");
+        }
+    }));
 
     let mut active: BTreeMap<String, Listening> = BTreeMap::new();
     let mut stream = watcher(services, watcher::Config::default())
-        .default_backoff()
+        .backoff(LabBackoff::default())
         .boxed();
     while let Some(event) = stream.next().await {
         let event = match event {
