@@ -54,6 +54,8 @@ pub struct GitHub {
 pub enum Upsert {
     Created(u64),
     Updated(u64),
+    /// None existed and none was to be created.
+    None,
 }
 
 impl GitHub {
@@ -97,6 +99,7 @@ impl GitHub {
         marker: &str,
         author: &str,
         body: &str,
+        create: bool,
     ) -> Result<Upsert, GitHubError> {
         let issues = self.client.issues(&self.owner, &self.name);
         let mut page = issues
@@ -131,6 +134,9 @@ impl GitHub {
                 Some(next) => page = next,
                 None => break,
             }
+        }
+        if !create {
+            return Ok(Upsert::None);
         }
         let created = issues
             .create_comment(pull_request, body)

@@ -143,6 +143,10 @@ enum Command {
             default_value = "github-actions[bot]"
         )]
         author: String,
+        /// Update our comment if there is one, never create one (a pull
+        /// request that no longer changes any environment).
+        #[arg(long)]
+        update_only: bool,
         #[command(flatten)]
         github: GitHubArgs,
     },
@@ -578,6 +582,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             pr,
             body_file,
             author,
+            update_only,
             github,
         } => {
             let body = std::fs::read_to_string(&body_file)
@@ -594,12 +599,13 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             let upserted = runtime.block_on(async {
                 let client = GitHub::new(&github.api_url, &github.token, &github.repo)?;
                 client
-                    .upsert_comment(pr, review::MARKER, &author, &body)
+                    .upsert_comment(pr, review::MARKER, &author, &body, !update_only)
                     .await
             })?;
             match upserted {
                 Upsert::Created(id) => eprintln!("created comment {id} on #{pr}"),
                 Upsert::Updated(id) => eprintln!("updated comment {id} on #{pr}"),
+                Upsert::None => eprintln!("no comment of ours on #{pr}: none created"),
             }
             Ok(())
         }

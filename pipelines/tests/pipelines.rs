@@ -261,6 +261,10 @@ async fn list(
 ) -> Json<Value> {
     let mut s = s.lock().unwrap();
     s.requests.push(format!("GET comments of #{pr}"));
+    if pr != 12 {
+        // The fake's comments are all on #12.
+        return Json(json!([]));
+    }
     Json(Value::Array(
         s.comments
             .iter()
@@ -431,6 +435,21 @@ fn the_review_comment_is_created_once_then_updated_and_statuses_are_set() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // A pull request that no longer changes anything: no new comment.
+    let out = pipelines(
+        &dir,
+        &[
+            "comment",
+            "--pr",
+            "13",
+            "--body-file",
+            "review.md",
+            "--update-only",
+        ],
+        &env,
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("none created"));
     let out = pipelines(
         &dir,
         &[
@@ -460,6 +479,7 @@ fn the_review_comment_is_created_once_then_updated_and_statuses_are_set() {
             "POST comment on #12",
             "GET comments of #12",
             "update comment 101",
+            "GET comments of #13",
             "POST status on abc123"
         ]
     );
@@ -597,7 +617,14 @@ fn with_origin(name: &str) -> (PathBuf, PathBuf) {
     let _ = std::fs::remove_dir_all(&origin);
     git(
         dir.parent().unwrap(),
-        &["init", "-q", "--bare", "-b", "main", origin.to_str().unwrap()],
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            origin.to_str().unwrap(),
+        ],
     );
     git(&dir, &["remote", "add", "origin", origin.to_str().unwrap()]);
     git(&dir, &["push", "-q", "origin", "main"]);
