@@ -302,10 +302,28 @@ fn the_controller_install_renders_and_passes_the_policy() {
         "ClusterRoleBinding",
         "Deployment",
         "Service",
-        "Environment",
     ] {
         assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
     }
+    // The Environments are the install's second step: one apply cannot
+    // create a CRD and objects of its kind.
+    assert!(!kinds.contains(&"Environment"), "{kinds:?}");
+    let text =
+        std::fs::read_to_string(repo().join("environments/controller/environments.yaml")).unwrap();
+    let environments: Vec<serde_json::Value> = text
+        .split("\n---")
+        .filter_map(|doc| serde_norway::from_str(doc).ok())
+        .filter(|doc: &serde_json::Value| doc["kind"] == "Environment")
+        .collect();
+    assert_eq!(environments.len(), 2);
+    let prod = environments
+        .iter()
+        .find(|e| e["metadata"]["name"] == "prod")
+        .unwrap();
+    assert_eq!(
+        prod["spec"]["suspend"], true,
+        "prod waits for its first promotion"
+    );
 }
 
 #[test]
@@ -342,6 +360,22 @@ fn the_controller_install_passes_a_server_side_dry_run_on_the_lab() {
             "--dry-run=server",
             "-k",
             repo().join("environments/controller").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let environments = repo().join("environments/controller/environments.yaml");
+    let out = kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-f",
+            environments.to_str().unwrap(),
         ],
         None,
     );
