@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// Why an edit could not be made (the edit's own error).
+pub type EditError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("failed to run git {args}")]
@@ -23,7 +26,7 @@ pub enum PublishError {
     Change {
         tip: String,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: EditError,
     },
     #[error("failed to write {path}")]
     Write {
@@ -86,7 +89,7 @@ pub struct Change<'a> {
     pub file: &'a Path,
     /// The new content of `file` from its current one (pure; called again
     /// on every new tip).
-    pub edit: &'a dyn Fn(&str) -> Result<String, Box<dyn std::error::Error + Send + Sync>>,
+    pub edit: &'a dyn Fn(&str) -> Result<String, EditError>,
     pub message: &'a str,
     pub attempts: u32,
     /// Waited after the n-th lost race: n × this.
