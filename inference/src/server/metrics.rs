@@ -1,13 +1,16 @@
 //! Prometheus metrics of the service, all named `ferry_inference_*`.
 
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
+
+use super::atomic_histogram::AtomicHistogram;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -33,23 +36,26 @@ pub struct ModelLabels {
     pub sha256: String,
 }
 
-fn latency_histogram() -> Histogram {
+fn latency_histogram() -> AtomicHistogram {
     // 50 µs .. ~1.6 s, doubling.
-    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+    AtomicHistogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
 /// The service's metrics and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
-    pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub latency: Family<RouteLabels, AtomicHistogram, fn() -> AtomicHistogram>,
     pub predictions: Family<ClassLabels, Counter>,
     pub ready: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Handles of series every request touches, made once: a family's
     /// lookup takes a lock that all threads share.
     placed: Counter,
     not_placed: Counter,
-    route_latency: Vec<(&'static str, Histogram)>,
+    route_latency: Vec<(&'static str, AtomicHistogram)>,
+    /// The 200 series of every route with GET and POST, each made on its
+    /// first use (so /metrics lists only what happened), then lock-free.
+    route_ok: Vec<(&'static str, &'static str, OnceLock<Counter>)>,
 }
 
 impl Metrics {
@@ -62,9 +68,10 @@ impl Metrics {
             "HTTP requests by route template, method and status code",
             requests.clone(),
         );
-        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            latency_histogram,
-        );
+        let latency =
+            Family::<RouteLabels, AtomicHistogram, fn() -> AtomicHistogram>::new_with_constructor(
+                latency_histogram,
+            );
         registry.register(
             "ferry_inference_request_duration_seconds",
             "Time from request to response, by route template",
@@ -107,6 +114,10 @@ impl Metrics {
             .iter()
             .map(|&route| (route, latency.get_or_create(&RouteLabels { route }).clone()))
             .collect();
+        let route_ok = routes
+            .iter()
+            .flat_map(|&route| ["GET", "POST"].map(|method| (route, method, OnceLock::new())))
+            .collect();
         Metrics {
             registry,
             requests,
@@ -116,6 +127,7 @@ impl Metrics {
             placed,
             not_placed,
             route_latency,
+            route_ok,
         }
     }
 
@@ -134,6 +146,27 @@ impl Metrics {
         } else {
             self.not_placed.inc();
         }
+    }
+
+    /// Counts a request by route, method and status.
+    pub fn record_request(&self, route: &'static str, method: &'static str, status: u16) {
+        let labels = || RequestLabels {
+            route,
+            method,
+            status,
+        };
+        if status == 200
+            && let Some((_, _, counter)) = self
+                .route_ok
+                .iter()
+                .find(|(r, m, _)| *r == route && *m == method)
+        {
+            counter
+                .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                .inc();
+            return;
+        }
+        self.requests.get_or_create(&labels()).inc();
     }
 
     /// Records a request's duration under its route.

@@ -4,6 +4,7 @@
 //! [`app`] builds the whole router from an [`AppState`], so tests drive it
 //! without sockets; [`serve`] runs it on a listener until a shutdown signal.
 
+pub mod atomic_histogram;
 pub mod error;
 pub mod legacy;
 pub mod metrics;
@@ -26,7 +27,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::artifact::{Artifact, Model};
 use error::ApiError;
-use metrics::{Metrics, RequestLabels};
+use metrics::Metrics;
 
 /// Largest request body accepted; larger ones get 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -183,14 +184,7 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
     let response = next.run(request).await;
     let metrics = &state.metrics;
     metrics.record_latency(route, start.elapsed().as_secs_f64());
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route,
-            method,
-            status: response.status().as_u16(),
-        })
-        .inc();
+    metrics.record_request(route, method, response.status().as_u16());
     response
 }
 
