@@ -470,6 +470,32 @@ fn a_controller_killed_mid_rollout_and_mid_rollback_finishes_the_job() {
     eprintln!("controller restarts: {ok} requests ok, {failed} failed");
     assert_eq!(failed, 0);
     assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:1");
+    // Two restarts, and each step is in the history once.
+    lab.verified_history("test");
+    let entries = lab.history("test");
+    let steps: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["result"].as_str().unwrap_or(""),
+                e["revision"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    let (g, b) = (format!("main@sha1:{good}"), format!("main@sha1:{bad}"));
+    assert_eq!(
+        steps,
+        [
+            ("Applied", g.as_str()),
+            ("Healthy", g.as_str()),
+            ("Applied", b.as_str()),
+            ("HealthCheckFailed", b.as_str()),
+            // The rollback's entries name the revision restored.
+            ("RollingBack", g.as_str()),
+            ("RolledBack", g.as_str()),
+        ],
+        "{entries:#?}"
+    );
 }
 
 /// Two replicas with leader election: the leader is killed while it

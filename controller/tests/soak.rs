@@ -198,25 +198,31 @@ fn soak() {
         std::thread::sleep(every.saturating_sub(tick.elapsed()));
     }
 
-    // The last release settles (a bad one is rolled back).
+    // The last commit settles: healthy, or rolled back. A commit that
+    // arrives while a release is judged waits for the verdict (up to the
+    // health timeout, 300 s), so this can take minutes.
     let last = releases.last().expect("at least one commit");
-    let settle = Instant::now() + Duration::from_secs(240);
+    let revision = format!("main@sha1:{}", last.commit);
+    let settle = Instant::now() + Duration::from_secs(480);
     loop {
-        let s = lab.status("test");
-        let healthy = s["lastHealthyRevision"] == format!("main@sha1:{}", last.commit);
-        let rolled_back = s["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Stalled" && c["status"] == "True");
-        if (!last.bad && healthy) || (last.bad && rolled_back) {
+        let history = lab.history("test");
+        let settled = history.iter().any(|e| {
+            if last.bad {
+                e["result"] == "RolledBack"
+                    && e["summary"].as_str().unwrap_or("").contains(&revision)
+            } else {
+                e["result"] == "Healthy" && e["revision"] == revision.as_str()
+            }
+        });
+        if settled {
             break;
         }
         assert!(
             Instant::now() < settle,
-            "the last release never settled: {s:#}"
+            "the last release never settled: {:#}",
+            lab.status("test")
         );
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_secs(2));
     }
     let (ok, failed) = traffic.stop();
     sampling.store(false, Ordering::Relaxed);
@@ -261,8 +267,17 @@ fn soak() {
             healthy.push(t - r.at);
         }
         if r.bad {
-            // The rollback's verdict is recorded on the bad revision.
-            if let Some(t) = first_of("RolledBack") {
+            // The rollback's verdict names the restored revision; its
+            // summary names the failed one.
+            let revision = format!("main@sha1:{}", r.commit);
+            if let Some(t) = history
+                .iter()
+                .find(|e| {
+                    e["result"] == "RolledBack"
+                        && e["summary"].as_str().unwrap_or("").contains(&revision)
+                })
+                .and_then(entry_time)
+            {
                 rolled_back.push(t - r.at);
             }
         }
