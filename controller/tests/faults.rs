@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::{Lab, condition, repo_root};
 use ferry_lab_testkit::{k, kubectl, lab_enabled, wait_until};
-use rollout::{Traffic, healthy_release, release, wait_healthy, wait_rolled_back};
+use rollout::{
+    Traffic, assert_bystander_untouched, healthy_release, release, wait_healthy, wait_rolled_back,
+};
 
 /// Faults act on the whole lab: one scenario at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -281,6 +283,7 @@ fn an_api_server_restart_during_a_good_release_loses_nothing() {
             ("Healthy".to_owned(), revision(&good)),
         ]
     );
+    assert_bystander_untouched(&lab);
 }
 
 /// The API server answers 429 for 30 s during one good release, then 503
@@ -360,6 +363,7 @@ fn throttled_or_unavailable_api_delays_a_release_but_never_stalls_it() {
         );
     }
     assert_eq!(history(&lab, "test"), expected);
+    assert_bystander_untouched(&lab);
 }
 
 /// A bad release, and 5 s later a good commit: the good one ends healthy
@@ -410,6 +414,7 @@ fn a_good_commit_right_after_a_bad_one_wins() {
         Some(("Healthy", format!("main@sha1:{good}"))),
         "{entries:?}"
     );
+    assert_bystander_untouched(&lab);
 }
 
 /// Two commits within one interval: only the newest is applied, and the
@@ -478,4 +483,5 @@ fn a_rollback_survives_a_frozen_etcd() {
             ("RolledBack".to_owned(), revision(&good)),
         ]
     );
+    assert_bystander_untouched(&lab);
 }

@@ -496,6 +496,7 @@ fn a_controller_killed_mid_rollout_and_mid_rollback_finishes_the_job() {
         ],
         "{entries:#?}"
     );
+    rollout::assert_bystander_untouched(&lab);
 }
 
 /// Two replicas with leader election: the leader is killed while it

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::{Lab, condition, repo_root};
-use ferry_lab_testkit::wait_until;
+use ferry_lab_testkit::{k, wait_until};
 
 pub const CANDIDATE: &str = r#"{"gender":"M","ssc_p":71,"ssc_b":"Central","hsc_p":58.66,"hsc_b":"Central","hsc_s":"Science","degree_p":58,"degree_t":"Sci&Tech","etest_p":56,"mba_p":61.3,"specialisation":"Mkt&Fin","workex":"Yes"}"#;
 
@@ -178,7 +178,24 @@ pub fn healthy_release_with(
     prepare: impl FnOnce(&Lab),
 ) -> (Lab, String, String) {
     register_images();
-    let (lab, first) = Lab::running_with(name, "rollout", spec, prepare);
+    let (lab, first) = Lab::running_with(name, "rollout", spec, |lab| {
+        // Someone else's object in the target namespace: no scenario may
+        // touch it (see `assert_bystander_untouched`).
+        k(&[
+            "create",
+            "configmap",
+            "bystander",
+            "-n",
+            &lab.target,
+            "--from-literal=owner=someone-else",
+        ]);
+        prepare(lab)
+    });
+    let version = lab.get("configmap", "bystander").unwrap()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(lab.work.join("bystander-version"), version).unwrap();
     wait_healthy(&lab, &first);
     let mut address = String::new();
     wait_until("the load balancer", Duration::from_secs(30), || {
@@ -193,6 +210,20 @@ pub fn healthy_release_with(
         !address.is_empty() && predict(&address)
     });
     (lab, address, first)
+}
+
+/// The ConfigMap `bystander` that [`healthy_release`] made (not from git)
+/// is still there, unchanged.
+pub fn assert_bystander_untouched(lab: &Lab) {
+    let before = std::fs::read_to_string(lab.work.join("bystander-version")).unwrap();
+    let now = lab
+        .get("configmap", "bystander")
+        .expect("someone else's ConfigMap is gone");
+    assert_eq!(
+        now["metadata"]["resourceVersion"].as_str(),
+        Some(before.as_str()),
+        "someone else's ConfigMap was changed: {now:#}"
+    );
 }
 
 /// A bad release committed under traffic and rolled back: the commit,
