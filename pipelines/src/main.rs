@@ -75,16 +75,8 @@ enum Command {
     /// nothing else in its kustomization.yaml. Running it twice changes
     /// nothing the second time.
     Bump {
-        #[arg(long)]
-        env: String,
-        /// The image's name in the kustomization's `images:` list.
-        #[arg(long)]
-        image: String,
-        #[arg(long)]
-        tag: String,
-        /// sha256:... (without it, an existing digest is removed).
-        #[arg(long)]
-        digest: Option<String>,
+        #[command(flatten)]
+        bump: BumpArgs,
     },
     /// Point environments/ENV at a released image on the tip of BRANCH and
     /// push it there: fetch, bump, commit, push, and start again from the
@@ -94,14 +86,8 @@ enum Command {
     /// a pull request that merges itself once its checks pass (GITHUB_TOKEN,
     /// GITHUB_REPOSITORY, GITHUB_API_URL).
     ReleaseBump {
-        #[arg(long)]
-        env: String,
-        #[arg(long)]
-        image: String,
-        #[arg(long)]
-        tag: String,
-        #[arg(long)]
-        digest: Option<String>,
+        #[command(flatten)]
+        bump: BumpArgs,
         #[arg(long, default_value = "origin")]
         remote: String,
         #[arg(long, default_value = "main")]
@@ -187,6 +173,35 @@ enum Command {
     },
 }
 
+/// Which image of which environment to point where (`bump`, `release-bump`).
+#[derive(clap::Args)]
+struct BumpArgs {
+    #[arg(long)]
+    env: String,
+    /// The image's name in the kustomization's `images:` list.
+    #[arg(long)]
+    image: String,
+    #[arg(long)]
+    tag: String,
+    /// sha256:... (without it, an existing digest is removed).
+    #[arg(long)]
+    digest: Option<String>,
+}
+
+impl BumpArgs {
+    /// `text` (environment's kustomization.yaml, named `label`) bumped.
+    fn apply(&self, text: &str, label: &str) -> Result<String, bump::BumpError> {
+        bump::bump(text, label, &self.image, &self.tag, self.digest.as_deref())
+    }
+}
+
+/// `environments/ENV/kustomization.yaml`.
+fn kustomization(env: &str) -> PathBuf {
+    PathBuf::from("environments")
+        .join(env)
+        .join("kustomization.yaml")
+}
+
 #[derive(clap::Args)]
 struct GitHubArgs {
     #[arg(long, env = "GITHUB_REPOSITORY", default_value = "")]
@@ -220,12 +235,7 @@ fn promote(
     github: &GitHubArgs,
 ) -> anyhow::Result<()> {
     use ferry_pipelines::promote as p;
-    let file = |env: &str| {
-        PathBuf::from("environments")
-            .join(env)
-            .join("kustomization.yaml")
-    };
-    let (from_file, to_file) = (file(from), file(to));
+    let (from_file, to_file) = (kustomization(from), kustomization(to));
     let read = |f: &Path| {
         std::fs::read_to_string(f).with_context(|| format!("failed to read {}", f.display()))
     };
@@ -290,26 +300,22 @@ fn promote(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn release_bump(
-    env: &str,
-    image: &str,
-    tag: &str,
-    digest: Option<&str>,
+    args: &BumpArgs,
     remote: &str,
     branch: &str,
     attempts: u32,
     pull_request_if_protected: bool,
     github: &GitHubArgs,
 ) -> anyhow::Result<()> {
-    use ferry_pipelines::publish::{self, Change, Outcome};
-    let file = PathBuf::from("environments")
-        .join(env)
-        .join("kustomization.yaml");
+    use ferry_pipelines::publish::{self, Change, EditError, Outcome};
+    let BumpArgs {
+        env, image, tag, ..
+    } = args;
+    let digest = args.digest.as_deref();
+    let file = kustomization(env);
     let label = file.to_string_lossy().into_owned();
-    let edit = |text: &str| -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(bump::bump(text, &label, image, tag, digest)?)
-    };
+    let edit = |text: &str| -> Result<String, EditError> { Ok(args.apply(text, &label)?) };
     let message = format!(
         "{env}: release {image}:{tag}\n\n{}",
         digest.map(|d| format!("Digest: {d}")).unwrap_or_default()
@@ -504,24 +510,14 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 .into())
             }
         }
-        Command::Bump {
-            env,
-            image,
-            tag,
-            digest,
-        } => {
-            let file = PathBuf::from("environments")
-                .join(&env)
-                .join("kustomization.yaml");
+        Command::Bump { bump } => {
+            let file = kustomization(&bump.env);
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("failed to read {}", file.display()))?;
-            let bumped = bump::bump(
-                &text,
-                &file.to_string_lossy(),
-                &image,
-                &tag,
-                digest.as_deref(),
-            )?;
+            let bumped = bump.apply(&text, &file.to_string_lossy())?;
+            let BumpArgs {
+                image, tag, digest, ..
+            } = &bump;
             if bumped == text {
                 eprintln!("{} already points at {image}:{tag}", file.display());
             } else {
@@ -530,7 +526,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 eprintln!(
                     "{}: {image} -> {tag}{}",
                     file.display(),
-                    digest.map(|d| format!("@{d}")).unwrap_or_default()
+                    digest.as_ref().map(|d| format!("@{d}")).unwrap_or_default()
                 );
             }
             Ok(())
@@ -610,20 +606,14 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::ReleaseBump {
-            env,
-            image,
-            tag,
-            digest,
+            bump,
             remote,
             branch,
             attempts,
             pull_request_if_protected,
             github,
         } => release_bump(
-            &env,
-            &image,
-            &tag,
-            digest.as_deref(),
+            &bump,
             &remote,
             &branch,
             attempts,

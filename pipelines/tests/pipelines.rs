@@ -34,6 +34,22 @@ fn pipelines(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
         .unwrap()
 }
 
+/// Fails with the command's stderr unless it succeeded.
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `git ARGS` run on the bare repository `origin` (from `dir`).
+fn at_origin(dir: &Path, origin: &Path, args: &[&str]) -> String {
+    let mut all = vec!["--git-dir", origin.to_str().unwrap()];
+    all.extend_from_slice(args);
+    git(dir, &all)
+}
+
 /// A repository with this project's data, model and environments.
 fn workspace(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ferry-pipelines-{name}-{}", std::process::id()));
@@ -57,11 +73,7 @@ fn a_model_change_is_trained_gated_bumped_and_reviewed() {
     std::fs::write(&data, kept[..kept.len() - 20].join("\n") + "\n").unwrap();
 
     let out = pipelines(&dir, &["train", "--card", "model-card.md"], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let model: Value =
         serde_json::from_slice(&std::fs::read(dir.join("inference/model/placement.json")).unwrap())
             .unwrap();
@@ -121,11 +133,7 @@ fn a_model_change_is_trained_gated_bumped_and_reviewed() {
         ],
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let review = String::from_utf8(out.stdout).unwrap();
     assert!(
         review.contains("### `dev`: 1 object(s) changed"),
@@ -429,11 +437,7 @@ fn the_review_comment_is_created_once_then_updated_and_statuses_are_set() {
             &["comment", "--pr", "12", "--body-file", "review.md"],
             &env,
         );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
     }
     // A pull request that no longer changes anything: no new comment.
     let out = pipelines(
@@ -465,11 +469,7 @@ fn the_review_comment_is_created_once_then_updated_and_statuses_are_set() {
         ],
         &env,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
 
     let s = state.lock().unwrap();
     assert_eq!(
@@ -506,15 +506,7 @@ fn the_review_comment_is_created_once_then_updated_and_statuses_are_set() {
 #[test]
 fn promote_opens_a_pull_request_that_pins_prod_to_devs_digest() {
     let (addr, state) = fake_github();
-    let dir = workspace("promote");
-    let origin = dir.with_extension("origin.git");
-    let _ = std::fs::remove_dir_all(&origin);
-    git(
-        dir.parent().unwrap(),
-        &["init", "-q", "--bare", origin.to_str().unwrap()],
-    );
-    git(&dir, &["remote", "add", "origin", origin.to_str().unwrap()]);
-    git(&dir, &["push", "-q", "origin", "main"]);
+    let (dir, origin) = with_origin("promote");
     let env = [
         ("GITHUB_API_URL", format!("http://{addr}")),
         ("GITHUB_TOKEN", "test-token".to_owned()),
@@ -545,18 +537,13 @@ fn promote_opens_a_pull_request_that_pins_prod_to_devs_digest() {
     assert!(pipelines(&dir, &bump, &[]).status.success());
     git(&dir, &["commit", "-q", "-am", "release 0.2.0-abc"]);
     let out = pipelines(&dir, &["promote"], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
 
     let branch = "promote/dev-to-prod-333333333333";
-    let prod = git(
+    let prod = at_origin(
         &dir,
+        &origin,
         &[
-            "--git-dir",
-            origin.to_str().unwrap(),
             "show",
             &format!("{branch}:environments/prod/kustomization.yaml"),
         ],
@@ -570,26 +557,16 @@ fn promote_opens_a_pull_request_that_pins_prod_to_devs_digest() {
         "main",
         "left the checkout on its branch"
     );
-    let changed = git(
+    let changed = at_origin(
         &dir,
-        &[
-            "--git-dir",
-            origin.to_str().unwrap(),
-            "diff",
-            "--numstat",
-            &format!("{branch}~1"),
-            branch,
-        ],
+        &origin,
+        &["diff", "--numstat", &format!("{branch}~1"), branch],
     );
     assert_eq!(changed, "2\t2\tenvironments/prod/kustomization.yaml");
     // Run again (the pull request not merged yet): the branch is written
     // again and the open pull request updated, not a second one opened.
     let out = pipelines(&dir, &["promote"], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("updated #42"));
     let s = state.lock().unwrap();
     assert_eq!(
@@ -683,11 +660,7 @@ fn a_release_bump_that_loses_a_race_is_made_again_on_the_new_tip() {
     };
     assert_eq!(retries, 1);
     assert_eq!(calls.get(), 2, "made again on the new tip");
-    let git_origin = |args: &[&str]| {
-        let mut all = vec!["--git-dir", origin.to_str().unwrap()];
-        all.extend_from_slice(args);
-        git(&dir, &all)
-    };
+    let git_origin = |args: &[&str]| at_origin(&dir, &origin, args);
     assert_eq!(git_origin(&["rev-parse", "main"]), commit);
     assert_eq!(
         git_origin(&["log", "--format=%s", "-3", "main"]),
@@ -757,18 +730,13 @@ fn a_protected_main_gets_the_release_as_an_auto_merging_pull_request() {
     fallback.push("--pull-request-if-protected");
     for _ in 0..2 {
         let out = pipelines(&dir, &fallback, &env);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
     }
     let branch = "release/dev-0.4.0-123";
-    let shown = git(
+    let shown = at_origin(
         &dir,
+        &origin,
         &[
-            "--git-dir",
-            origin.to_str().unwrap(),
             "show",
             &format!("{branch}:environments/dev/kustomization.yaml"),
         ],
