@@ -20,10 +20,14 @@ use rollout::{
 /// Faults act on the whole lab: one scenario at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The lab to this scenario alone until the guard drops; `None` (skip)
+/// when the lab tests are off.
+fn alone(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    lab_enabled(test).then(|| {
+        ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    })
 }
 
 /// `lab/fault ARGS` in the background; it undoes itself.
@@ -34,14 +38,6 @@ fn fault(args: &[&str]) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("lab/fault runs")
-}
-
-/// The lab's state folder (where its kubeconfig is).
-fn lab_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(std::env::var("KUBECONFIG").expect("KUBECONFIG names the lab's"))
-        .parent()
-        .expect("the kubeconfig is in the lab's folder")
-        .to_owned()
 }
 
 fn free_port() -> u16 {
@@ -58,10 +54,11 @@ fn free_port() -> u16 {
 /// itself once the remote answers.
 #[test]
 fn a_hanging_git_remote_is_reported_and_recovered_from_without_holding_others() {
-    if !lab_enabled("a_hanging_git_remote_is_reported_and_recovered_from_without_holding_others") {
+    let Some(_alone) =
+        alone("a_hanging_git_remote_is_reported_and_recovered_from_without_holding_others")
+    else {
         return;
-    }
-    let _alone = exclusive();
+    };
     let (lab, _) = Lab::running("flt-git", "ctrl-test", "");
     // A second path of the same repository, for the Environment whose
     // remote hangs (its objects are its own).
@@ -182,10 +179,9 @@ fn a_hanging_git_remote_is_reported_and_recovered_from_without_holding_others() 
 /// controller backs off and finishes once etcd thaws, without `Stalled`.
 #[test]
 fn a_frozen_etcd_during_a_sync_delays_it_but_does_not_stall_it() {
-    if !lab_enabled("a_frozen_etcd_during_a_sync_delays_it_but_does_not_stall_it") {
+    let Some(_alone) = alone("a_frozen_etcd_during_a_sync_delays_it_but_does_not_stall_it") else {
         return;
-    }
-    let _alone = exclusive();
+    };
     let (lab, _) = Lab::running("flt-etcd", "ctrl-test", "");
     lab.edit("config.yaml", "mode: fast", "mode: frozen");
     let next = lab.commit("committed while etcd is frozen");
@@ -238,10 +234,9 @@ fn history(lab: &Lab, name: &str) -> Vec<(String, String)> {
 /// through the LoadBalancer see no failed request.
 #[test]
 fn an_api_server_restart_during_a_good_release_loses_nothing() {
-    if !lab_enabled("an_api_server_restart_during_a_good_release_loses_nothing") {
+    let Some(_alone) = alone("an_api_server_restart_during_a_good_release_loses_nothing") else {
         return;
-    }
-    let _alone = exclusive();
+    };
     let (lab, address, first) = healthy_release("flt-api", "");
     let traffic = Traffic::start(address);
     let good = release(
@@ -292,13 +287,13 @@ fn an_api_server_restart_during_a_good_release_loses_nothing() {
 /// with each step once in the history, and clients see no failure.
 #[test]
 fn throttled_or_unavailable_api_delays_a_release_but_never_stalls_it() {
-    if !lab_enabled("throttled_or_unavailable_api_delays_a_release_but_never_stalls_it") {
+    let Some(_alone) = alone("throttled_or_unavailable_api_delays_a_release_but_never_stalls_it")
+    else {
         return;
-    }
-    let _alone = exclusive();
+    };
     let (mut lab, address, first) = healthy_release("flt-429", "");
     lab.use_api_proxy();
-    let proxy_log_start = std::fs::metadata(lab_dir().join("logs/api-proxy.log"))
+    let proxy_log_start = std::fs::metadata(common::lab_dir().join("logs/api-proxy.log"))
         .map(|m| m.len() as usize)
         .unwrap_or(0);
     let traffic = Traffic::start(address);
@@ -353,7 +348,7 @@ fn throttled_or_unavailable_api_delays_a_release_but_never_stalls_it() {
     assert_eq!(failed, 0, "clients saw failures through the LoadBalancer");
     // The faults reached the controller (else this test proves nothing);
     // kube's client retries 429 itself, so the proxy's log tells.
-    let proxy_log = std::fs::read_to_string(lab_dir().join("logs/api-proxy.log")).unwrap();
+    let proxy_log = std::fs::read_to_string(common::lab_dir().join("logs/api-proxy.log")).unwrap();
     let refused = &proxy_log[proxy_log_start.min(proxy_log.len())..];
     for code in ["429", "503"] {
         let seen = format!("answered {code} to ");
@@ -370,10 +365,9 @@ fn throttled_or_unavailable_api_delays_a_release_but_never_stalls_it() {
 /// and the history tells both stories.
 #[test]
 fn a_good_commit_right_after_a_bad_one_wins() {
-    if !lab_enabled("a_good_commit_right_after_a_bad_one_wins") {
+    let Some(_alone) = alone("a_good_commit_right_after_a_bad_one_wins") else {
         return;
-    }
-    let _alone = exclusive();
+    };
     let (lab, _, first) = healthy_release("flt-race", "");
     let bad = release(&lab, "ferry-lab-test/crash:1", "release: crashes");
     lab.reconcile_now("test");
@@ -421,10 +415,11 @@ fn a_good_commit_right_after_a_bad_one_wins() {
 /// one skipped is in the history as superseded.
 #[test]
 fn of_two_commits_within_an_interval_the_newest_is_applied_the_other_recorded() {
-    if !lab_enabled("of_two_commits_within_an_interval_the_newest_is_applied_the_other_recorded") {
+    let Some(_alone) =
+        alone("of_two_commits_within_an_interval_the_newest_is_applied_the_other_recorded")
+    else {
         return;
-    }
-    let _alone = exclusive();
+    };
     let (lab, first) = Lab::running("flt-two", "ctrl-test", "\n  interval: 5m");
     lab.edit("config.yaml", "mode: fast", "mode: skipped");
     let skipped = lab.commit("never applied");
@@ -454,10 +449,9 @@ fn of_two_commits_within_an_interval_the_newest_is_applied_the_other_recorded() 
 /// etcd thaws, and the history has each step once.
 #[test]
 fn a_rollback_survives_a_frozen_etcd() {
-    if !lab_enabled("a_rollback_survives_a_frozen_etcd") {
+    let Some(_alone) = alone("a_rollback_survives_a_frozen_etcd") else {
         return;
-    }
-    let _alone = exclusive();
+    };
     let (lab, _, good) = healthy_release("flt-rb-etcd", "");
     let bad = release(&lab, "ferry-lab-test/crash:1", "release: crashes");
     lab.reconcile_now("test");

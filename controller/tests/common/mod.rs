@@ -248,12 +248,7 @@ impl Lab {
     /// lab/api-proxy, which `lab/fault api-errors` makes fail; a running
     /// controller is restarted.
     pub fn use_api_proxy(&mut self) {
-        let lab_dir = std::env::var("KUBECONFIG")
-            .map(PathBuf::from)
-            .ok()
-            .and_then(|k| k.parent().map(PathBuf::from))
-            .expect("KUBECONFIG names the lab's kubeconfig (scripts/test sets it)");
-        let proxy = lab_dir.join("proxy.kubeconfig");
+        let proxy = lab_dir().join("proxy.kubeconfig");
         assert!(proxy.exists(), "{} is missing: run lab/up", proxy.display());
         self.kubeconfig = Some(proxy);
         if self.controller.is_some() {
@@ -625,6 +620,16 @@ pub fn webhook_sign(body: &str) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
     mac.update(body.as_bytes());
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The lab's state folder: where its kubeconfig, logs and
+/// proxy.kubeconfig are.
+pub fn lab_dir() -> PathBuf {
+    std::env::var("KUBECONFIG")
+        .map(PathBuf::from)
+        .ok()
+        .and_then(|k| k.parent().map(PathBuf::from))
+        .expect("KUBECONFIG names the lab's kubeconfig (scripts/test sets it)")
 }
 
 /// `(status, reason, message)` of a condition.
