@@ -48,7 +48,7 @@ pub async fn predict(
         } else {
             "{\"Placement\":false,\"Placement_Probability\":"
         });
-        text.push_str(&python_repr(probability));
+        push_python_repr(&mut text, probability);
         text.push('}');
     }
     if many {
@@ -102,6 +102,30 @@ fn flask_json(mut text: String) -> Response {
 /// back to the same value, positional from 1e-4 up to 1e16, scientific with
 /// a signed two-digit exponent outside that, and `.0` on whole numbers.
 pub fn python_repr(x: f64) -> String {
+    let mut text = String::new();
+    push_python_repr(&mut text, x);
+    text
+}
+
+/// [`python_repr`] written onto `text`. In the positional range (every
+/// probability but the tiniest) Rust's `Display` writes the same shortest
+/// digits, positionally, so only a missing `.0` is added: no allocation.
+pub fn push_python_repr(text: &mut String, x: f64) {
+    use std::fmt::Write;
+    if x == 0.0 || (1e-4..1e16).contains(&x.abs()) {
+        let from = text.len();
+        // Writing to a String cannot fail.
+        let _ = write!(text, "{x}");
+        if !text[from..].contains('.') {
+            text.push_str(".0");
+        }
+    } else {
+        text.push_str(&python_repr_general(x));
+    }
+}
+
+/// [`python_repr`] for any float, from its scientific digits.
+fn python_repr_general(x: f64) -> String {
     if !x.is_finite() {
         return if x.is_nan() {
             "NaN".into()
@@ -144,7 +168,21 @@ pub fn python_repr(x: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::python_repr;
+    use super::{python_repr, python_repr_general};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn the_short_path_writes_what_the_general_one_does(bits in any::<u64>(), scale in -20i32..20) {
+            // Raw bits cover every exponent; a power of ten times a
+            // fraction covers the positional range densely.
+            let raw = f64::from_bits(bits);
+            let scaled = (bits as f64 / u64::MAX as f64) * 10f64.powi(scale);
+            for x in [raw, scaled, -scaled] {
+                prop_assert_eq!(python_repr(x), python_repr_general(x), "{:e}", x);
+            }
+        }
+    }
 
     #[test]
     fn matches_python_repr() {
@@ -163,6 +201,9 @@ mod tests {
             (1234567890123456.0, "1234567890123456.0"),
             (-0.25, "-0.25"),
             (2.5e-100, "2.5e-100"),
+            (-0.0, "-0.0"),
+            (9999999999999998.0, "9999999999999998.0"),
+            (0.00009999999999999999, "9.999999999999999e-05"),
         ];
         for (value, expected) in cases {
             assert_eq!(python_repr(value), expected, "{value:e}");

@@ -9,17 +9,17 @@ pub mod error;
 pub mod legacy;
 pub mod metrics;
 pub mod page;
+pub mod track;
 pub mod v2;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
@@ -66,7 +66,7 @@ impl AppState {
             &artifact.model.name,
             &artifact.model.version,
             &artifact.sha256,
-            &[ROUTES, &["unmatched"]].concat(),
+            &[track::ROUTES, &["unmatched"]].concat(),
         );
         let model = Arc::new(artifact.model);
         AppState(Arc::new(Shared {
@@ -107,7 +107,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(render_metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(track::TrackLayer::new(state.clone()))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -129,63 +129,6 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
-}
-
-/// The routes' templates, as metric labels.
-const ROUTES: &[&str] = &[
-    "/",
-    "/predict",
-    "/health",
-    "/v2",
-    "/v2/health/live",
-    "/v2/health/ready",
-    "/v2/models/{name}",
-    "/v2/models/{name}/ready",
-    "/v2/models/{name}/infer",
-    "/v2/models/{name}/versions/{version}",
-    "/v2/models/{name}/versions/{version}/ready",
-    "/v2/models/{name}/versions/{version}/infer",
-    "/metrics",
-];
-
-/// A matched route's template as a static label (`other` for one not
-/// listed in [`ROUTES`], which a test prevents).
-pub fn route_label(template: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .find(|r| **r == template)
-        .copied()
-        .unwrap_or("other")
-}
-
-fn method_label(method: &axum::http::Method) -> &'static str {
-    use axum::http::Method;
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::HEAD => "HEAD",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        _ => "other",
-    }
-}
-
-/// Counts every request by route template and status and times it.
-async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    // Static labels: no allocation per request.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| route_label(p.as_str()));
-    let method = method_label(request.method());
-    let start = Instant::now();
-    let response = next.run(request).await;
-    let metrics = &state.metrics;
-    metrics.record_latency(route, start.elapsed().as_secs_f64());
-    metrics.record_request(route, method, response.status().as_u16());
-    response
 }
 
 /// How the server stops.

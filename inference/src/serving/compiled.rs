@@ -19,6 +19,12 @@ const CHUNK: usize = 8;
 /// The most trees whose leaf values and masks live on the stack while
 /// predicting.
 const ON_STACK_TREES: usize = 512;
+/// A smaller stack array for a part of few trees.
+const FEW_TREES: usize = 32;
+/// Ranks between checkpoint rows of a [`RankedColumn`]: more is less
+/// memory (the placement model's five numeric columns take about 0.9 MB
+/// at 32) and more splits applied one by one per prediction.
+const STRIDE: usize = 16;
 
 /// Why a forest cannot take this layout (it is then served by the
 /// reference walk, which has no limits).
@@ -32,12 +38,6 @@ pub enum LayoutError {
     Columns(usize),
     #[error("column {column} has {count} distinct thresholds; the layout numbers at most 65534")]
     Thresholds { column: usize, count: usize },
-    #[error("tree {tree} splits {count} times on column {column}; the layout takes at most 255")]
-    Splits {
-        tree: usize,
-        column: usize,
-        count: usize,
-    },
 }
 
 /// A leaf mask: one bit per leaf, the leftmost leaf lowest.
@@ -160,19 +160,28 @@ struct BinaryChunk<M> {
     masks: Vec<M>,
 }
 
-/// A column with several thresholds, over every tree of the part (a tree
-/// that does not split on it always has the empty prefix).
+/// A column with several thresholds, over every tree of the part.
+///
+/// A tree's contribution at rank `r` is the AND of its splits on the
+/// column whose rank is at most `r`. Every [`STRIDE`] ranks a checkpoint
+/// row stores that AND for every tree; from the checkpoint below `r` only
+/// the few splits in between are applied. A row is read in sequence (and
+/// ANDed a vector at a time), where one entry per tree scattered over the
+/// column's tables missed the cache for every tree.
 #[derive(Debug, Clone)]
 struct RankedColumn<M> {
     column: usize,
-    /// Per tree: where its prefix ANDs start in `masks`.
-    first: Vec<u32>,
-    /// `[rank * trees + tree]`: how many of the tree's splits on this
-    /// column are false at `rank`.
-    false_splits: Vec<u8>,
-    /// Per tree, the AND of its first 0, 1, 2, ... false splits (entry 0,
-    /// all ones, serves the trees that do not split on the column).
-    masks: Vec<M>,
+    /// Ranks between checkpoints ([`STRIDE`]; smaller in tests).
+    stride: usize,
+    /// `[(k - 1) * trees + tree]`: each tree's AND at rank `k * stride`,
+    /// for `k` from 1 (rank 0 has no false split).
+    checkpoints: Vec<M>,
+    /// The column's splits in rank order: rank, tree (its place in the
+    /// part) and mask.
+    split_ranks: Vec<u16>,
+    splits: Vec<(u32, M)>,
+    /// `[k]`: where the splits of rank above `k * stride` start.
+    starts: Vec<u32>,
 }
 
 /// The trees whose masks are `M` wide.
@@ -206,7 +215,8 @@ impl<M: Bits> Part<M> {
     fn build(
         trees: Vec<(u32, u32, SplitsByColumn)>,
         thresholds: &[Vec<f64>],
-    ) -> Result<Self, LayoutError> {
+        stride: usize,
+    ) -> Self {
         let count = trees.len();
         let single: Vec<usize> = (0..thresholds.len())
             .filter(|&c| thresholds[c].len() == 1)
@@ -239,77 +249,82 @@ impl<M: Bits> Part<M> {
             if column_thresholds.len() < 2 {
                 continue;
             }
-            let mut first = Vec::with_capacity(count);
-            let mut masks = vec![M::ONES];
-            let mut sorted_ranks: Vec<Vec<usize>> = Vec::with_capacity(count);
-            for (place, _, by_column) in &trees {
-                let splits = &by_column[column];
-                if splits.is_empty() {
-                    first.push(0);
-                    sorted_ranks.push(Vec::new());
-                    continue;
+            let mut column_splits: Vec<(usize, u32, M)> = trees
+                .iter()
+                .enumerate()
+                .flat_map(|(t, (_, _, by_column))| {
+                    by_column[column]
+                        .iter()
+                        .map(move |(rank, mask)| (*rank, t as u32, M::narrow(*mask)))
+                })
+                .collect();
+            column_splits.sort_by_key(|(rank, t, _)| (*rank, *t));
+            // Ranks run from 0 to the number of thresholds (< u16::MAX,
+            // checked when they were numbered).
+            let rows = column_thresholds.len() / stride;
+            let mut running = vec![M::ONES; count];
+            let mut checkpoints = Vec::with_capacity(rows * count);
+            let mut starts = Vec::with_capacity(rows + 1);
+            let mut next = 0;
+            starts.push(0);
+            for k in 1..=rows {
+                while let Some((_, t, mask)) = column_splits
+                    .get(next)
+                    .filter(|(rank, _, _)| *rank <= k * stride)
+                {
+                    running[*t as usize] &= *mask;
+                    next += 1;
                 }
-                if splits.len() > usize::from(u8::MAX) {
-                    return Err(LayoutError::Splits {
-                        tree: *place as usize,
-                        column,
-                        count: splits.len(),
-                    });
-                }
-                first.push(masks.len() as u32);
-                let mut and = M::ONES;
-                masks.push(and);
-                for (_, mask) in splits {
-                    and &= M::narrow(*mask);
-                    masks.push(and);
-                }
-                sorted_ranks.push(splits.iter().map(|(rank, _)| *rank).collect());
-            }
-            let ranks = column_thresholds.len() + 1;
-            let mut false_splits = vec![0u8; ranks * count];
-            for (t, tree_ranks) in sorted_ranks.iter().enumerate() {
-                let mut false_count = 0usize;
-                for rank in 0..ranks {
-                    while false_count < tree_ranks.len() && tree_ranks[false_count] <= rank {
-                        false_count += 1;
-                    }
-                    false_splits[rank * count + t] = false_count as u8;
-                }
+                checkpoints.extend_from_slice(&running);
+                starts.push(next as u32);
             }
             ranked.push(RankedColumn {
                 column,
-                first,
-                false_splits,
-                masks,
+                stride,
+                checkpoints,
+                split_ranks: column_splits
+                    .iter()
+                    .map(|(rank, _, _)| *rank as u16)
+                    .collect(),
+                splits: column_splits
+                    .iter()
+                    .map(|(_, t, mask)| (*t, *mask))
+                    .collect(),
+                starts,
             });
         }
-        Ok(Part {
+        Part {
             trees: trees.iter().map(|(place, _, _)| *place).collect(),
             first_leaf: trees.iter().map(|(_, first, _)| *first).collect(),
             binary,
             ranked,
-        })
-    }
-
-    /// Writes each tree's leaf value to `leaves[place]`.
-    fn leaves(&self, ranks: &[u16; MAX_COLUMNS], leaf_values: &[f64], leaves: &mut [f64]) {
-        let count = self.trees.len();
-        if count <= ON_STACK_TREES {
-            let mut masks = [M::ONES; ON_STACK_TREES];
-            self.leaves_with(ranks, leaf_values, leaves, &mut masks[..count]);
-        } else {
-            let mut masks = vec![M::ONES; count];
-            self.leaves_with(ranks, leaf_values, leaves, &mut masks);
         }
     }
 
-    fn leaves_with(
-        &self,
-        ranks: &[u16; MAX_COLUMNS],
-        leaf_values: &[f64],
-        leaves: &mut [f64],
-        masks: &mut [M],
-    ) {
+    /// Calls `with` with each of the part's trees' leaf mask for `ranks`,
+    /// in the part's order. The masks live on the stack, sized to the part
+    /// (the wide part has a few trees: a 512-entry `u128` array to fill
+    /// cost more than they did).
+    fn with_masks<R>(&self, ranks: &[u16; MAX_COLUMNS], with: impl FnOnce(&[M]) -> R) -> R {
+        let count = self.trees.len();
+        if count <= FEW_TREES {
+            let mut masks = [M::ONES; FEW_TREES];
+            self.fill_masks(ranks, &mut masks[..count]);
+            with(&masks[..count])
+        } else if count <= ON_STACK_TREES {
+            let mut masks = [M::ONES; ON_STACK_TREES];
+            self.fill_masks(ranks, &mut masks[..count]);
+            with(&masks[..count])
+        } else {
+            let mut masks = vec![M::ONES; count];
+            self.fill_masks(ranks, &mut masks);
+            with(&masks)
+        }
+    }
+
+    /// ANDs into `masks` (all ones on entry, one per tree of the part)
+    /// the masks of the splits that are false for `ranks`.
+    fn fill_masks(&self, ranks: &[u16; MAX_COLUMNS], masks: &mut [M]) {
         let count = masks.len();
         for chunk in &self.binary {
             let combination = chunk
@@ -331,25 +346,26 @@ impl<M: Bits> Part<M> {
         }
         for column in &self.ranked {
             let rank = usize::from(ranks[column.column % MAX_COLUMNS]);
-            if rank == 0 {
-                continue;
+            let row = rank / column.stride.max(1);
+            if row > 0 {
+                let checkpoint = column
+                    .checkpoints
+                    .get((row - 1) * count..row * count)
+                    .unwrap_or_default();
+                for (mask, and) in masks.iter_mut().zip(checkpoint) {
+                    *mask &= *and;
+                }
             }
-            let row = column
-                .false_splits
-                .get(rank * count..(rank + 1) * count)
-                .unwrap_or_default();
-            for ((mask, &first), &false_count) in masks.iter_mut().zip(&column.first).zip(row) {
-                *mask &= column
-                    .masks
-                    .get(first as usize + usize::from(false_count))
-                    .copied()
-                    .unwrap_or(M::ONES);
-            }
-        }
-        for ((mask, &place), &first) in masks.iter().zip(&self.trees).zip(&self.first_leaf) {
-            let leaf = first as usize + mask.lowest_set();
-            if let Some(slot) = leaves.get_mut(place as usize) {
-                *slot = leaf_values.get(leaf).copied().unwrap_or(0.0);
+            let start = column.starts.get(row).map_or(usize::MAX, |s| *s as usize);
+            let split_ranks = column.split_ranks.get(start..).unwrap_or_default();
+            let splits = column.splits.get(start..).unwrap_or_default();
+            for (split_rank, (t, and)) in split_ranks.iter().zip(splits) {
+                if usize::from(*split_rank) > rank {
+                    break;
+                }
+                if let Some(mask) = masks.get_mut(*t as usize) {
+                    *mask &= *and;
+                }
             }
         }
     }
@@ -360,6 +376,10 @@ impl CompiledForest {
     /// after their parent, columns in range), so no walk below can index
     /// out of bounds whatever the artifact held.
     pub fn compile(forest: &Forest) -> Result<Self, LayoutError> {
+        Self::compile_with_stride(forest, STRIDE)
+    }
+
+    pub(super) fn compile_with_stride(forest: &Forest, stride: usize) -> Result<Self, LayoutError> {
         forest.validate().map_err(LayoutError::Invalid)?;
         let columns = forest.columns;
         if columns > MAX_COLUMNS {
@@ -410,8 +430,8 @@ impl CompiledForest {
             }
         }
         Ok(CompiledForest {
-            narrow: Part::build(narrow, &thresholds)?,
-            wide: Part::build(wide, &thresholds)?,
+            narrow: Part::build(narrow, &thresholds, stride),
+            wide: Part::build(wide, &thresholds, stride),
             thresholds,
             leaf_values,
             trees: forest.trees.len(),
@@ -440,22 +460,51 @@ impl CompiledForest {
     pub fn probability(&self, row: &[f64]) -> f64 {
         let mut ranks = [0u16; MAX_COLUMNS];
         self.ranks_into(row, &mut ranks);
-        if self.trees <= ON_STACK_TREES {
-            let mut leaves = [0.0; ON_STACK_TREES];
-            self.mean(&ranks, &mut leaves[..self.trees])
-        } else {
-            let mut leaves = vec![0.0; self.trees];
-            self.mean(&ranks, &mut leaves)
-        }
+        let sum = self.wide.with_masks(&ranks, |wide| {
+            self.narrow
+                .with_masks(&ranks, |narrow| self.sum_in_tree_order(narrow, wide))
+        });
+        sum / self.trees as f64
     }
 
-    /// The leaves' mean as [`Forest::probability`] computes it: summed in
-    /// tree order from -0.0 (as `Iterator::sum`), then one division.
-    fn mean(&self, ranks: &[u16; MAX_COLUMNS], leaves: &mut [f64]) -> f64 {
-        self.narrow.leaves(ranks, &self.leaf_values, leaves);
-        self.wide.leaves(ranks, &self.leaf_values, leaves);
-        let sum: f64 = leaves.iter().sum();
-        sum / leaves.len() as f64
+    /// The trees' leaf values summed as [`Forest::probability`] does: in
+    /// tree order from -0.0 (as `Iterator::sum`), the few wide trees merged
+    /// in at their places. The additions are one dependent chain; taken
+    /// here, with each leaf found just before it is added, the chain runs
+    /// alongside the lookups instead of after them.
+    fn sum_in_tree_order(&self, narrow: &[u64], wide: &[u128]) -> f64 {
+        let value = |first: u32, lowest: usize| {
+            self.leaf_values
+                .get(first as usize + lowest)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let mut wide_trees = self
+            .wide
+            .trees
+            .iter()
+            .zip(&self.wide.first_leaf)
+            .zip(wide)
+            .peekable();
+        let mut sum = -0.0;
+        for ((&place, &first), mask) in self
+            .narrow
+            .trees
+            .iter()
+            .zip(&self.narrow.first_leaf)
+            .zip(narrow)
+        {
+            while let Some(((_, &first), mask)) =
+                wide_trees.next_if(|&((&wide_place, _), _)| wide_place < place)
+            {
+                sum += value(first, mask.lowest_set());
+            }
+            sum += value(first, mask.lowest_set());
+        }
+        for ((_, &first), mask) in wide_trees {
+            sum += value(first, mask.lowest_set());
+        }
+        sum
     }
 }
 

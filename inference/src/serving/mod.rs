@@ -162,14 +162,18 @@ mod tests {
             ),
         ) {
             prop_assume!(forest.validate().is_ok());
-            let compiled = CompiledForest::compile(&forest).unwrap();
-            for row in rows {
-                let row = &row[..forest.columns];
-                prop_assert_eq!(
-                    compiled.probability(row).to_bits(),
-                    forest.probability(row).to_bits(),
-                    "row {:?}", row
-                );
+            // Small strides put checkpoints between the few thresholds a
+            // random forest has; the default one rarely would.
+            for stride in [1, 2, 3, 16] {
+                let compiled = CompiledForest::compile_with_stride(&forest, stride).unwrap();
+                for row in &rows {
+                    let row = &row[..forest.columns];
+                    prop_assert_eq!(
+                        compiled.probability(row).to_bits(),
+                        forest.probability(row).to_bits(),
+                        "stride {}, row {:?}", stride, row
+                    );
+                }
             }
         }
     }
