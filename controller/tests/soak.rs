@@ -34,17 +34,33 @@ fn setting(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Resident memory of `pid` in MiB.
-fn rss_mib(pid: u32) -> Option<f64> {
+/// Resident memory of `pid` in MiB: the whole (`VmRSS`), its anonymous
+/// part (heap, stacks: what a leak grows) and its file-backed part (the
+/// binary's pages, faulted in as code runs for the first time).
+#[derive(Clone, Copy, Default)]
+struct Resident {
+    total: f64,
+    anonymous: f64,
+    file: f64,
+}
+
+fn resident_mib(pid: u32) -> Option<Resident> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
+    let field = |name: &str| -> Option<f64> {
+        let kib: f64 = status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    };
+    Some(Resident {
+        total: field("VmRSS:")?,
+        anonymous: field("RssAnon:")?,
+        file: field("RssFile:")?,
+    })
 }
 
 fn seconds_since_epoch(t: SystemTime) -> f64 {
@@ -145,8 +161,8 @@ fn soak() {
             let started = Instant::now();
             let mut samples = Vec::new();
             while sampling.load(Ordering::Relaxed) {
-                if let Some(mib) = rss_mib(pid) {
-                    samples.push((started.elapsed().as_secs_f64(), mib));
+                if let Some(resident) = resident_mib(pid) {
+                    samples.push((started.elapsed().as_secs_f64(), resident));
                 }
                 std::thread::sleep(Duration::from_secs(5));
             }
@@ -309,31 +325,41 @@ fn soak() {
         "reconcile duration (controller's histogram): {}",
         histogram_quantiles(&metrics, "ferry_reconcile_duration_seconds")
     );
-    let minute = |from: f64, to: f64| {
-        let v: Vec<f64> = samples
+    let mean = |from: f64, to: f64| {
+        let v: Vec<Resident> = samples
             .iter()
             .filter(|(t, _)| *t >= from && *t < to)
-            .map(|(_, m)| *m)
+            .map(|(_, r)| *r)
             .collect();
-        if v.is_empty() {
-            f64::NAN
-        } else {
-            v.iter().sum::<f64>() / v.len() as f64
+        let n = v.len() as f64;
+        Resident {
+            total: v.iter().map(|r| r.total).sum::<f64>() / n,
+            anonymous: v.iter().map(|r| r.anonymous).sum::<f64>() / n,
+            file: v.iter().map(|r| r.file).sum::<f64>() / n,
         }
     };
     let total = samples.last().map_or(0.0, |(t, _)| *t);
-    let peak = samples.iter().map(|(_, m)| *m).fold(0.0, f64::max);
+    let peak = samples.iter().map(|(_, r)| r.total).fold(0.0, f64::max);
+    let (first, last) = (mean(0.0, 300.0), mean(total - 300.0, total + 1.0));
     println!(
         "controller resident memory: first 5 min {:.1} MiB, last 5 min {:.1} MiB, peak {peak:.1} MiB",
-        minute(0.0, 300.0),
-        minute(total - 300.0, total + 1.0)
+        first.total, last.total
     );
-    let per_five: Vec<String> = (0..)
-        .map(|k| k as f64 * 300.0)
-        .take_while(|from| *from < total)
-        .map(|from| format!("{:.1}", minute(from, from + 300.0)))
-        .collect();
-    println!("  every 5 min (MiB): {}", per_five.join(" "));
+    println!(
+        "  of which anonymous (heap, stacks) {:.1} -> {:.1} MiB, file-backed (the binary) {:.1} -> {:.1} MiB",
+        first.anonymous, last.anonymous, first.file, last.file
+    );
+    let per_five = |part: fn(&Resident) -> f64| -> String {
+        (0..)
+            .map(|k| k as f64 * 300.0)
+            .take_while(|from| *from < total)
+            .map(|from| format!("{:.1}", part(&mean(from, from + 300.0))))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!("  every 5 min (MiB): {}", per_five(|r| r.total));
+    println!("    anonymous:       {}", per_five(|r| r.anonymous));
+    println!("    file-backed:     {}", per_five(|r| r.file));
     println!("history: {} entries, by result {results:?}", history.len());
     println!("history verify: {}", verified.trim());
     assert!(

@@ -14,23 +14,28 @@
 //!   of the AND of the masks of its false splits, whatever order they are
 //!   found in.
 //! - For a column, the false splits of a tree are those whose rank is at
-//!   most the candidate's: a prefix of the tree's splits on that column in
-//!   rank order. A table gives that prefix's length for every rank and
-//!   tree, and the AND of each prefix is stored, so a column costs one
-//!   byte and one mask per tree, with no branch that depends on the data.
+//!   most the candidate's. Every 16 ranks a checkpoint row stores, for
+//!   every tree, the AND of its splits up to that rank; a candidate reads
+//!   the row below its rank in sequence (ANDed a vector at a time) and
+//!   applies the few splits between that row and its rank one by one. The
+//!   earlier layout read one entry per tree scattered over the column's
+//!   tables: 2,520 cache lines a prediction, which the network stack
+//!   evicts between requests (`cargo bench -p ferry-inference --bench
+//!   predict` times both a warm and a cold cache).
 //! - Columns with a single threshold (the one-hot categories) are taken
 //!   eight at a time: the AND for each of the 256 combinations is stored,
 //!   so the 16 one-hot columns of the placement model cost two masks per
 //!   tree. A column whose rank is 0 has no false split and is skipped.
 //! - Leaf values are added in tree order starting from -0.0, as
-//!   `Iterator::sum` does: the probability is the reference walk's
+//!   `Iterator::sum` does, each just after its leaf is found (the chain of
+//!   additions then runs alongside the lookups): the probability is the reference walk's
 //!   ([`Forest::probability`]) bit for bit, for every row (a test checks
 //!   every row of the training and test data, and random forests and rows).
 //!
 //! The layout is in [`compiled`]; [`Predictor`] serves a model with it.
 //!
 //! The artifact format does not change: the layout is derived from it at
-//! load (7.5 ms, `cargo bench -p ferry-inference --bench predict`), so the committed artifact stays
+//! load (about 5 ms, `cargo bench -p ferry-inference --bench predict`), so the committed artifact stays
 //! reproducible and older builds read it. A forest that does not fit (a
 //! tree with more than 128 leaves, more than 64 columns) is served by the
 //! reference walk.
