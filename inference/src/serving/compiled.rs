@@ -16,8 +16,8 @@ pub const MAX_COLUMNS: usize = 64;
 /// Single-threshold columns combined into one table (256 combinations:
 /// the 16 one-hot columns of the placement model take two tables).
 const CHUNK: usize = 8;
-/// The most trees whose leaf values and masks live on the stack while
-/// predicting.
+/// The most trees of a part whose masks live on the stack while
+/// predicting (more take a heap allocation per prediction).
 const ON_STACK_TREES: usize = 512;
 /// A smaller stack array for a part of few trees.
 const FEW_TREES: usize = 32;
