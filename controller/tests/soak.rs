@@ -37,7 +37,7 @@ fn setting(name: &str, default: u64) -> u64 {
 /// Resident memory of `pid` in MiB: the whole (`VmRSS`), its anonymous
 /// part (heap, stacks: what a leak grows) and its file-backed part (the
 /// binary's pages, faulted in as code runs for the first time).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Resident {
     total: f64,
     anonymous: f64,

@@ -25,7 +25,7 @@ const FEW_TREES: usize = 32;
 /// memory (the placement model's five numeric columns take 1.6 MB at 16)
 /// and more splits applied one by one per prediction (8: 1.46 us, 16:
 /// 1.48 us, 32: 1.62 us, 64: 1.60 us a prediction in one run of the
-/// predict bench).
+/// predict bench each, measured while a soak shared the machine).
 const STRIDE: usize = 16;
 
 /// Why a forest cannot take this layout (it is then served by the
@@ -173,15 +173,14 @@ struct BinaryChunk<M> {
 #[derive(Debug, Clone)]
 struct RankedColumn<M> {
     column: usize,
-    /// Ranks between checkpoints ([`STRIDE`]; smaller in tests).
+    /// Ranks between checkpoints ([`STRIDE`]; smaller in tests; never 0).
     stride: usize,
     /// `[(k - 1) * trees + tree]`: each tree's AND at rank `k * stride`,
     /// for `k` from 1 (rank 0 has no false split).
     checkpoints: Vec<M>,
     /// The column's splits in rank order: rank, tree (its place in the
     /// part) and mask.
-    split_ranks: Vec<u16>,
-    splits: Vec<(u32, M)>,
+    splits: Vec<(u16, u32, M)>,
     /// `[k]`: where the splits of rank above `k * stride` start.
     starts: Vec<u32>,
 }
@@ -251,18 +250,18 @@ impl<M: Bits> Part<M> {
             if column_thresholds.len() < 2 {
                 continue;
             }
-            let mut column_splits: Vec<(usize, u32, M)> = trees
+            // Ranks run from 0 to the number of thresholds (< u16::MAX,
+            // checked when they were numbered).
+            let mut splits: Vec<(u16, u32, M)> = trees
                 .iter()
                 .enumerate()
                 .flat_map(|(t, (_, _, by_column))| {
                     by_column[column]
                         .iter()
-                        .map(move |(rank, mask)| (*rank, t as u32, M::narrow(*mask)))
+                        .map(move |(rank, mask)| (*rank as u16, t as u32, M::narrow(*mask)))
                 })
                 .collect();
-            column_splits.sort_by_key(|(rank, t, _)| (*rank, *t));
-            // Ranks run from 0 to the number of thresholds (< u16::MAX,
-            // checked when they were numbered).
+            splits.sort_by_key(|(rank, t, _)| (*rank, *t));
             let rows = column_thresholds.len() / stride;
             let mut running = vec![M::ONES; count];
             let mut checkpoints = Vec::with_capacity(rows * count);
@@ -270,9 +269,9 @@ impl<M: Bits> Part<M> {
             let mut next = 0;
             starts.push(0);
             for k in 1..=rows {
-                while let Some((_, t, mask)) = column_splits
+                while let Some((_, t, mask)) = splits
                     .get(next)
-                    .filter(|(rank, _, _)| *rank <= k * stride)
+                    .filter(|(rank, _, _)| usize::from(*rank) <= k * stride)
                 {
                     running[*t as usize] &= *mask;
                     next += 1;
@@ -284,14 +283,7 @@ impl<M: Bits> Part<M> {
                 column,
                 stride,
                 checkpoints,
-                split_ranks: column_splits
-                    .iter()
-                    .map(|(rank, _, _)| *rank as u16)
-                    .collect(),
-                splits: column_splits
-                    .iter()
-                    .map(|(_, t, mask)| (*t, *mask))
-                    .collect(),
+                splits,
                 starts,
             });
         }
@@ -348,7 +340,7 @@ impl<M: Bits> Part<M> {
         }
         for column in &self.ranked {
             let rank = usize::from(ranks[column.column % MAX_COLUMNS]);
-            let row = rank / column.stride.max(1);
+            let row = rank / column.stride;
             if row > 0 {
                 let checkpoint = column
                     .checkpoints
@@ -359,9 +351,8 @@ impl<M: Bits> Part<M> {
                 }
             }
             let start = column.starts.get(row).map_or(usize::MAX, |s| *s as usize);
-            let split_ranks = column.split_ranks.get(start..).unwrap_or_default();
             let splits = column.splits.get(start..).unwrap_or_default();
-            for (split_rank, (t, and)) in split_ranks.iter().zip(splits) {
+            for (split_rank, t, and) in splits {
                 if usize::from(*split_rank) > rank {
                     break;
                 }
@@ -381,7 +372,10 @@ impl CompiledForest {
         Self::compile_with_stride(forest, STRIDE)
     }
 
+    /// [`CompiledForest::compile`] with checkpoints every `stride` ranks
+    /// (at least 1).
     pub(super) fn compile_with_stride(forest: &Forest, stride: usize) -> Result<Self, LayoutError> {
+        let stride = stride.max(1);
         forest.validate().map_err(LayoutError::Invalid)?;
         let columns = forest.columns;
         if columns > MAX_COLUMNS {
