@@ -2,39 +2,34 @@
 //! to the cluster, judges its health and rolls it back when it is not
 //! healthy.
 //!
-//! The reconcile loop ([`reconcile`]) conducts: [`source`] (git: fetch,
-//! resolve, read a commit's tree), [`render`] (kustomize-compatible),
-//! [`plan`] and [`apply`] (server-side apply with [`ownership`] rules,
-//! [`drift`] correction and [`target`] namespace placement), the health
-//! gate ([`health`] rules, read by [`gate`]) and [`rollout`] decisions,
-//! and the [`status`] they lead to. [`policy`] holds the rules every
-//! rendered environment must pass. [`history`] and [`journal`] keep the
-//! audit log; [`github`] reports releases as GitHub deployments; [`api`]
-//! and [`page`] serve status, [`webhook`] and [`leader`] the rest.
+//! The folders, bottom first (a module imports only from its own folder
+//! and those listed before it; `tests/architecture.rs` checks it):
+//! - [`crd`]: the `Environment` resource, its history entries and names;
+//! - [`failure`]: the failure classes (terminal, transient) of any error;
+//! - [`telemetry`]: the `ferry_*` metrics;
+//! - [`source`]: git: fetching into a cache, credentials;
+//! - [`cluster`]: server-side apply: plan, apply, prune, drift, ownership,
+//!   target namespace, discovery, clients;
+//! - [`gate`]: the health gate: rules (pure), observation, HTTP checks;
+//! - [`audit`]: the hash-chained history and its journal in the cluster;
+//! - [`github`]: releases reported as GitHub deployments;
+//! - [`reconcile`]: the conductor: one step per reconcile, the outcome,
+//!   the decisions, the status;
+//! - [`serve`]: the status API and page, the push webhook;
+//! - [`runtime`]: the process: watches, leader election, the loop;
+//! - [`cli`]: the command line.
+//!
+//! Rendering, policy, diffs and object references are `ferry_manifests`'.
 
-pub mod api;
-pub mod apply;
-pub mod counting;
-pub mod drift;
-pub mod environment;
+pub mod audit;
+pub mod cli;
+pub mod cluster;
+pub mod crd;
 pub mod failure;
 pub mod gate;
 pub mod github;
-pub mod health;
-pub mod history;
-pub mod inventory;
-pub mod journal;
-pub mod leader;
-pub mod metrics;
-pub mod ownership;
-pub mod page;
-pub mod plan;
-pub mod policy;
 pub mod reconcile;
-pub mod render;
-pub mod rollout;
+pub mod runtime;
+pub mod serve;
 pub mod source;
-pub mod status;
-pub mod sync;
-pub mod target;
-pub mod webhook;
+pub mod telemetry;

@@ -1,7 +1,7 @@
 //! The environments under `environments/`: they render, pass the policy
 //! rules, are accepted by a real API server, and `dev` runs on the lab.
 //! Every policy rule is shown to catch a deliberately bad overlay in
-//! `tests/fixtures/policy/`.
+//! `manifests/tests/fixtures/policy/`.
 //!
 //! Rendering uses `kubectl kustomize`, the reference the controller's own
 //! renderer is tested against. The lab tests run when FERRY_LAB_TESTS=1
@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ferry_controller::policy::{self, Rule, Tier};
 use ferry_lab_testkit::{kubectl, lab_enabled, wait_until};
+use ferry_manifests::policy::{self, Rule, Tier};
 use serde_json::Value;
 
 /// The tests that create or delete the namespace placement-dev take turns.
@@ -115,7 +115,7 @@ fn each_policy_rule_catches_its_bad_overlay() {
     ];
     for (case, tier, expected) in cases {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/policy")
+            .join("../manifests/tests/fixtures/policy")
             .join(case);
         let findings = policy::check(&render(&dir), tier);
         let rules: Vec<Rule> = findings.iter().map(|f| f.rule).collect();

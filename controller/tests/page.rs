@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use ferry_controller::api::{ApiState, router};
-use ferry_controller::environment::Environment;
-use ferry_controller::metrics::Metrics;
+use ferry_controller::crd::Environment;
+use ferry_controller::serve::api::{ApiState, router};
+use ferry_controller::telemetry::metrics::Metrics;
 use kube::runtime::{reflector, watcher};
 use serde_json::json;
 

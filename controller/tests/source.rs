@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_controller::render::{self, Disk};
-use ferry_controller::source::{Cache, Credentials, SourceError, SourceSpec};
+use ferry_controller::source::cache::{Cache, SourceError, SourceSpec};
+use ferry_controller::source::credentials::Credentials;
 use ferry_lab_testkit::{copy_dir, git};
+use ferry_manifests::render::{self, Disk};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -207,8 +208,11 @@ fn fetches_over_the_git_protocol_and_keeps_the_cache_when_the_remote_is_gone() {
 /// at its timeout with a message saying so, instead of hanging.
 #[test]
 fn a_remote_that_never_answers_times_out() {
-    ferry_controller::source::set_network_timeouts(Duration::from_secs(2), Duration::from_secs(2))
-        .unwrap();
+    ferry_controller::source::cache::set_network_timeouts(
+        Duration::from_secs(2),
+        Duration::from_secs(2),
+    )
+    .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let held = std::thread::spawn(move || {

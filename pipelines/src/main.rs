@@ -8,11 +8,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use ferry_controller::render::Files;
-use ferry_controller::source::GitFiles;
 use ferry_inference::artifact::{self, Artifact};
 use ferry_inference::forest::ForestParams;
 use ferry_inference::train::Step;
+use ferry_manifests::git::GitFiles;
+use ferry_manifests::render::Files;
 use ferry_pipelines::github::{GitHub, Upsert};
 use ferry_pipelines::{bump, gate, review};
 

@@ -5,10 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use ferry_controller::inventory::ObjectRef;
-use ferry_controller::plan::{redact_pair, unified_diff_labeled};
-use ferry_controller::policy::{self, Finding, Tier};
-use ferry_controller::render::{self, Files};
+use ferry_manifests::diff::{redact_pair, unified_diff_labeled};
+use ferry_manifests::object::ObjectRef;
+use ferry_manifests::policy::{self, Finding, Tier};
+use ferry_manifests::render::{self, Files};
 use serde_json::Value;
 
 /// GitHub's limit for one comment.
@@ -278,7 +278,7 @@ fn closing(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_controller::render::files::Memory;
+    use ferry_manifests::render::files::Memory;
 
     fn tree(tag: &str, extra: bool) -> Memory {
         let mut m = Memory::new();

@@ -26,8 +26,8 @@ use kube::api::Api;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::environment::{Environment, GitHubReporting};
-use crate::metrics::Metrics;
+use crate::crd::{Environment, GitHubReporting};
+use crate::telemetry::metrics::Metrics;
 use client::{Auth, ClientError, Repository, StatusText};
 pub use report::{Post, State, Step};
 

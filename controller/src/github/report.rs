@@ -7,7 +7,7 @@
 //! GitHub's 140 characters; only a rollback opens a second deployment of
 //! a commit; entries that are not about a commit are not reported.
 
-use crate::history::Entry;
+use crate::audit::chain::Entry;
 
 /// GitHub's limit on a status description.
 pub const DESCRIPTION_LIMIT: usize = 140;

@@ -56,7 +56,7 @@ impl From<BytesRejection> for ApiError {
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
             format!(
                 "request body is larger than the limit of {} bytes; send fewer candidates per request",
-                super::BODY_LIMIT
+                super::state::BODY_LIMIT
             )
         } else {
             format!("failed to read the request body: {}", rejection.body_text())

@@ -11,8 +11,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::AppState;
 use super::error::{ApiError, parse_json};
+use super::state::AppState;
 use crate::features::Candidate;
 use crate::metrics::THRESHOLD;
 

@@ -12,6 +12,33 @@ use prometheus_client::registry::Registry;
 
 use super::atomic_histogram::AtomicHistogram;
 
+/// The routes' templates, as metric labels.
+pub const ROUTES: &[&str] = &[
+    "/",
+    "/predict",
+    "/health",
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/{name}",
+    "/v2/models/{name}/ready",
+    "/v2/models/{name}/infer",
+    "/v2/models/{name}/versions/{version}",
+    "/v2/models/{name}/versions/{version}/ready",
+    "/v2/models/{name}/versions/{version}/infer",
+    "/metrics",
+];
+
+/// A matched route's template as a static label (`other` for one not
+/// listed in [`ROUTES`], which a test prevents).
+pub fn route_label(template: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|r| **r == template)
+        .copied()
+        .unwrap_or("other")
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: &'static str,

@@ -9,12 +9,12 @@ pub mod error;
 pub mod legacy;
 pub mod metrics;
 pub mod page;
+pub mod state;
 pub mod track;
 pub mod v2;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -25,69 +25,8 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
-use crate::artifact::{Artifact, Model};
 use error::ApiError;
-use metrics::Metrics;
-
-/// Largest request body accepted; larger ones get 413.
-pub const BODY_LIMIT: usize = 1024 * 1024;
-/// Default largest number of candidates in one request.
-pub const DEFAULT_MAX_BATCH: usize = 1000;
-
-/// What every handler shares. Cloning is one reference count (axum
-/// clones the state for each extractor of each request, and counts that
-/// several threads touch at once are not free).
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-/// The fields of [`AppState`].
-pub struct Shared {
-    pub model: Arc<Model>,
-    /// The model's forest in its serving layout.
-    pub predictor: crate::serving::Predictor,
-    /// The artifact's recorded (and verified) sha256.
-    pub sha256: Arc<str>,
-    pub metrics: Metrics,
-    pub max_batch: usize,
-    ready: AtomicBool,
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-impl AppState {
-    /// State for a verified artifact; not ready until [`AppState::set_ready`].
-    pub fn new(artifact: Artifact, max_batch: usize) -> Self {
-        let metrics = Metrics::new(
-            &artifact.model.name,
-            &artifact.model.version,
-            &artifact.sha256,
-            &[track::ROUTES, &["unmatched"]].concat(),
-        );
-        let model = Arc::new(artifact.model);
-        AppState(Arc::new(Shared {
-            predictor: crate::serving::Predictor::new(model.clone()),
-            model,
-            sha256: artifact.sha256.into(),
-            metrics,
-            max_batch,
-            ready: AtomicBool::new(false),
-        }))
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-    }
-
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
-        self.metrics.ready.set(i64::from(ready));
-    }
-}
+pub use state::{AppState, BODY_LIMIT, DEFAULT_MAX_BATCH, Shared};
 
 /// The service's router.
 pub fn app(state: AppState) -> Router {

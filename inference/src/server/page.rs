@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Map, Value};
 
-use super::AppState;
+use super::state::AppState;
 use crate::features::{FeatureKind, FeatureSchema};
 use crate::metrics::THRESHOLD;
 

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::error::{ApiError, parse_json};
+use super::state::AppState;
 use crate::artifact::MODEL_NAME;
 use crate::features::{Candidate, FeatureKind, FeatureValue};
 use crate::metrics::THRESHOLD;

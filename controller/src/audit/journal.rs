@@ -1,0 +1,252 @@
+//! The history's home in the cluster: ConfigMaps in the Environment's
+//! namespace, one per chunk of [`CHUNK_ENTRIES`] entries
+//! (`ferry-history-<environment>-00001`, `-00002`, ...), so the whole log
+//! survives controller restarts and failover and never outgrows an
+//! object. The chain ([`crate::audit::chain`]) runs across chunks, so a
+//! removed chunk shows as missing entries.
+//!
+//! Guarantees: an append reads the newest chunk and writes it back with
+//! the resourceVersion it read (a concurrent append is a conflict and is
+//! retried on the fresh chunk), so entries are never lost or duplicated by
+//! two writers. What is read is untrusted: a chunk that does not parse is
+//! an error naming it, never a panic.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Client;
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+
+use crate::audit::chain::{self, Entry};
+
+/// Entries per ConfigMap (a ConfigMap holds at most 1 MiB; an entry is
+/// well under 2 KiB).
+pub const CHUNK_ENTRIES: usize = 200;
+/// Label naming the Environment a chunk belongs to.
+pub const HISTORY_LABEL: &str = "ferry.dev/history-of";
+/// The data key holding a chunk's entries (a JSON array).
+const KEY: &str = "entries.json";
+const ATTEMPTS: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("failed to {verb} the history of Environment {environment}")]
+    Request {
+        verb: &'static str,
+        environment: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the history chunk {chunk} does not hold a list of entries: {message}")]
+    Corrupt { chunk: String, message: String },
+    #[error(
+        "failed to append to the history of Environment {environment}: another writer kept appending first; is a second controller running without --leader-election?"
+    )]
+    Contended { environment: String },
+}
+
+/// The ConfigMap name of chunk `index` (from 1) of Environment `name`.
+pub fn chunk_name(name: &str, index: u64) -> String {
+    format!("ferry-history-{name}-{index:05}")
+}
+
+fn chunk_index(configmap: &ConfigMap, name: &str) -> Option<u64> {
+    index_of(configmap.metadata.name.as_deref()?, name)
+}
+
+/// The index in a chunk's name ([`chunk_name`]), for Environment `name`.
+fn index_of(chunk: &str, name: &str) -> Option<u64> {
+    chunk
+        .strip_prefix(&format!("ferry-history-{name}-"))?
+        .parse()
+        .ok()
+}
+
+/// The entries of one chunk.
+pub fn parse_chunk(configmap: &ConfigMap) -> Result<Vec<Entry>, JournalError> {
+    let chunk = configmap.metadata.name.clone().unwrap_or_default();
+    let text = configmap
+        .data
+        .as_ref()
+        .and_then(|d| d.get(KEY))
+        .ok_or_else(|| JournalError::Corrupt {
+            chunk: chunk.clone(),
+            message: format!("no {KEY}"),
+        })?;
+    serde_json::from_str(text).map_err(|e| JournalError::Corrupt {
+        chunk,
+        message: e.to_string(),
+    })
+}
+
+/// The Environment's history chunks, oldest first.
+async fn chunks(
+    api: &Api<ConfigMap>,
+    name: &str,
+    environment: &str,
+) -> Result<Vec<ConfigMap>, JournalError> {
+    let params = ListParams::default().labels(&format!("{HISTORY_LABEL}={name}"));
+    let list = api
+        .list(&params)
+        .await
+        .map_err(|source| JournalError::Request {
+            verb: "list",
+            environment: environment.to_owned(),
+            source,
+        })?;
+    let mut chunks: Vec<(u64, ConfigMap)> = list
+        .items
+        .into_iter()
+        .filter_map(|c| chunk_index(&c, name).map(|i| (i, c)))
+        .collect();
+    chunks.sort_by_key(|(i, _)| *i);
+    Ok(chunks.into_iter().map(|(_, c)| c).collect())
+}
+
+/// The newest chunk only: its name from a list of metadata, then the one
+/// object, so an append does not read the whole history.
+async fn newest_chunk(
+    api: &Api<ConfigMap>,
+    name: &str,
+    environment: &str,
+) -> Result<Option<ConfigMap>, JournalError> {
+    let request = |verb: &'static str| {
+        let environment = environment.to_owned();
+        move |source| JournalError::Request {
+            verb,
+            environment,
+            source,
+        }
+    };
+    let params = ListParams::default().labels(&format!("{HISTORY_LABEL}={name}"));
+    let names = api.list_metadata(&params).await.map_err(request("list"))?;
+    let newest = names
+        .items
+        .iter()
+        .filter_map(|m| {
+            let chunk = m.metadata.name.as_deref()?;
+            Some((index_of(chunk, name)?, chunk.to_owned()))
+        })
+        .max();
+    match newest {
+        Some((_, chunk)) => api.get_opt(&chunk).await.map_err(request("read")),
+        None => Ok(None),
+    }
+}
+
+/// The whole history of Environment `namespace/name`, oldest first.
+pub async fn read(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<Entry>, JournalError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut entries = Vec::new();
+    for chunk in chunks(&api, name, &format!("{namespace}/{name}")).await? {
+        entries.extend(parse_chunk(&chunk)?);
+    }
+    Ok(entries)
+}
+
+fn chunk_object(
+    namespace: &str,
+    name: &str,
+    index: u64,
+    entries: &[Entry],
+    resource_version: Option<String>,
+) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(chunk_name(name, index)),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(BTreeMap::from([(
+                HISTORY_LABEL.to_owned(),
+                name.to_owned(),
+            )])),
+            resource_version,
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            KEY.to_owned(),
+            serde_json::to_string(entries).unwrap_or_else(|_| "[]".into()),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+/// Seals `entry` after the last one stored and appends it; the sealed
+/// entry.
+pub async fn append(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    entry: Entry,
+) -> Result<Entry, JournalError> {
+    let environment = format!("{namespace}/{name}");
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let request = |verb: &'static str| {
+        let environment = environment.clone();
+        move |source| JournalError::Request {
+            verb,
+            environment,
+            source,
+        }
+    };
+    for _ in 0..ATTEMPTS {
+        let newest = newest_chunk(&api, name, &environment).await?;
+        let newest = newest.as_ref();
+        let index = newest.and_then(|c| chunk_index(c, name)).unwrap_or(0);
+        let mut entries = match newest {
+            Some(c) => parse_chunk(c)?,
+            None => Vec::new(),
+        };
+        let sealed = chain::seal(entry.clone(), entries.last());
+        let written = if newest.is_none() || entries.len() >= CHUNK_ENTRIES {
+            let next = chunk_object(
+                namespace,
+                name,
+                index + 1,
+                std::slice::from_ref(&sealed),
+                None,
+            );
+            api.create(&PostParams::default(), &next).await
+        } else {
+            entries.push(sealed.clone());
+            let version = newest.and_then(|c| c.metadata.resource_version.clone());
+            let chunk = chunk_object(namespace, name, index, &entries, version);
+            api.replace(&chunk_name(name, index), &PostParams::default(), &chunk)
+                .await
+        };
+        match written {
+            Ok(_) => return Ok(sealed),
+            // Someone appended first: read again and link after their entry.
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(request("write")(e)),
+        }
+    }
+    Err(JournalError::Contended { environment })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_named_and_ordered_by_index() {
+        let c = chunk_object("ns", "dev", 12, &[], None);
+        assert_eq!(c.metadata.name.as_deref(), Some("ferry-history-dev-00012"));
+        assert_eq!(chunk_index(&c, "dev"), Some(12));
+        assert_eq!(chunk_index(&c, "de"), None);
+        assert!(parse_chunk(&c).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_chunk_that_does_not_parse_is_named() {
+        let mut c = chunk_object("ns", "dev", 1, &[], None);
+        c.data = Some(BTreeMap::from([(KEY.to_owned(), "{not json".to_owned())]));
+        let err = parse_chunk(&c).unwrap_err().to_string();
+        assert!(err.contains("ferry-history-dev-00001"), "{err}");
+        c.data = None;
+        assert!(parse_chunk(&c).is_err());
+    }
+}

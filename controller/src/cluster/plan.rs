@@ -1,0 +1,451 @@
+//! Plan: what applying the rendered objects would change, object by
+//! object, found the way `kubectl diff --server-side` finds it: a
+//! server-side dry-run apply of each desired object with ferry's field
+//! manager, compared with the live object, both without the fields the
+//! server owns.
+//!
+//! Guarantees: planning writes nothing to the cluster. Every object is
+//! dry-run, so a plan that returns `Ok` is one the API server accepted
+//! object by object (validation, admission, field ownership); an invalid
+//! object fails the whole plan with its name and the file it came from.
+//! Secret values never appear in a diff.
+
+use std::collections::BTreeMap;
+
+use ferry_manifests::diff::{normalize, redact_pair, redacted, unified_diff};
+use ferry_manifests::object::{ObjectRef, orphans};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::Value;
+
+use crate::cluster::discovery::{Resolver, defined_kinds};
+use crate::cluster::drift::{self, Drift};
+use crate::cluster::ownership::{self, Ownership, SsaPolicy};
+use crate::cluster::ssa::{FIELD_MANAGER, managers};
+use crate::crd::reason;
+use crate::failure::{self, FailureClass};
+
+/// What applying does to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    Create,
+    Update,
+    Unchanged,
+    /// In ferry's inventory, no longer in git: delete (when pruning is on).
+    Prune,
+}
+
+impl Action {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Unchanged => "unchanged",
+            Action::Prune => "prune",
+        }
+    }
+}
+
+/// One object's planned change.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub object: ObjectRef,
+    pub action: Action,
+    /// Unified diff of live and desired (YAML, Secret data redacted).
+    pub diff: String,
+    /// The rendered object (absent for prunes).
+    pub desired: Option<Value>,
+    /// The API server accepted a dry run of it (false only for objects in
+    /// namespaces this plan creates, or of kinds whose CRD it creates).
+    pub validated: bool,
+    /// Apply taking over fields other managers own: the Environment asks
+    /// for it, or the object is already ferry's (drift correction).
+    pub force: bool,
+    /// Fields git sets that another manager changed (see [`crate::cluster::drift`]).
+    pub drift: Vec<Drift>,
+}
+
+/// All changes, in the order they would be applied.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(|c| c.action != Action::Unchanged)
+    }
+
+    pub fn count(&self, action: Action) -> usize {
+        self.changes.iter().filter(|c| c.action == action).count()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "the API server does not know {kind} {api_version} (from {origin}); install its CRD or fix apiVersion/kind"
+    )]
+    UnknownKind {
+        api_version: String,
+        kind: String,
+        origin: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{object} (from {origin}) was refused by the API server ({code}): {message}")]
+    Invalid {
+        object: ObjectRef,
+        origin: String,
+        code: u16,
+        message: String,
+    },
+    #[error(
+        "{object} (from {origin}) has fields git sets that {managers} also set: {message}; remove the other manager's fields or set force in the Environment"
+    )]
+    Conflict {
+        object: ObjectRef,
+        origin: String,
+        managers: String,
+        message: String,
+    },
+    #[error(
+        "{object} (from {origin}) belongs to Environment {owner} (label {label}); two Environments must not render the same object"
+    )]
+    OwnedElsewhere {
+        object: ObjectRef,
+        origin: String,
+        owner: String,
+        label: &'static str,
+    },
+    #[error("{object} (from {origin}): {message}")]
+    Policy {
+        object: ObjectRef,
+        origin: String,
+        message: String,
+    },
+    #[error("failed to {verb} {object}")]
+    Request {
+        verb: &'static str,
+        object: ObjectRef,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl PlanError {
+    /// Terminal (the manifests or the cluster must change) or transient
+    /// (the API server was unavailable): see [`crate::failure`].
+    pub fn class(&self) -> FailureClass {
+        match self {
+            PlanError::Invalid { code, .. } => failure::of_status(*code),
+            PlanError::Request { source, .. } => failure::of_error(source),
+            _ => FailureClass::Terminal,
+        }
+    }
+
+    /// The condition reason it is reported with.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PlanError::Invalid { code: 403, .. } => reason::FORBIDDEN,
+            PlanError::Request { source, .. } if failure::is_forbidden(source) => reason::FORBIDDEN,
+            PlanError::Conflict { .. } | PlanError::OwnedElsewhere { .. } => reason::CONFLICT,
+            _ if self.class() == FailureClass::Transient => reason::APPLY_FAILED,
+            _ => reason::VALIDATION_FAILED,
+        }
+    }
+}
+
+/// How to plan: the same rules the apply follows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions<'a> {
+    /// Take over fields other managers own, on every object.
+    pub force: bool,
+    /// The owning Environment's label value ([`crate::cluster::ownership`]); `None`
+    /// for the command line, which neither labels nor checks owners.
+    pub owner: Option<&'a str>,
+}
+
+/// Plans `desired` (with the file each came from) against the cluster;
+/// objects of `inventory` that left git are planned as prunes.
+///
+/// An object in a namespace that does not exist yet, or of a kind whose
+/// CRD is among the desired objects and not installed yet, cannot be
+/// dry-run; it is planned as a create of the rendered object, unvalidated
+/// ([`Change::validated`]), so a diff can show it. Syncing creates the
+/// namespaces and CRDs first and plans again ([`crate::cluster::sync`]).
+///
+/// With an owner, every object is labelled for it and checked: an object
+/// another Environment owns is a conflict, an object already ferry's is
+/// dry-run with force (drift is corrected), any other conflict is
+/// reported unless `force`. The dry run uses exactly the ownership rules
+/// the apply will use, so a conflict stops the sync before anything
+/// changes.
+pub async fn plan(
+    resolver: &mut Resolver,
+    desired: &[(Value, String)],
+    inventory: &[ObjectRef],
+    options: PlanOptions<'_>,
+) -> Result<Plan, PlanError> {
+    let mut changes = Vec::new();
+    let mut kept = Vec::new();
+    let new_namespaces = missing_namespaces(resolver, desired).await?;
+    let new_kinds = defined_kinds(desired);
+    for (object, origin) in desired {
+        let id = ObjectRef::of(object);
+        kept.push(id.clone());
+        let unvalidated = |object: &Value| {
+            let object = match options.owner {
+                Some(owner) => ownership::stamp(object, owner, &Ownership::Absent),
+                None => object.clone(),
+            };
+            Change {
+                object: id.clone(),
+                action: Action::Create,
+                diff: unified_diff(&id, &Value::Null, &redacted(&object)),
+                desired: Some(object),
+                validated: false,
+                force: options.force,
+                drift: Vec::new(),
+            }
+        };
+        if id.kind != "Namespace"
+            && let Some(ns) = &id.namespace
+            && new_namespaces.contains(ns)
+        {
+            changes.push(unvalidated(object));
+            continue;
+        }
+        let policy = ownership::ssa_policy(object).map_err(|message| PlanError::Policy {
+            object: id.clone(),
+            origin: origin.clone(),
+            message,
+        })?;
+        let api = match resolver.api(&id).await {
+            Ok(api) => api,
+            Err(e) if failure::is_unknown_kind(&e) && new_kinds.iter().any(|k| k.defines(&id)) => {
+                changes.push(unvalidated(object));
+                continue;
+            }
+            Err(source) if failure::is_unknown_kind(&source) => {
+                return Err(PlanError::UnknownKind {
+                    api_version: id.api_version(),
+                    kind: id.kind.clone(),
+                    origin: origin.clone(),
+                    source,
+                });
+            }
+            Err(source) => {
+                return Err(PlanError::Request {
+                    verb: "discover",
+                    object: id,
+                    source,
+                });
+            }
+        };
+        let live = read_live(&api, &id).await?;
+        let in_inventory = inventory.iter().any(|i| i.same_object(&id));
+        let (ownership, object) = match options.owner {
+            Some(owner) => {
+                let ownership = ownership::classify(live.as_ref(), owner, in_inventory);
+                if let Ownership::Elsewhere(other) = ownership {
+                    return Err(PlanError::OwnedElsewhere {
+                        object: id,
+                        origin: origin.clone(),
+                        owner: other,
+                        label: ownership::ENVIRONMENT_LABEL,
+                    });
+                }
+                let stamped = ownership::stamp(object, owner, &ownership);
+                (ownership, stamped)
+            }
+            None => (Ownership::Absent, object.clone()),
+        };
+        match (policy, &live) {
+            (SsaPolicy::Ignore, _) => continue,
+            (SsaPolicy::IfNotPresent, Some(_)) => {
+                changes.push(Change {
+                    object: id,
+                    action: Action::Unchanged,
+                    diff: String::new(),
+                    desired: None,
+                    validated: true,
+                    force: false,
+                    drift: Vec::new(),
+                });
+                continue;
+            }
+            _ => {}
+        }
+        let force = options.force || matches!(ownership, Ownership::Ours { .. });
+        let mut dry_run = PatchParams::apply(FIELD_MANAGER).dry_run();
+        dry_run.force = force;
+        let applied = match api.patch(&id.name, &dry_run, &Patch::Apply(&object)).await {
+            Ok(applied) => serde_json::to_value(applied).unwrap_or_default(),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let others: Vec<String> = live
+                    .as_ref()
+                    .map(managers)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|m| m != FIELD_MANAGER)
+                    .collect();
+                return Err(PlanError::Conflict {
+                    object: id,
+                    origin: origin.clone(),
+                    managers: if others.is_empty() {
+                        "another field manager".into()
+                    } else {
+                        others.join(", ")
+                    },
+                    message: e.message,
+                });
+            }
+            Err(kube::Error::Api(e)) => {
+                if e.code == 404 {
+                    // The kind may be gone (a CRD deleted): discover it
+                    // again next time instead of trusting the cache.
+                    resolver.forget(&id);
+                }
+                let hint = if e.code == 403 {
+                    format!("; {}", failure::FORBIDDEN_HINT)
+                } else {
+                    String::new()
+                };
+                return Err(PlanError::Invalid {
+                    object: id,
+                    origin: origin.clone(),
+                    code: e.code,
+                    message: format!("{}{hint}", e.message),
+                });
+            }
+            Err(source) => {
+                return Err(PlanError::Request {
+                    verb: "dry-run",
+                    object: id,
+                    source,
+                });
+            }
+        };
+        let drift = match (&ownership, &live) {
+            (Ownership::Ours { .. }, Some(live)) => drift::detect(live, &applied),
+            _ => Vec::new(),
+        };
+        let mut after = normalize(applied);
+        let mut before = live.clone().map(normalize).unwrap_or(Value::Null);
+        redact_pair(&mut before, &mut after);
+        let action = match &live {
+            None => Action::Create,
+            Some(_) if before == after => Action::Unchanged,
+            Some(_) => Action::Update,
+        };
+        let diff = unified_diff(&id, &before, &after);
+        changes.push(Change {
+            object: id,
+            action,
+            diff,
+            desired: Some(object),
+            validated: true,
+            force,
+            drift: if action == Action::Update {
+                drift
+            } else {
+                Vec::new()
+            },
+        });
+    }
+    for gone in orphans(inventory, &kept) {
+        let live = match resolver.api(gone).await {
+            Ok(api) => api
+                .get_opt(&gone.name)
+                .await
+                .map_err(|source| PlanError::Request {
+                    verb: "read",
+                    object: gone.clone(),
+                    source,
+                })?,
+            // Its kind is gone from the cluster: so is the object.
+            Err(e) if failure::is_unknown_kind(&e) => None,
+            Err(source) => {
+                return Err(PlanError::Request {
+                    verb: "discover",
+                    object: gone.clone(),
+                    source,
+                });
+            }
+        };
+        // Already gone: nothing to prune.
+        let Some(live) = live else { continue };
+        let mut before = normalize(serde_json::to_value(live).unwrap_or_default());
+        redact_pair(&mut before, &mut Value::Null);
+        let diff = unified_diff(gone, &before, &Value::Null);
+        changes.push(Change {
+            object: gone.clone(),
+            action: Action::Prune,
+            diff,
+            desired: None,
+            validated: true,
+            force: false,
+            drift: Vec::new(),
+        });
+    }
+    Ok(Plan { changes })
+}
+
+/// The live object, `None` when it does not exist.
+async fn read_live(api: &Api<DynamicObject>, id: &ObjectRef) -> Result<Option<Value>, PlanError> {
+    let live = api
+        .get_opt(&id.name)
+        .await
+        .map_err(|source| PlanError::Request {
+            verb: "read",
+            object: id.clone(),
+            source,
+        })?;
+    Ok(live.map(|o| serde_json::to_value(o).unwrap_or_default()))
+}
+
+/// Namespaces that desired objects live in, that are created by a desired
+/// Namespace object and do not exist yet.
+async fn missing_namespaces(
+    resolver: &mut Resolver,
+    desired: &[(Value, String)],
+) -> Result<Vec<String>, PlanError> {
+    let mut missing = Vec::new();
+    for (object, _) in desired {
+        let id = ObjectRef::of(object);
+        if id.kind != "Namespace" || !id.group.is_empty() {
+            continue;
+        }
+        let api = resolver
+            .api(&id)
+            .await
+            .map_err(|source| PlanError::Request {
+                verb: "discover",
+                object: id.clone(),
+                source,
+            })?;
+        if read_live(&api, &id).await?.is_none() {
+            missing.push(id.name.clone());
+        }
+    }
+    Ok(missing)
+}
+
+/// Counts per action, for messages: `2 created, 1 updated, 4 unchanged`.
+pub fn summary(plan: &Plan) -> String {
+    let mut counts: BTreeMap<Action, usize> = BTreeMap::new();
+    for c in &plan.changes {
+        *counts.entry(c.action).or_default() += 1;
+    }
+    let words = |a: Action| match a {
+        Action::Create => "to create",
+        Action::Update => "to update",
+        Action::Unchanged => "unchanged",
+        Action::Prune => "to prune",
+    };
+    counts
+        .iter()
+        .map(|(a, n)| format!("{n} {}", words(*a)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,114 @@
+//! What reconciles share ([`Context`]), and the client each Environment
+//! applies with.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use kube::runtime::events::Recorder;
+use kube::{Client, ResourceExt};
+
+use crate::cluster::discovery::DiscoveryCache;
+use crate::cluster::ownership;
+use crate::crd::Environment;
+use crate::github::Reporter;
+use crate::source::cache::Cache;
+use crate::telemetry::metrics::Metrics;
+
+/// What reconcilers share.
+pub struct Context {
+    pub client: Client,
+    /// The controller's own configuration, from which impersonating
+    /// clients are made for Environments with `serviceAccountName`.
+    pub config: kube::Config,
+    pub cache: Cache,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// For the health gate's HTTP checks.
+    pub http: reqwest::Client,
+    /// Environments reconciled since the controller started.
+    pub seen: Mutex<HashSet<String>>,
+    /// Clients impersonating deployer accounts, by user name.
+    pub impersonating: Mutex<HashMap<String, Client>>,
+    /// Releases reported to GitHub (`spec.github`).
+    pub github: Reporter,
+    /// Discovery answers shared by reconciles.
+    pub discovery: DiscoveryCache,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        config: kube::Config,
+        cache_dir: PathBuf,
+        metrics: Arc<Metrics>,
+        public_url: Option<String>,
+    ) -> Self {
+        let recorder = Recorder::new(client.clone(), "ferry-controller".into());
+        let github = Reporter::start(client.clone(), public_url, metrics.clone());
+        Context {
+            client,
+            config,
+            cache: Cache::new(&cache_dir),
+            recorder,
+            metrics,
+            http: reqwest::Client::new(),
+            seen: Default::default(),
+            impersonating: Default::default(),
+            github,
+            discovery: Default::default(),
+        }
+    }
+
+    /// Whether this is the first reconcile of `env` since the controller
+    /// started (and remembers that it was).
+    pub fn first_since_start(&self, env: &Environment) -> bool {
+        let key = format!("{}/{}", env.namespace().unwrap_or_default(), env.name_any());
+        self.seen
+            .lock()
+            .map(|mut seen| seen.insert(key))
+            .unwrap_or(false)
+    }
+}
+
+/// The client plan, apply and prune use: the controller's own, or one
+/// impersonating `spec.serviceAccountName`.
+pub fn client_for(ctx: &Context, env: &Environment) -> Result<Client, String> {
+    let Some(account) = &env.spec.service_account_name else {
+        return Ok(ctx.client.clone());
+    };
+    let namespace = env
+        .spec
+        .target_namespace
+        .clone()
+        .or_else(|| env.namespace())
+        .unwrap_or_default();
+    let user = format!("system:serviceaccount:{namespace}:{account}");
+    // One client (and its connections) per account, not one per reconcile:
+    // a release being judged is looked at every 2 s.
+    if let Some(client) = ctx
+        .impersonating
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&user).cloned())
+    {
+        return Ok(client);
+    }
+    let mut config = ctx.config.clone();
+    // The API server adds the account's groups (system:serviceaccounts,
+    // system:serviceaccounts:NS, system:authenticated) itself.
+    config.auth_info.impersonate = Some(user.clone());
+    config.auth_info.impersonate_groups = None;
+    let client = crate::cluster::client::client(config, ctx.metrics.clone()).map_err(|e| {
+        format!("failed to make a client impersonating {namespace}/{account}: {e}; check the controller's kubeconfig or in-cluster configuration")
+    })?;
+    if let Ok(mut clients) = ctx.impersonating.lock() {
+        clients.insert(user, client.clone());
+    }
+    Ok(client)
+}
+
+/// The owner label value of an Environment.
+pub fn owner_of(env: &Environment) -> String {
+    ownership::owner_id(&env.namespace().unwrap_or_default(), &env.name_any())
+}

@@ -1,0 +1,29 @@
+//! The reconcile's own errors: never what git or the cluster hold (every
+//! such failure is an [`super::outcome::Outcome`] written to the status),
+//! only the controller's I/O on the Environment itself.
+
+use kube::runtime::finalizer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("failed to read Environment {name}")]
+    Read {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to write the status of Environment {name}")]
+    Status {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to clean up after Environment {name}: {message}")]
+    Cleanup { name: String, message: String },
+    #[error("failed to handle the finalizer of Environment {name}")]
+    Finalizer {
+        name: String,
+        #[source]
+        source: Box<finalizer::Error<ReconcileError>>,
+    },
+}

@@ -1,0 +1,333 @@
+//! What a reconcile records: the history entries an outcome leads to
+//! (pure), and the images and skipped commits they name.
+
+use serde_json::Value;
+
+use crate::crd::history::{Commit, Entry};
+use crate::source::cache::Revision;
+
+use super::outcome::Outcome;
+use super::status::short_id;
+
+/// The entries `outcome` records, in order: none for what is not worth
+/// one (a release still being judged, a revision held, a sync that
+/// changed nothing, the same failure again), two for a rollback (the
+/// failed verdict, then the healthy revision applied again). `last`: the
+/// newest entry so far.
+pub fn entries_for(
+    outcome: &Outcome,
+    environment: &str,
+    trigger: &str,
+    time: &str,
+    health_ms: Option<u64>,
+    last: Option<&Entry>,
+) -> Vec<Entry> {
+    let base = |revision: Option<String>, result: &str, summary: String| Entry {
+        time: time.to_owned(),
+        environment: environment.to_owned(),
+        revision,
+        trigger: trigger.to_owned(),
+        result: result.to_owned(),
+        summary,
+        ..Entry::default()
+    };
+    let with_health = |mut e: Entry| {
+        if let Some(ms) = health_ms {
+            e.durations.insert("health".into(), ms);
+        }
+        e
+    };
+    match outcome {
+        Outcome::Applied {
+            revision,
+            digest,
+            applied,
+            judge: true,
+            rollback_from,
+            images,
+            durations,
+            superseded,
+            ..
+        } => {
+            let commit_of = |r: &Revision| Commit {
+                id: r.commit.clone(),
+                author: format!("{} <{}>", r.author, r.email),
+                committer: r.committer.clone(),
+                title: r.subject().to_owned(),
+            };
+            // What was skipped comes first: it was committed before.
+            let mut skipped: Vec<Entry> = superseded
+                .iter()
+                .map(|r| {
+                    let mut e = base(
+                        Some(r.id()),
+                        "Superseded",
+                        format!(
+                            "never applied: {} came before it was tried",
+                            short_id(&revision.id())
+                        ),
+                    );
+                    e.commit = Some(commit_of(r));
+                    e
+                })
+                .collect();
+            let counts = format!(
+                "{} created, {} updated, {} pruned, {} released",
+                applied.created, applied.updated, applied.pruned, applied.released
+            );
+            let mut entries = Vec::new();
+            entries.append(&mut skipped);
+            let (result, summary) = match rollback_from {
+                Some((failed, why)) => {
+                    entries.push(with_health(base(
+                        Some(failed.clone()),
+                        "HealthCheckFailed",
+                        why.clone(),
+                    )));
+                    (
+                        "RollingBack",
+                        format!("rolling back from {failed}: {counts}"),
+                    )
+                }
+                None => ("Applied", counts),
+            };
+            let mut e = base(Some(revision.id()), result, summary);
+            e.commit = Some(commit_of(revision));
+            e.manifests_digest = Some(digest.clone());
+            e.images = images.clone();
+            e.durations = durations.clone();
+            entries.push(e);
+            entries
+        }
+        Outcome::Applied { .. }
+        | Outcome::Progressing { .. }
+        | Outcome::Held { .. }
+        | Outcome::Suspended => Vec::new(),
+        Outcome::Healthy { revision } => vec![with_health(base(
+            Some(revision.clone()),
+            "Healthy",
+            String::new(),
+        ))],
+        Outcome::RolledBack {
+            healthy,
+            failed,
+            reason,
+        } => vec![with_health(base(
+            Some(healthy.clone()),
+            "RolledBack",
+            format!("{failed} failed its health gate: {reason}"),
+        ))],
+        Outcome::HealthFailed {
+            revision, reason, ..
+        } => {
+            vec![with_health(base(
+                Some(revision.clone()),
+                "HealthCheckFailed",
+                reason.clone(),
+            ))]
+        }
+        Outcome::RollbackFailed {
+            failed,
+            reason,
+            rollback,
+        } => vec![with_health(base(
+            Some(failed.clone()),
+            "RollbackFailed",
+            format!("{reason}; the rollback failed: {rollback}"),
+        ))],
+        Outcome::Failed {
+            revision,
+            reason,
+            message,
+            ..
+        } => {
+            let revision = revision.as_ref().map(|r| r.id());
+            let repeated = last.is_some_and(|l| l.result == *reason && l.revision == revision);
+            if repeated {
+                Vec::new()
+            } else {
+                vec![base(
+                    revision,
+                    reason,
+                    message
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .chars()
+                        .take(300)
+                        .collect(),
+                )]
+            }
+        }
+    }
+}
+
+/// The skipped commits that the recent history does not already tell of
+/// (after a force-push, what lies between the last commit tried and the
+/// new head may include commits applied before).
+pub fn unrecorded(skipped: Vec<Revision>, recent: &[Entry]) -> Vec<Revision> {
+    skipped
+        .into_iter()
+        .filter(|r| {
+            let id = r.id();
+            !recent
+                .iter()
+                .any(|e| e.revision.as_deref() == Some(id.as_str()))
+        })
+        .collect()
+}
+
+/// Container images in rendered objects, sorted and unique.
+pub fn images(objects: &[Value]) -> Vec<String> {
+    fn walk(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if k == "image"
+                        && let Some(image) = v.as_str()
+                    {
+                        out.push(image.to_owned());
+                    } else {
+                        walk(v, out);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for object in objects {
+        walk(object.get("spec").unwrap_or(&Value::Null), &mut out);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn images_are_found_in_pod_templates() {
+        let objects = vec![
+            serde_json::json!({"kind": "Deployment", "spec": {"template": {"spec": {"containers": [{"image": "b:1"}, {"image": "a:2"}], "initContainers": [{"image": "a:2"}]}}}}),
+            serde_json::json!({"kind": "ConfigMap", "data": {"image": "not-an-image"}}),
+        ];
+        assert_eq!(images(&objects), ["a:2", "b:1"]);
+    }
+
+    fn revision(commit: &str) -> Revision {
+        Revision {
+            reference: "main".into(),
+            commit: commit.into(),
+            author: "Ada".into(),
+            email: "ada@example.com".into(),
+            committer: "release-bot".into(),
+            time: 0,
+            message: "dev: release 0.1.2\n\nbody".into(),
+        }
+    }
+
+    #[test]
+    fn commits_the_history_already_tells_of_are_not_superseded() {
+        let recent = vec![Entry {
+            revision: Some("main@sha1:old".into()),
+            result: "Healthy".into(),
+            ..Entry::default()
+        }];
+        let kept = unrecorded(vec![revision("old"), revision("new")], &recent);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].commit, "new");
+    }
+
+    #[test]
+    fn outcomes_record_what_an_auditor_asks_for() {
+        use crate::cluster::apply::Applied;
+        use crate::failure::FailureClass;
+        let applied = |rollback_from: Option<(String, String)>| Outcome::Applied {
+            revision: revision("abc"),
+            digest: "sha256:d".into(),
+            applied: Applied {
+                created: 1,
+                ..Applied::default()
+            },
+            judge: true,
+            rollback_from,
+            retry: None,
+            images: vec!["img:1".into()],
+            durations: BTreeMap::from([("plan".into(), 5)]),
+            superseded: Vec::new(),
+        };
+        let e = entries_for(&applied(None), "ns/dev", "requested", "t", None, None);
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            (e[0].result.as_str(), e[0].trigger.as_str()),
+            ("Applied", "requested")
+        );
+        let commit = e[0].commit.as_ref().unwrap();
+        assert_eq!(
+            (
+                commit.author.as_str(),
+                commit.committer.as_str(),
+                commit.title.as_str()
+            ),
+            ("Ada <ada@example.com>", "release-bot", "dev: release 0.1.2")
+        );
+        assert_eq!(e[0].images, ["img:1"]);
+
+        let mut skipping = applied(None);
+        if let Outcome::Applied { superseded, .. } = &mut skipping {
+            *superseded = vec![revision("s1"), revision("s2")];
+        }
+        let e = entries_for(&skipping, "ns/dev", "interval", "t", None, None);
+        let results: Vec<(&str, Option<&str>)> = e
+            .iter()
+            .map(|e| (e.result.as_str(), e.revision.as_deref()))
+            .collect();
+        assert_eq!(
+            results,
+            [
+                ("Superseded", Some("main@sha1:s1")),
+                ("Superseded", Some("main@sha1:s2")),
+                ("Applied", Some("main@sha1:abc"))
+            ]
+        );
+        assert!(e[0].summary.contains("never applied"), "{}", e[0].summary);
+        assert_eq!(e[0].commit.as_ref().unwrap().id, "s1");
+
+        let rollback = applied(Some(("main@sha1:bad".into(), "crash loop".into())));
+        let e = entries_for(&rollback, "ns/dev", "gate", "t", Some(6000), None);
+        let results: Vec<&str> = e.iter().map(|e| e.result.as_str()).collect();
+        assert_eq!(results, ["HealthCheckFailed", "RollingBack"]);
+        assert_eq!(e[0].revision.as_deref(), Some("main@sha1:bad"));
+        assert_eq!(e[0].durations.get("health"), Some(&6000));
+
+        let progressing = Outcome::Progressing {
+            message: "waiting".into(),
+            http_streaks: vec![],
+        };
+        assert!(entries_for(&progressing, "ns/dev", "gate", "t", None, None).is_empty());
+        let mut settled = applied(None);
+        if let Outcome::Applied { judge, .. } = &mut settled {
+            *judge = false;
+        }
+        assert!(entries_for(&settled, "ns/dev", "interval", "t", None, None).is_empty());
+
+        let failure = Outcome::Failed {
+            revision: None,
+            class: FailureClass::Transient,
+            reason: "FetchFailed",
+            message: "unreachable".into(),
+        };
+        let first = entries_for(&failure, "ns/dev", "interval", "t", None, None);
+        assert_eq!(first.len(), 1);
+        assert!(
+            entries_for(&failure, "ns/dev", "interval", "t", None, first.last()).is_empty(),
+            "the same failure again is not a new entry"
+        );
+    }
+}

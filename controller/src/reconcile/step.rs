@@ -1,0 +1,178 @@
+//! One reconcile of a live Environment, start to end: the release step
+//! ([`super::judge::step`]), then its record: the history sealed in the
+//! journal, the GitHub report, Events, metrics, and the status.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Event;
+use kube::{Resource, ResourceExt};
+
+use crate::audit::journal;
+use crate::crd::history::Entry;
+use crate::crd::{Environment, EnvironmentStatus, MIN_INTERVAL, condition, parse_interval, reason};
+use crate::failure::{self, FailureClass};
+use crate::gate::health;
+use crate::gate::observe::{NOTE_LIMIT, cap};
+use crate::github::Step;
+
+use super::context::Context;
+use super::decide::{self, Note};
+use super::error::ReconcileError;
+use super::judge;
+use super::outcome::{Outcome, failed};
+use super::record;
+use super::trigger::trigger;
+use super::write::write_status;
+
+/// Runs one step and records it; the requeue comes from
+/// [`decide::after_outcome`].
+pub async fn run(
+    env: &Environment,
+    ctx: &Context,
+    api: &Api<Environment>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let trigger = trigger(env, ctx.first_since_start(env));
+    let before = env.status.clone().unwrap_or_default();
+    let interval = parse_interval(&env.spec.interval).map(|i| i.max(MIN_INTERVAL));
+    let (outcome, mut events) = match interval {
+        _ if env.spec.suspend => (Outcome::Suspended, Vec::new()),
+        None => {
+            let message = format!(
+                "spec.interval {:?} is not a duration such as 30s, 5m or 1h30m",
+                env.spec.interval
+            );
+            let invalid = failed(None, FailureClass::Terminal, reason::INVALID_SPEC, message);
+            (invalid, Vec::new())
+        }
+        Some(_) => judge::step(env, ctx).await,
+    };
+    let interval = interval.unwrap_or(Duration::from_secs(300));
+
+    // The audit history: appended before the status is written, so the
+    // status never shows an entry the log lacks.
+    let sealed = record_history(env, ctx, &outcome, &trigger, &before).await;
+    log_and_count(ctx, &outcome);
+    let follow = decide::after_outcome(&outcome, &before, interval, &Time(Timestamp::now()));
+    if let Some((class, reason)) = follow.error {
+        ctx.metrics.record_error(class, reason);
+    }
+    events.extend(follow.events);
+    publish(env, ctx, events, sealed.last()).await;
+
+    let (ns, name) = (env.namespace().unwrap_or_default(), env.name_any());
+    let written = write_status(api, env, &outcome, &sealed)
+        .await
+        .map_err(|source| ReconcileError::Status {
+            name: format!("{ns}/{name}"),
+            source,
+        })?;
+    if let Some(healthy) = written.condition(condition::HEALTHY) {
+        ctx.metrics
+            .record_healthy(&ns, &name, healthy.status == "True");
+    }
+    ctx.metrics.observe_duration(started.elapsed());
+    Ok(follow
+        .requeue
+        .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Seals the entries `outcome` records into the journal, reports each to
+/// GitHub, and returns those sealed (a failed append stops there: the
+/// next reconcile records again).
+async fn record_history(
+    env: &Environment,
+    ctx: &Context,
+    outcome: &Outcome,
+    trigger: &str,
+    before: &EnvironmentStatus,
+) -> Vec<Entry> {
+    let (ns, name) = (env.namespace().unwrap_or_default(), env.name_any());
+    let health_ms = before
+        .rollout
+        .as_ref()
+        .and_then(|r| health::seconds(&r.started_at))
+        .map(|since| u64::try_from(Timestamp::now().as_second() - since).unwrap_or(0) * 1000);
+    let entries = record::entries_for(
+        outcome,
+        &format!("{ns}/{name}"),
+        trigger,
+        &Timestamp::now().to_string(),
+        health_ms,
+        before.history.last(),
+    );
+    let mut sealed = Vec::new();
+    for entry in entries {
+        match journal::append(&ctx.client, &ns, &name, entry).await {
+            Ok(entry) => {
+                ctx.metrics.record_history(&ns, &name, entry.sequence);
+                ctx.github
+                    .report(env, Step::Recorded(Box::new(entry.clone())));
+                sealed.push(entry);
+            }
+            Err(e) => {
+                tracing::warn!(error = %failure::describe(&e), "failed to append to the history");
+                ctx.metrics.record_error("transient", "HistoryWriteFailed");
+                break;
+            }
+        }
+    }
+    sealed
+}
+
+/// Logs what was applied or what failed, and counts applied objects.
+fn log_and_count(ctx: &Context, outcome: &Outcome) {
+    match outcome {
+        Outcome::Applied {
+            revision, applied, ..
+        } => {
+            tracing::info!(revision = %revision.id(), created = applied.created, updated = applied.updated, pruned = applied.pruned, released = applied.released, drifted = applied.drift.len(), "applied");
+            ctx.metrics.record_applied(
+                [
+                    ("created", applied.created),
+                    ("updated", applied.updated),
+                    ("pruned", applied.pruned),
+                    ("released", applied.released),
+                ],
+                applied.drift.len(),
+            );
+        }
+        Outcome::Failed {
+            class,
+            reason,
+            message,
+            ..
+        } => {
+            tracing::warn!(class = class.label(), reason, %message, "reconcile failed");
+        }
+        _ => {}
+    }
+}
+
+/// Publishes the Events, the first one naming the history's new head.
+async fn publish(env: &Environment, ctx: &Context, mut events: Vec<Note>, head: Option<&Entry>) {
+    if let (Some(sealed), Some(first)) = (head, events.first_mut()) {
+        first.2 = format!(
+            "{} [history #{}, chain head {}]",
+            first.2, sealed.sequence, sealed.sha256
+        );
+    }
+    let reference = env.object_ref(&());
+    for (type_, reason, note) in events {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            // The API refuses notes over 1 KiB.
+            note: Some(cap(&note, NOTE_LIMIT)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::debug!(error = %e, "failed to publish an event");
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! What the controller tells about itself: the `ferry_*` metrics.
+
+pub mod metrics;
