@@ -115,41 +115,7 @@ pub async fn apply(
         let object = &change.object;
         match (change.action, &change.desired) {
             (Action::Create | Action::Update, Some(desired)) => {
-                let api = resolver
-                    .api(object)
-                    .await
-                    .map_err(request("resolve", object))?;
-                let mut params = PatchParams::apply(FIELD_MANAGER);
-                params.force = change.force;
-                match api
-                    .patch(&object.name, &params, &Patch::Apply(desired))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 409 => {
-                        let live = api.get_opt(&object.name).await.ok().flatten();
-                        let live = live
-                            .map(|l| serde_json::to_value(l).unwrap_or_default())
-                            .unwrap_or_default();
-                        let others: Vec<String> = managers(&live)
-                            .into_iter()
-                            .filter(|m| m != FIELD_MANAGER)
-                            .collect();
-                        return Err(ApplyError::Conflict {
-                            object: object.clone(),
-                            managers: others.join(", "),
-                            message: e.message,
-                        });
-                    }
-                    Err(kube::Error::Api(e)) => {
-                        return Err(ApplyError::Rejected {
-                            object: object.clone(),
-                            code: e.code,
-                            message: e.message,
-                        });
-                    }
-                    Err(source) => return Err(request("apply", object)(source)),
-                }
+                apply_one(resolver, object, desired, change.force).await?;
                 if change.action == Action::Create {
                     applied.created += 1;
                 } else {
@@ -158,13 +124,10 @@ pub async fn apply(
                 if !change.drift.is_empty() {
                     applied.drift.push((object.clone(), change.drift.clone()));
                 }
-                applied.inventory.push(object.clone());
             }
-            _ => {
-                applied.unchanged += 1;
-                applied.inventory.push(object.clone());
-            }
+            _ => applied.unchanged += 1,
         }
+        applied.inventory.push(object.clone());
     }
     for change in prunes.iter().rev() {
         let object = &change.object;
@@ -173,41 +136,108 @@ pub async fn apply(
             applied.inventory.push(object.clone());
             continue;
         };
-        let api = resolver
-            .api(object)
-            .await
-            .map_err(request("resolve", object))?;
-        let Some(live) = api
-            .get_opt(&object.name)
-            .await
-            .map_err(request("read", object))?
-        else {
-            continue;
-        };
-        let live = serde_json::to_value(live).unwrap_or_default();
-        match ownership::prune_verdict(&live, owner) {
-            PruneVerdict::Delete => {
-                let delete = DeleteParams {
-                    propagation_policy: Some(PropagationPolicy::Background),
-                    ..DeleteParams::default()
-                };
-                match api.delete(&object.name, &delete).await {
-                    Ok(_) => applied.pruned += 1,
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(source) => return Err(request("prune", object)(source)),
-                }
-            }
-            PruneVerdict::Release => {
-                release(&api, object).await?;
-                applied.released += 1;
-            }
-            PruneVerdict::Skip => {
-                tracing::warn!(%object, "not pruning: it no longer carries this Environment's label");
-            }
+        match prune_one(resolver, object, owner).await? {
+            Pruned::Deleted => applied.pruned += 1,
+            Pruned::Released => applied.released += 1,
+            Pruned::Gone | Pruned::Skipped => {}
         }
     }
     applied.inventory.sort();
     Ok(applied)
+}
+
+/// Server-side applies one object; a conflict names the other managers.
+async fn apply_one(
+    resolver: &mut Resolver,
+    object: &ObjectRef,
+    desired: &Value,
+    force: bool,
+) -> Result<(), ApplyError> {
+    let api = resolver
+        .api(object)
+        .await
+        .map_err(request("resolve", object))?;
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    params.force = force;
+    match api
+        .patch(&object.name, &params, &Patch::Apply(desired))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let live = api.get_opt(&object.name).await.ok().flatten();
+            let live = live
+                .map(|l| serde_json::to_value(l).unwrap_or_default())
+                .unwrap_or_default();
+            let others: Vec<String> = managers(&live)
+                .into_iter()
+                .filter(|m| m != FIELD_MANAGER)
+                .collect();
+            Err(ApplyError::Conflict {
+                object: object.clone(),
+                managers: others.join(", "),
+                message: e.message,
+            })
+        }
+        Err(kube::Error::Api(e)) => Err(ApplyError::Rejected {
+            object: object.clone(),
+            code: e.code,
+            message: e.message,
+        }),
+        Err(source) => Err(request("apply", object)(source)),
+    }
+}
+
+/// What pruning one object did.
+enum Pruned {
+    Deleted,
+    Released,
+    /// It was gone already.
+    Gone,
+    /// It no longer carries the owner's label: left alone.
+    Skipped,
+}
+
+/// Deletes an object that left git when `owner` owns it, releases it when
+/// it was adopted, and leaves it alone otherwise.
+async fn prune_one(
+    resolver: &mut Resolver,
+    object: &ObjectRef,
+    owner: &str,
+) -> Result<Pruned, ApplyError> {
+    let api = resolver
+        .api(object)
+        .await
+        .map_err(request("resolve", object))?;
+    let Some(live) = api
+        .get_opt(&object.name)
+        .await
+        .map_err(request("read", object))?
+    else {
+        return Ok(Pruned::Gone);
+    };
+    let live = serde_json::to_value(live).unwrap_or_default();
+    match ownership::prune_verdict(&live, owner) {
+        PruneVerdict::Delete => {
+            let delete = DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Background),
+                ..DeleteParams::default()
+            };
+            match api.delete(&object.name, &delete).await {
+                Ok(_) => Ok(Pruned::Deleted),
+                Err(kube::Error::Api(e)) if e.code == 404 => Ok(Pruned::Gone),
+                Err(source) => Err(request("prune", object)(source)),
+            }
+        }
+        PruneVerdict::Release => {
+            release(&api, object).await?;
+            Ok(Pruned::Released)
+        }
+        PruneVerdict::Skip => {
+            tracing::warn!(%object, "not pruning: it no longer carries this Environment's label");
+            Ok(Pruned::Skipped)
+        }
+    }
 }
 
 /// Lets go of an adopted object: removes ferry's label and mark and

@@ -9,6 +9,37 @@ use crate::source::cache::Revision;
 use super::outcome::Outcome;
 use super::status::short_id;
 
+/// What every entry of one reconcile shares.
+struct Stamp<'a> {
+    environment: &'a str,
+    trigger: &'a str,
+    time: &'a str,
+    health_ms: Option<u64>,
+}
+
+impl Stamp<'_> {
+    fn entry(&self, revision: Option<String>, result: &str, summary: String) -> Entry {
+        Entry {
+            time: self.time.to_owned(),
+            environment: self.environment.to_owned(),
+            revision,
+            trigger: self.trigger.to_owned(),
+            result: result.to_owned(),
+            summary,
+            ..Entry::default()
+        }
+    }
+
+    /// An entry about a verdict, with the time the gate took.
+    fn verdict(&self, revision: &str, result: &str, summary: String) -> Entry {
+        let mut e = self.entry(Some(revision.to_owned()), result, summary);
+        if let Some(ms) = self.health_ms {
+            e.durations.insert("health".into(), ms);
+        }
+        e
+    }
+}
+
 /// The entries `outcome` records, in order: none for what is not worth
 /// one (a release still being judged, a revision held, a sync that
 /// changed nothing, the same failure again), two for a rollback (the
@@ -22,119 +53,40 @@ pub fn entries_for(
     health_ms: Option<u64>,
     last: Option<&Entry>,
 ) -> Vec<Entry> {
-    let base = |revision: Option<String>, result: &str, summary: String| Entry {
-        time: time.to_owned(),
-        environment: environment.to_owned(),
-        revision,
-        trigger: trigger.to_owned(),
-        result: result.to_owned(),
-        summary,
-        ..Entry::default()
-    };
-    let with_health = |mut e: Entry| {
-        if let Some(ms) = health_ms {
-            e.durations.insert("health".into(), ms);
-        }
-        e
+    let at = Stamp {
+        environment,
+        trigger,
+        time,
+        health_ms,
     };
     match outcome {
-        Outcome::Applied {
-            revision,
-            digest,
-            applied,
-            judge: true,
-            rollback_from,
-            images,
-            durations,
-            superseded,
-            ..
-        } => {
-            let commit_of = |r: &Revision| Commit {
-                id: r.commit.clone(),
-                author: format!("{} <{}>", r.author, r.email),
-                committer: r.committer.clone(),
-                title: r.subject().to_owned(),
-            };
-            // What was skipped comes first: it was committed before.
-            let mut skipped: Vec<Entry> = superseded
-                .iter()
-                .map(|r| {
-                    let mut e = base(
-                        Some(r.id()),
-                        "Superseded",
-                        format!(
-                            "never applied: {} came before it was tried",
-                            short_id(&revision.id())
-                        ),
-                    );
-                    e.commit = Some(commit_of(r));
-                    e
-                })
-                .collect();
-            let counts = format!(
-                "{} created, {} updated, {} pruned, {} released",
-                applied.created, applied.updated, applied.pruned, applied.released
-            );
-            let mut entries = Vec::new();
-            entries.append(&mut skipped);
-            let (result, summary) = match rollback_from {
-                Some((failed, why)) => {
-                    entries.push(with_health(base(
-                        Some(failed.clone()),
-                        "HealthCheckFailed",
-                        why.clone(),
-                    )));
-                    (
-                        "RollingBack",
-                        format!("rolling back from {failed}: {counts}"),
-                    )
-                }
-                None => ("Applied", counts),
-            };
-            let mut e = base(Some(revision.id()), result, summary);
-            e.commit = Some(commit_of(revision));
-            e.manifests_digest = Some(digest.clone());
-            e.images = images.clone();
-            e.durations = durations.clone();
-            entries.push(e);
-            entries
-        }
+        Outcome::Applied { judge: true, .. } => applied(outcome, &at),
         Outcome::Applied { .. }
         | Outcome::Progressing { .. }
         | Outcome::Held { .. }
         | Outcome::Suspended => Vec::new(),
-        Outcome::Healthy { revision } => vec![with_health(base(
-            Some(revision.clone()),
-            "Healthy",
-            String::new(),
-        ))],
+        Outcome::Healthy { revision } => vec![at.verdict(revision, "Healthy", String::new())],
         Outcome::RolledBack {
             healthy,
             failed,
             reason,
-        } => vec![with_health(base(
-            Some(healthy.clone()),
+        } => vec![at.verdict(
+            healthy,
             "RolledBack",
             format!("{failed} failed its health gate: {reason}"),
-        ))],
+        )],
         Outcome::HealthFailed {
             revision, reason, ..
-        } => {
-            vec![with_health(base(
-                Some(revision.clone()),
-                "HealthCheckFailed",
-                reason.clone(),
-            ))]
-        }
+        } => vec![at.verdict(revision, "HealthCheckFailed", reason.clone())],
         Outcome::RollbackFailed {
             failed,
             reason,
             rollback,
-        } => vec![with_health(base(
-            Some(failed.clone()),
+        } => vec![at.verdict(
+            failed,
             "RollbackFailed",
             format!("{reason}; the rollback failed: {rollback}"),
-        ))],
+        )],
         Outcome::Failed {
             revision,
             reason,
@@ -144,22 +96,70 @@ pub fn entries_for(
             let revision = revision.as_ref().map(|r| r.id());
             let repeated = last.is_some_and(|l| l.result == *reason && l.revision == revision);
             if repeated {
-                Vec::new()
-            } else {
-                vec![base(
-                    revision,
-                    reason,
-                    message
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                        .chars()
-                        .take(300)
-                        .collect(),
-                )]
+                return Vec::new();
             }
+            let line = message.lines().next().unwrap_or("").chars().take(300);
+            vec![at.entry(revision, reason, line.collect())]
         }
     }
+}
+
+/// An apply whose gate starts: the commits it superseded, the failed
+/// verdict when it is a rollback, and the apply itself.
+fn applied(outcome: &Outcome, at: &Stamp<'_>) -> Vec<Entry> {
+    let Outcome::Applied {
+        revision,
+        digest,
+        applied,
+        rollback_from,
+        images,
+        durations,
+        superseded,
+        ..
+    } = outcome
+    else {
+        return Vec::new();
+    };
+    let commit_of = |r: &Revision| Commit {
+        id: r.commit.clone(),
+        author: format!("{} <{}>", r.author, r.email),
+        committer: r.committer.clone(),
+        title: r.subject().to_owned(),
+    };
+    // What was skipped comes first: it was committed before.
+    let mut entries: Vec<Entry> = superseded
+        .iter()
+        .map(|r| {
+            let never = format!(
+                "never applied: {} came before it was tried",
+                short_id(&revision.id())
+            );
+            let mut e = at.entry(Some(r.id()), "Superseded", never);
+            e.commit = Some(commit_of(r));
+            e
+        })
+        .collect();
+    let counts = format!(
+        "{} created, {} updated, {} pruned, {} released",
+        applied.created, applied.updated, applied.pruned, applied.released
+    );
+    let (result, summary) = match rollback_from {
+        Some((failed, why)) => {
+            entries.push(at.verdict(failed, "HealthCheckFailed", why.clone()));
+            (
+                "RollingBack",
+                format!("rolling back from {failed}: {counts}"),
+            )
+        }
+        None => ("Applied", counts),
+    };
+    let mut e = at.entry(Some(revision.id()), result, summary);
+    e.commit = Some(commit_of(revision));
+    e.manifests_digest = Some(digest.clone());
+    e.images = images.clone();
+    e.durations = durations.clone();
+    entries.push(e);
+    entries
 }
 
 /// The skipped commits that the recent history does not already tell of

@@ -89,6 +89,69 @@ pub fn short_id(id: &str) -> String {
     }
 }
 
+/// When and for which generation conditions are set.
+#[derive(Clone, Copy)]
+struct Stamp<'a> {
+    now: &'a Time,
+    generation: i64,
+}
+
+/// The conditions one outcome sets: status, reason and message each;
+/// `Healthy` only when the outcome says something about health.
+struct Conditions<'a> {
+    ready: (Tri, &'a str, &'a str),
+    reconciling: (bool, &'a str, &'a str),
+    stalled: (bool, &'a str, &'a str),
+    healthy: Option<(Tri, &'a str, &'a str)>,
+}
+
+impl Conditions<'_> {
+    fn write(self, conditions: &mut Vec<Condition>, at: Stamp<'_>) {
+        let (now, generation) = (at.now, at.generation);
+        let (status, reason, message) = self.ready;
+        set(
+            conditions,
+            condition::READY,
+            status,
+            reason,
+            message,
+            now,
+            generation,
+        );
+        let (status, reason, message) = self.reconciling;
+        set(
+            conditions,
+            condition::RECONCILING,
+            status,
+            reason,
+            message,
+            now,
+            generation,
+        );
+        let (status, reason, message) = self.stalled;
+        set(
+            conditions,
+            condition::STALLED,
+            status,
+            reason,
+            message,
+            now,
+            generation,
+        );
+        if let Some((status, reason, message)) = self.healthy {
+            set(
+                conditions,
+                condition::HEALTHY,
+                status,
+                reason,
+                message,
+                now,
+                generation,
+            );
+        }
+    }
+}
+
 /// The status after `outcome`, from the previous one. Pure.
 pub fn next_status(
     previous: &EnvironmentStatus,
@@ -98,229 +161,29 @@ pub fn next_status(
 ) -> EnvironmentStatus {
     let mut status = previous.clone();
     status.observed_generation = Some(generation);
-    let c = &mut status.conditions;
-    let all = |c: &mut Vec<Condition>,
-               ready: (Tri, &str, &str),
-               reconciling: (bool, &str, &str),
-               stalled: (bool, &str, &str),
-               healthy: Option<(Tri, &str, &str)>| {
-        set(
-            c,
-            condition::READY,
-            ready.0,
-            ready.1,
-            ready.2,
-            now,
-            generation,
-        );
-        set(
-            c,
-            condition::RECONCILING,
-            reconciling.0,
-            reconciling.1,
-            reconciling.2,
-            now,
-            generation,
-        );
-        set(
-            c,
-            condition::STALLED,
-            stalled.0,
-            stalled.1,
-            stalled.2,
-            now,
-            generation,
-        );
-        if let Some(h) = healthy {
-            set(c, condition::HEALTHY, h.0, h.1, h.2, now, generation);
-        }
-    };
+    let at = Stamp { now, generation };
     match outcome {
-        Outcome::Applied {
-            revision,
-            digest,
-            applied,
-            judge,
-            rollback_from,
-            retry,
-            ..
-        } => {
-            status.last_applied_revision = Some(revision.id());
-            status.manifests_digest = Some(digest.clone());
-            status.inventory = applied.inventory.clone();
-            if let Some(retry) = retry {
-                status.last_handled_retry = Some(retry.clone());
-            }
-            let id = short_id(&revision.id());
-            match (judge, rollback_from) {
-                (false, _) => {
-                    status.last_attempted_revision = Some(revision.id());
-                    let message = format!(
-                        "applied {id} ({} objects), healthy",
-                        applied.inventory.len()
-                    );
-                    all(
-                        c,
-                        (Tri::True, reason::APPLIED, &message),
-                        (false, reason::APPLIED, ""),
-                        (false, reason::APPLIED, ""),
-                        None,
-                    );
-                }
-                (true, None) => {
-                    status.last_attempted_revision = Some(revision.id());
-                    let message = format!(
-                        "applied {id} ({} objects); waiting for it to be healthy",
-                        applied.inventory.len()
-                    );
-                    all(
-                        c,
-                        (Tri::Unknown, reason::PROGRESSING, &message),
-                        (true, reason::PROGRESSING, &message),
-                        (false, reason::PROGRESSING, ""),
-                        Some((Tri::Unknown, reason::PROGRESSING, &message)),
-                    );
-                    status.rollout = Some(Rollout {
-                        revision: revision.id(),
-                        started_at: now.0.to_string(),
-                        rolling_back_from: None,
-                        failure: None,
-                        http_streaks: Vec::new(),
-                    });
-                }
-                (true, Some((failed, why))) => {
-                    let message =
-                        format!("rolling back to {id}: {} failed: {why}", short_id(failed));
-                    all(
-                        c,
-                        (Tri::False, reason::PROGRESSING, &message),
-                        (true, reason::PROGRESSING, &message),
-                        (false, reason::PROGRESSING, ""),
-                        Some((Tri::False, reason::HEALTH_CHECK_FAILED, &message)),
-                    );
-                    status.failed_revision = Some(failed.clone());
-                    status.failed_reason = Some(why.clone());
-                    status.rollout = Some(Rollout {
-                        revision: revision.id(),
-                        started_at: now.0.to_string(),
-                        rolling_back_from: Some(failed.clone()),
-                        failure: Some(why.clone()),
-                        http_streaks: Vec::new(),
-                    });
-                }
-            }
-        }
+        Outcome::Applied { .. } => applied(&mut status, outcome, at),
         Outcome::Progressing {
             message,
             http_streaks,
-        } => {
-            let waiting = format!("waiting: {message}");
-            let healthy = status
-                .rollout
-                .as_ref()
-                .and_then(|r| r.rolling_back_from.as_ref())
-                .map_or(Tri::Unknown, |_| Tri::False);
-            let healthy_reason = if healthy == Tri::False {
-                reason::HEALTH_CHECK_FAILED
-            } else {
-                reason::PROGRESSING
-            };
-            all(
-                c,
-                (Tri::Unknown, reason::PROGRESSING, &waiting),
-                (true, reason::PROGRESSING, &waiting),
-                (false, reason::PROGRESSING, ""),
-                Some((healthy, healthy_reason, &waiting)),
-            );
-            if let Some(rollout) = &mut status.rollout {
-                rollout.http_streaks = http_streaks.clone();
-            }
-        }
-        Outcome::Healthy { revision } => {
-            let message = format!("applied {}, healthy", short_id(revision));
-            all(
-                c,
-                (Tri::True, reason::APPLIED, &message),
-                (false, reason::HEALTHY, ""),
-                (false, reason::HEALTHY, ""),
-                Some((Tri::True, reason::HEALTHY, &message)),
-            );
-            status.last_healthy_revision = Some(revision.clone());
-            status.failed_revision = None;
-            status.failed_reason = None;
-            status.rollout = None;
-        }
+        } => progressing(&mut status, message, http_streaks, at),
+        Outcome::Healthy { revision } => healthy(&mut status, revision, at),
         Outcome::RolledBack {
             healthy,
             failed,
-            reason: why,
-        } => {
-            let message = format!(
-                "rolled back to {}: {} failed its health gate: {why}; push a fix or set the annotation ferry.dev/retry to try it again",
-                short_id(healthy),
-                short_id(failed)
-            );
-            all(
-                c,
-                (Tri::False, reason::ROLLED_BACK, &message),
-                (false, reason::ROLLED_BACK, ""),
-                (true, reason::ROLLED_BACK, &message),
-                Some((
-                    Tri::True,
-                    reason::HEALTHY,
-                    &format!("{} is healthy", short_id(healthy)),
-                )),
-            );
-            status.last_healthy_revision = Some(healthy.clone());
-            status.failed_revision = Some(failed.clone());
-            status.failed_reason = Some(why.clone());
-            status.rollout = None;
-        }
+            reason,
+        } => rolled_back(&mut status, healthy, failed, reason, at),
         Outcome::HealthFailed {
             revision,
-            reason: why,
+            reason,
             rollback_disabled,
-        } => {
-            let left = if *rollback_disabled {
-                "rollback is disabled"
-            } else {
-                "there is no healthy revision to roll back to"
-            };
-            let message = format!(
-                "{} failed its health gate: {why}; {left}, so the cluster is left as it is",
-                short_id(revision)
-            );
-            all(
-                c,
-                (Tri::False, reason::HEALTH_CHECK_FAILED, &message),
-                (false, reason::HEALTH_CHECK_FAILED, ""),
-                (true, reason::HEALTH_CHECK_FAILED, &message),
-                Some((Tri::False, reason::HEALTH_CHECK_FAILED, &message)),
-            );
-            status.failed_revision = Some(revision.clone());
-            status.failed_reason = Some(why.clone());
-            status.rollout = None;
-        }
+        } => health_failed(&mut status, revision, reason, *rollback_disabled, at),
         Outcome::RollbackFailed {
             failed,
-            reason: why,
+            reason,
             rollback,
-        } => {
-            let message = format!(
-                "{} failed its health gate: {why}; rolling back failed too: {rollback}",
-                short_id(failed)
-            );
-            all(
-                c,
-                (Tri::False, reason::ROLLBACK_FAILED, &message),
-                (false, reason::ROLLBACK_FAILED, ""),
-                (true, reason::ROLLBACK_FAILED, &message),
-                Some((Tri::False, reason::ROLLBACK_FAILED, &message)),
-            );
-            status.failed_revision = Some(failed.clone());
-            status.failed_reason = Some(why.clone());
-            status.rollout = None;
-        }
+        } => rollback_failed(&mut status, failed, reason, rollback, at),
         Outcome::Held { revision } => {
             status.last_attempted_revision = Some(revision.id());
         }
@@ -332,30 +195,220 @@ pub fn next_status(
         } => {
             let terminal = *class == FailureClass::Terminal;
             let retrying = format!("retrying with back-off: {message}");
-            all(
-                c,
-                (Tri::False, reason, message),
-                (!terminal, reason, if terminal { "" } else { &retrying }),
-                (terminal, reason, if terminal { message } else { "" }),
-                None,
-            );
+            Conditions {
+                ready: (Tri::False, reason, message),
+                reconciling: (!terminal, reason, if terminal { "" } else { &retrying }),
+                stalled: (terminal, reason, if terminal { message } else { "" }),
+                healthy: None,
+            }
+            .write(&mut status.conditions, at);
             if let Some(revision) = revision {
                 status.last_attempted_revision = Some(revision.id());
             }
         }
-        Outcome::Suspended => {
-            set(
-                c,
-                condition::RECONCILING,
-                false,
-                reason::SUSPENDED,
-                "spec.suspend is true",
-                now,
-                generation,
-            );
-        }
+        Outcome::Suspended => set(
+            &mut status.conditions,
+            condition::RECONCILING,
+            false,
+            reason::SUSPENDED,
+            "spec.suspend is true",
+            now,
+            generation,
+        ),
     }
     status
+}
+
+/// A revision applied: settled (healthy again, nothing changed), a
+/// release whose gate starts, or a rollback whose gate starts.
+fn applied(status: &mut EnvironmentStatus, outcome: &Outcome, at: Stamp<'_>) {
+    let Outcome::Applied {
+        revision,
+        digest,
+        applied,
+        judge,
+        rollback_from,
+        retry,
+        ..
+    } = outcome
+    else {
+        return;
+    };
+    status.last_applied_revision = Some(revision.id());
+    status.manifests_digest = Some(digest.clone());
+    status.inventory = applied.inventory.clone();
+    if let Some(retry) = retry {
+        status.last_handled_retry = Some(retry.clone());
+    }
+    let id = short_id(&revision.id());
+    let objects = applied.inventory.len();
+    let rollout = |rolling_back_from: Option<&(String, String)>| Rollout {
+        revision: revision.id(),
+        started_at: at.now.0.to_string(),
+        rolling_back_from: rolling_back_from.map(|(failed, _)| failed.clone()),
+        failure: rolling_back_from.map(|(_, why)| why.clone()),
+        http_streaks: Vec::new(),
+    };
+    match (judge, rollback_from) {
+        (false, _) => {
+            status.last_attempted_revision = Some(revision.id());
+            let message = format!("applied {id} ({objects} objects), healthy");
+            Conditions {
+                ready: (Tri::True, reason::APPLIED, &message),
+                reconciling: (false, reason::APPLIED, ""),
+                stalled: (false, reason::APPLIED, ""),
+                healthy: None,
+            }
+            .write(&mut status.conditions, at);
+        }
+        (true, None) => {
+            status.last_attempted_revision = Some(revision.id());
+            let message = format!("applied {id} ({objects} objects); waiting for it to be healthy");
+            Conditions {
+                ready: (Tri::Unknown, reason::PROGRESSING, &message),
+                reconciling: (true, reason::PROGRESSING, &message),
+                stalled: (false, reason::PROGRESSING, ""),
+                healthy: Some((Tri::Unknown, reason::PROGRESSING, &message)),
+            }
+            .write(&mut status.conditions, at);
+            status.rollout = Some(rollout(None));
+        }
+        (true, Some((failed, why))) => {
+            let message = format!("rolling back to {id}: {} failed: {why}", short_id(failed));
+            Conditions {
+                ready: (Tri::False, reason::PROGRESSING, &message),
+                reconciling: (true, reason::PROGRESSING, &message),
+                stalled: (false, reason::PROGRESSING, ""),
+                healthy: Some((Tri::False, reason::HEALTH_CHECK_FAILED, &message)),
+            }
+            .write(&mut status.conditions, at);
+            status.failed_revision = Some(failed.clone());
+            status.failed_reason = Some(why.clone());
+            status.rollout = Some(rollout(rollback_from.as_ref()));
+        }
+    }
+}
+
+/// The gate is still waiting (on a rollback, `Healthy` stays False).
+fn progressing(status: &mut EnvironmentStatus, message: &str, streaks: &[i32], at: Stamp<'_>) {
+    let waiting = format!("waiting: {message}");
+    let rolling_back = status
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.rolling_back_from.is_some());
+    let healthy = if rolling_back {
+        (Tri::False, reason::HEALTH_CHECK_FAILED, waiting.as_str())
+    } else {
+        (Tri::Unknown, reason::PROGRESSING, waiting.as_str())
+    };
+    Conditions {
+        ready: (Tri::Unknown, reason::PROGRESSING, &waiting),
+        reconciling: (true, reason::PROGRESSING, &waiting),
+        stalled: (false, reason::PROGRESSING, ""),
+        healthy: Some(healthy),
+    }
+    .write(&mut status.conditions, at);
+    if let Some(rollout) = &mut status.rollout {
+        rollout.http_streaks = streaks.to_vec();
+    }
+}
+
+/// The release passed its gate: the failure, if any, is over.
+fn healthy(status: &mut EnvironmentStatus, revision: &str, at: Stamp<'_>) {
+    let message = format!("applied {}, healthy", short_id(revision));
+    Conditions {
+        ready: (Tri::True, reason::APPLIED, &message),
+        reconciling: (false, reason::HEALTHY, ""),
+        stalled: (false, reason::HEALTHY, ""),
+        healthy: Some((Tri::True, reason::HEALTHY, &message)),
+    }
+    .write(&mut status.conditions, at);
+    status.last_healthy_revision = Some(revision.to_owned());
+    status.failed_revision = None;
+    status.failed_reason = None;
+    status.rollout = None;
+}
+
+/// The rollback's revision passed its gate: healthy, but git asks for a
+/// revision that failed (Stalled until git moves or a retry).
+fn rolled_back(
+    status: &mut EnvironmentStatus,
+    healthy: &str,
+    failed: &str,
+    why: &str,
+    at: Stamp<'_>,
+) {
+    let message = format!(
+        "rolled back to {}: {} failed its health gate: {why}; push a fix or set the annotation ferry.dev/retry to try it again",
+        short_id(healthy),
+        short_id(failed)
+    );
+    let is_healthy = format!("{} is healthy", short_id(healthy));
+    Conditions {
+        ready: (Tri::False, reason::ROLLED_BACK, &message),
+        reconciling: (false, reason::ROLLED_BACK, ""),
+        stalled: (true, reason::ROLLED_BACK, &message),
+        healthy: Some((Tri::True, reason::HEALTHY, &is_healthy)),
+    }
+    .write(&mut status.conditions, at);
+    status.last_healthy_revision = Some(healthy.to_owned());
+    status.failed_revision = Some(failed.to_owned());
+    status.failed_reason = Some(why.to_owned());
+    status.rollout = None;
+}
+
+/// The release failed its gate and stays (nothing to roll back to, or
+/// rollback disabled).
+fn health_failed(
+    status: &mut EnvironmentStatus,
+    revision: &str,
+    why: &str,
+    rollback_disabled: bool,
+    at: Stamp<'_>,
+) {
+    let left = if rollback_disabled {
+        "rollback is disabled"
+    } else {
+        "there is no healthy revision to roll back to"
+    };
+    let message = format!(
+        "{} failed its health gate: {why}; {left}, so the cluster is left as it is",
+        short_id(revision)
+    );
+    Conditions {
+        ready: (Tri::False, reason::HEALTH_CHECK_FAILED, &message),
+        reconciling: (false, reason::HEALTH_CHECK_FAILED, ""),
+        stalled: (true, reason::HEALTH_CHECK_FAILED, &message),
+        healthy: Some((Tri::False, reason::HEALTH_CHECK_FAILED, &message)),
+    }
+    .write(&mut status.conditions, at);
+    status.failed_revision = Some(revision.to_owned());
+    status.failed_reason = Some(why.to_owned());
+    status.rollout = None;
+}
+
+/// Restoring the healthy revision failed too.
+fn rollback_failed(
+    status: &mut EnvironmentStatus,
+    failed: &str,
+    why: &str,
+    rollback: &str,
+    at: Stamp<'_>,
+) {
+    let message = format!(
+        "{} failed its health gate: {why}; rolling back failed too: {rollback}",
+        short_id(failed)
+    );
+    Conditions {
+        ready: (Tri::False, reason::ROLLBACK_FAILED, &message),
+        reconciling: (false, reason::ROLLBACK_FAILED, ""),
+        stalled: (true, reason::ROLLBACK_FAILED, &message),
+        healthy: Some((Tri::False, reason::ROLLBACK_FAILED, &message)),
+    }
+    .write(&mut status.conditions, at);
+    status.failed_revision = Some(failed.to_owned());
+    status.failed_reason = Some(why.to_owned());
+    status.rollout = None;
 }
 
 /// How long to wait before retrying a transient failure: [`RETRY`] at

@@ -1,28 +1,52 @@
 //! The controller at run time: the status API on every replica, leader
 //! election, and the reconcile loop over every Environment.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::crd::{Environment, REQUESTED_AT, RETRY};
+use crate::reconcile::{self, Context};
+use crate::serve::api::{ApiState, Webhook, router};
+use crate::telemetry::metrics::Metrics;
+
+/// What `run` is told besides where to listen and whom to watch.
+pub struct Tuning {
+    pub public_url: Option<String>,
+    pub concurrency: u16,
+}
+
+/// Where and as whom to take part in leader election.
+pub struct Election {
+    pub namespace: String,
+    pub identity: String,
+}
 
 /// Runs until a signal or the loss of the leader Lease: serves the status
 /// API and /healthz, watches Environments, and (as the leader)
 /// reconciles them.
+///
+/// Errors: the cache directory, the cluster's configuration, a missing
+/// CRD or RBAC rule, the listening address, and the loss of the Lease
+/// (so that the pod restarts as a follower) end it with what to fix.
 pub async fn run(
     cache_dir: PathBuf,
-    http_addr: std::net::SocketAddr,
+    http_addr: SocketAddr,
     namespace: Option<String>,
-    webhook: Option<crate::serve::api::Webhook>,
+    webhook: Option<Webhook>,
     token: Option<String>,
     election: Option<Election>,
     tuning: Tuning,
 ) -> anyhow::Result<()> {
-    use crate::crd::Environment;
-    use crate::reconcile::{self, Context};
-    use crate::telemetry::metrics::Metrics;
-    use futures::StreamExt;
-    use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     std::fs::create_dir_all(&cache_dir).map_err(|e| {
         anyhow::anyhow!(
             "failed to create the cache directory {}: {e}",
@@ -31,25 +55,74 @@ pub async fn run(
     })?;
     // A remote that accepts connections and never answers is cut off
     // here; each Environment's overall timeout bounds the rest.
-    crate::source::cache::set_network_timeouts(
-        std::time::Duration::from_secs(15),
-        std::time::Duration::from_secs(30),
-    )?;
+    crate::source::cache::set_network_timeouts(Duration::from_secs(15), Duration::from_secs(30))?;
     let config = kube::Config::infer().await?;
-    let metrics = std::sync::Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::default());
     let client = crate::cluster::client::client(config.clone(), metrics.clone())?;
-    let context = std::sync::Arc::new(Context::new(
+    let context = Arc::new(Context::new(
         client.clone(),
         config,
         cache_dir,
         metrics.clone(),
         tuning.public_url,
     ));
-    let environments: kube::Api<Environment> = match &namespace {
-        Some(ns) => kube::Api::namespaced(client.clone(), ns),
-        None => kube::Api::all(client.clone()),
+    let environments: Api<Environment> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
-    // Fails early, with a message, when the CRD is not installed.
+    check_installed(&environments).await?;
+    // Healthy while the watch of Environments works: it turns false when
+    // the watch fails (and true again when it recovers), and for good
+    // when the reconcile loop ends.
+    let watching = Arc::new(AtomicBool::new(true));
+    let api = StatusApi {
+        client: client.clone(),
+        metrics,
+        watching: watching.clone(),
+        webhook,
+        token,
+    };
+    let serving = serve(api, environments.clone(), http_addr).await?;
+    tracing::info!(%http_addr, namespace = namespace.as_deref().unwrap_or("<all>"), "ferry-controller running");
+
+    // With leader election, only the holder of the Lease reconciles.
+    let (leading_tx, mut leading) = watch::channel(election.is_none());
+    if let Some(election) = election {
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &election.namespace);
+        tracing::info!(identity = %election.identity, lease = %format!("{}/ferry-controller", election.namespace), "waiting to lead");
+        tokio::spawn(crate::runtime::leader::run(
+            leases,
+            "ferry-controller".into(),
+            election.identity,
+            leading_tx,
+        ));
+        tokio::select! {
+            led = leading.wait_for(|l| *l) => { led?; }
+            _ = tokio::signal::ctrl_c() => {
+                serving.stop();
+                return Ok(());
+            }
+        }
+    }
+    let lost = leading.wait_for(|l| !*l);
+    tokio::select! {
+        _ = reconcile_all(environments, context, tuning.concurrency) => {}
+        _ = lost => {
+            // Another replica may lead now: stop at once rather than
+            // reconcile beside it; the pod restarts as a follower.
+            serving.stop();
+            anyhow::bail!("lost the leader Lease; stopping so that only the new leader reconciles");
+        }
+    }
+    watching.store(false, Ordering::Relaxed);
+    serving.stop();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Fails early, with a message, when the CRD is not installed or the
+/// controller may not list Environments.
+async fn check_installed(environments: &Api<Environment>) -> anyhow::Result<()> {
     environments
         .list(&kube::api::ListParams::default().limit(1))
         .await
@@ -65,124 +138,100 @@ pub async fn run(
             };
             anyhow::anyhow!("failed to list Environments ({e}); {hint}")
         })?;
+    Ok(())
+}
 
-    // Healthy while the watch of Environments works: it turns false when
-    // the watch fails (and true again when it recovers), and for good
-    // when the reconcile loop ends. Ready once the first list is in.
-    let watching = Arc::new(AtomicBool::new(true));
-    let listed = Arc::new(AtomicBool::new(false));
+/// The status API and the watch that feeds its cache, both running.
+struct Serving {
+    server: JoinHandle<std::io::Result<()>>,
+    cache: JoinHandle<()>,
+}
+
+impl Serving {
+    fn stop(&self) {
+        self.cache.abort();
+        self.server.abort();
+    }
+}
+
+/// What the status API is served with.
+struct StatusApi {
+    client: Client,
+    metrics: Arc<Metrics>,
+    watching: Arc<AtomicBool>,
+    webhook: Option<Webhook>,
+    token: Option<String>,
+}
+
+/// Starts the status API on `addr`, on every replica, with a cache of
+/// Environments fed by its own watch (ready once the first list is in).
+async fn serve(
+    api: StatusApi,
+    environments: Api<Environment>,
+    addr: SocketAddr,
+) -> anyhow::Result<Serving> {
     let (cache, writer) = reflector::store();
-    let state = Arc::new(crate::serve::api::ApiState {
+    let listed = Arc::new(AtomicBool::new(false));
+    let watching = api.watching.clone();
+    let app = router(Arc::new(ApiState {
         environments: cache,
-        client: Some(client.clone()),
-        metrics: metrics.clone(),
-        watching: watching.clone(),
+        client: Some(api.client),
+        metrics: api.metrics,
+        watching: api.watching,
         listed: listed.clone(),
-        webhook,
-        token,
-    });
-    let app = crate::serve::api::router(state);
-    let listener = tokio::net::TcpListener::bind(http_addr)
+        webhook: api.webhook,
+        token: api.token,
+    }));
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("failed to listen on {http_addr}: {e}"))?;
-    tracing::info!(%http_addr, namespace = namespace.as_deref().unwrap_or("<all>"), "ferry-controller running");
+        .map_err(|e| anyhow::anyhow!("failed to listen on {addr}: {e}"))?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-
-    // The status API's cache, on every replica.
-    let watch_state = watching.clone();
-    let api_cache = watcher(environments.clone(), watcher::Config::default())
+    let feed = watcher(environments, watcher::Config::default())
         .default_backoff()
         .inspect(move |event| {
-            watch_state.store(event.is_ok(), Ordering::Relaxed);
+            watching.store(event.is_ok(), Ordering::Relaxed);
             if matches!(event, Ok(watcher::Event::InitDone)) {
                 listed.store(true, Ordering::Relaxed);
             }
         })
         .reflect(writer)
         .for_each(|_| async {});
-    let api_cache = tokio::spawn(api_cache);
+    Ok(Serving {
+        server,
+        cache: tokio::spawn(feed),
+    })
+}
 
-    // With leader election, only the holder of the Lease reconciles.
-    let (leading_tx, mut leading) = tokio::sync::watch::channel(election.is_none());
-    if let Some(election) = election {
-        let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-            kube::Api::namespaced(client.clone(), &election.namespace);
-        tracing::info!(identity = %election.identity, lease = %format!("{}/ferry-controller", election.namespace), "waiting to lead");
-        tokio::spawn(crate::runtime::leader::run(
-            leases,
-            "ferry-controller".into(),
-            election.identity,
-            leading_tx,
-        ));
-        let signal = tokio::signal::ctrl_c();
-        tokio::select! {
-            led = leading.wait_for(|l| *l) => { led?; }
-            _ = signal => {
-                server.abort();
-                return Ok(());
-            }
-        }
-    }
-
-    // Reconcile on spec changes (generation) and on a request through the
-    // annotation, not on our own status writes; the interval requeue
-    // covers new commits.
+/// The reconcile loop: on spec changes (generation) and on a request
+/// through the annotation, not on our own status writes; the interval
+/// requeue covers new commits. Ends on SIGINT/SIGTERM.
+async fn reconcile_all(environments: Api<Environment>, context: Arc<Context>, concurrency: u16) {
     let (reader, writer) = reflector::store();
     let changes = watcher(environments, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
         .predicate_filter(spec_or_request, Default::default());
-    let controller = Controller::for_stream(changes, reader)
-        .with_config(kube::runtime::controller::Config::default().concurrency(tuning.concurrency))
+    Controller::for_stream(changes, reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile queue");
             }
-        });
-    let lost = leading.wait_for(|l| !*l);
-    tokio::select! {
-        _ = controller => {}
-        _ = lost => {
-            // Another replica may lead now: stop at once rather than
-            // reconcile beside it; the pod restarts as a follower.
-            api_cache.abort();
-            server.abort();
-            anyhow::bail!("lost the leader Lease; stopping so that only the new leader reconciles");
-        }
-    }
-    api_cache.abort();
-    watching.store(false, Ordering::Relaxed);
-    server.abort();
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// What `run` is told besides where to listen and whom to watch.
-pub struct Tuning {
-    pub public_url: Option<String>,
-    pub concurrency: u16,
-}
-
-/// Where and as whom to take part in leader election.
-pub struct Election {
-    pub namespace: String,
-    pub identity: String,
+        })
+        .await;
 }
 
 /// Changes when the spec does, when someone asks for a reconcile with
 /// `kubectl annotate environment NAME ferry.dev/requested-at="$(date)" --overwrite`,
 /// or for a retry of a failed revision with `ferry.dev/retry`.
-fn spec_or_request(env: &crate::crd::Environment) -> Option<u64> {
-    use kube::ResourceExt;
+fn spec_or_request(env: &Environment) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     env.metadata.generation.hash(&mut hasher);
-    env.annotations()
-        .get(crate::crd::REQUESTED_AT)
-        .hash(&mut hasher);
-    env.annotations().get(crate::crd::RETRY).hash(&mut hasher);
+    env.annotations().get(REQUESTED_AT).hash(&mut hasher);
+    env.annotations().get(RETRY).hash(&mut hasher);
     Some(hasher.finish())
 }

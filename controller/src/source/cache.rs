@@ -76,6 +76,72 @@ pub struct Cache {
 /// When a repository's last fetch finished; held while fetching.
 type LastFetch = Arc<Mutex<Option<Instant>>>;
 
+/// The callbacks of one fetch: credentials (tried a bounded number of
+/// times), the deadline (a transfer past it is cancelled) and, for SSH,
+/// the host key checked against `known_hosts` (`unknown_host` tells a
+/// refused key from other failures).
+fn callbacks(
+    spec: &SourceSpec,
+    deadline: Instant,
+    host: &str,
+    unknown_host: std::rc::Rc<std::cell::Cell<bool>>,
+) -> RemoteCallbacks<'static> {
+    let mut callbacks = RemoteCallbacks::new();
+    let credentials = spec.credentials.clone();
+    let mut attempts = 0;
+    callbacks.credentials(move |_url, username, _allowed| {
+        attempts += 1;
+        if attempts > MAX_CREDENTIAL_ATTEMPTS {
+            return Err(git2::Error::from_str(
+                "the remote refused the credentials; check the token or key in the secretRef",
+            ));
+        }
+        match &credentials {
+            Credentials::Token(token) => Cred::userpass_plaintext("x-access-token", token.trim()),
+            Credentials::Ssh {
+                private_key,
+                passphrase,
+                ..
+            } => Cred::ssh_key_from_memory(
+                username.unwrap_or("git"),
+                None,
+                private_key,
+                passphrase.as_deref(),
+            ),
+            Credentials::None => Err(git2::Error::from_str(
+                "the repository asks for credentials; set a secretRef",
+            )),
+        }
+    });
+    // Returning false cancels the transfer once the deadline passed.
+    callbacks.transfer_progress(move |_| Instant::now() < deadline);
+    callbacks.sideband_progress(move |_| Instant::now() < deadline);
+    if let Credentials::Ssh { known_hosts, .. } = &spec.credentials {
+        let known_hosts = known_hosts.clone();
+        let host = host.to_owned();
+        callbacks.certificate_check(move |cert, _| {
+            let known = cert
+                .as_hostkey()
+                .and_then(|k| k.hostkey())
+                .is_some_and(|key| {
+                    use base64::Engine;
+                    host_key_known(
+                        &known_hosts,
+                        &host,
+                        &base64::engine::general_purpose::STANDARD.encode(key),
+                    )
+                });
+            if known {
+                Ok(git2::CertificateCheckStatus::CertificateOk)
+            } else {
+                unknown_host.set(true);
+                Err(git2::Error::from_str("unknown host key"))
+            }
+        });
+    }
+    callbacks
+}
+
 /// `url` with any user and password replaced, for messages and logs.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -271,60 +337,7 @@ impl Cache {
         let host = host_of(&spec.url);
         let unknown_host = std::rc::Rc::new(std::cell::Cell::new(false));
         {
-            let mut callbacks = RemoteCallbacks::new();
-            let credentials = spec.credentials.clone();
-            let mut attempts = 0;
-            callbacks.credentials(move |_url, username, _allowed| {
-                attempts += 1;
-                if attempts > MAX_CREDENTIAL_ATTEMPTS {
-                    return Err(git2::Error::from_str(
-                        "the remote refused the credentials; check the token or key in the secretRef",
-                    ));
-                }
-                match &credentials {
-                Credentials::Token(token) => Cred::userpass_plaintext("x-access-token", token.trim()),
-                Credentials::Ssh {
-                    private_key,
-                    passphrase,
-                    ..
-                } => Cred::ssh_key_from_memory(
-                    username.unwrap_or("git"),
-                    None,
-                    private_key,
-                    passphrase.as_deref(),
-                ),
-                Credentials::None => Err(git2::Error::from_str(
-                    "the repository asks for credentials; set a secretRef",
-                )),
-            }
-            });
-            // Returning false cancels the transfer once the deadline passed.
-            callbacks.transfer_progress(move |_| Instant::now() < deadline);
-            callbacks.sideband_progress(move |_| Instant::now() < deadline);
-            if let Credentials::Ssh { known_hosts, .. } = &spec.credentials {
-                let known_hosts = known_hosts.clone();
-                let host = host.clone();
-                let unknown = unknown_host.clone();
-                callbacks.certificate_check(move |cert, _| {
-                    let known = cert
-                        .as_hostkey()
-                        .and_then(|k| k.hostkey())
-                        .is_some_and(|key| {
-                            use base64::Engine;
-                            host_key_known(
-                                &known_hosts,
-                                &host,
-                                &base64::engine::general_purpose::STANDARD.encode(key),
-                            )
-                        });
-                    if known {
-                        Ok(git2::CertificateCheckStatus::CertificateOk)
-                    } else {
-                        unknown.set(true);
-                        Err(git2::Error::from_str("unknown host key"))
-                    }
-                });
-            }
+            let callbacks = callbacks(spec, deadline, &host, unknown_host.clone());
             let mut options = FetchOptions::new();
             options.remote_callbacks(callbacks);
             options.download_tags(git2::AutotagOption::All);
