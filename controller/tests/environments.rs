@@ -308,6 +308,30 @@ fn the_controller_install_renders_and_passes_the_policy() {
     // The Environments are the install's second step: one apply cannot
     // create a CRD and objects of its kind.
     assert!(!kinds.contains(&"Environment"), "{kinds:?}");
+    // Two replicas that a drain or one lost node or zone cannot take both
+    // of: a disruption budget, and spread over zones and nodes.
+    let budget = objects
+        .iter()
+        .find(|o| o["kind"] == "PodDisruptionBudget")
+        .expect("a PodDisruptionBudget for the controller");
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+    assert_eq!(
+        budget["spec"]["selector"]["matchLabels"]["app"],
+        "ferry-controller"
+    );
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let spread: Vec<&str> = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["whenUnsatisfiable"] == "DoNotSchedule")
+        .filter_map(|c| c["topologyKey"].as_str())
+        .collect();
+    assert_eq!(
+        spread,
+        ["topology.kubernetes.io/zone", "kubernetes.io/hostname"],
+        "{deployment:#}"
+    );
     let text =
         std::fs::read_to_string(repo().join("environments/controller/environments.yaml")).unwrap();
     let environments: Vec<serde_json::Value> = text

@@ -381,6 +381,124 @@ spec:\n  source: {{url: \"file:///nowhere\", path: env}}\n  interval: \"{interva
     }
 }
 
+/// Values that once crashed every replica (a source timeout that
+/// overflowed `Instant + Duration`, a successThreshold beyond u32) and
+/// any duration or number out of its bounds are refused by the API server.
+#[test]
+fn spec_values_out_of_bounds_are_refused_by_the_crd() {
+    if !lab_enabled("spec_values_out_of_bounds_are_refused_by_the_crd") {
+        return;
+    }
+    common::install_controller_rbac();
+    let check = |spec: &str, accepted: bool, field: &str| {
+        let manifest = format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {{name: bounds-check, namespace: default}}\n\
+spec:\n  source: {{url: \"file:///nowhere\", path: env}}\n{spec}\n"
+        );
+        let out = kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&manifest));
+        let message = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), accepted, "{spec}: {message}");
+        if !accepted {
+            assert!(message.contains(field), "{spec}: {message}");
+        }
+    };
+    let timeout =
+        |t: &str| format!("  source: {{url: \"file:///nowhere\", path: env, timeout: \"{t}\"}}");
+    check(&timeout("9999999999999999999s"), false, "timeout");
+    check(&timeout("2h"), false, "timeout");
+    check(&timeout("0s"), false, "timeout");
+    check(&timeout("90s"), true, "");
+    check("  interval: 25h", false, "interval");
+    check("  interval: 24h", true, "");
+    check("  healthCheck: {timeout: 25h}", false, "timeout");
+    let http = |field: &str| format!("  healthCheck: {{http: [{{url: \"http://x/\", {field}}}]}}");
+    check(
+        &http("successThreshold: 99999999999999"),
+        false,
+        "successThreshold",
+    );
+    check(&http("successThreshold: 0"), false, "successThreshold");
+    check(&http("successThreshold: 1000"), true, "");
+    check(&http("expectStatus: 700"), false, "expectStatus");
+    check(&http("period: \"0s\""), false, "period");
+    check(&http("period: \"2h\""), false, "period");
+    check(&http("period: \"5s\""), true, "");
+}
+
+/// A panic while reconciling one Environment (injected: debug builds
+/// panic on the annotation ferry.dev/test-panic) is recorded on it as
+/// `ReconcilePanicked`; the process lives and the other Environments go on.
+#[test]
+fn a_panic_costs_one_reconcile_of_one_environment() {
+    if !lab_enabled("a_panic_costs_one_reconcile_of_one_environment") {
+        return;
+    }
+    let (lab, _) = Lab::running("safe-panic", "ctrl-test", "");
+    let manifest = format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {{name: boom, namespace: {}, annotations: {{ferry.dev/test-panic: \"yes\"}}}}\n\
+spec:\n  source: {{url: \"{}\", ref: main, path: env}}\n  interval: 10s\n",
+        lab.system,
+        lab.url()
+    );
+    let out = kubectl(&["apply", "-f", "-"], Some(&manifest));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = lab.wait_condition("boom", "Stalled", "True", "ReconcilePanicked", None);
+    let message = condition(&s, "Stalled").2;
+    assert!(message.contains("injected by the annotation"), "{message}");
+    // Once more: the next reconcile panics too, and is contained too.
+    lab.reconcile_now("boom");
+    lab.write(
+        "config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: after-the-panic}\n",
+    );
+    let next = lab.commit("after the panic");
+    lab.wait_applied("test", &next);
+    assert_eq!(
+        lab.get("configmap", "settings").unwrap()["data"]["mode"],
+        "after-the-panic"
+    );
+    assert!(
+        lab.log().contains("injected by the annotation"),
+        "the panic is in the log"
+    );
+    lab.delete_environment("boom");
+}
+
+/// An Environment whose name is too long for a label value (70
+/// characters, a valid name) keeps its history like any other.
+#[test]
+fn an_environment_with_a_long_name_keeps_its_history() {
+    if !lab_enabled("an_environment_with_a_long_name_keeps_its_history") {
+        return;
+    }
+    let name = format!("long{}", "-name".repeat(13));
+    assert_eq!(name.len(), 69);
+    let mut lab = Lab::new("safe-long", "ctrl-test");
+    let first = lab.commit("first");
+    lab.start_controller();
+    lab.environment(&name, "");
+    lab.wait_applied(&name, &first);
+    let history = lab.history(&name);
+    assert!(
+        history.iter().any(|e| e["result"] == "Applied"),
+        "{history:#?}"
+    );
+    assert!(
+        lab.status(&name)["history"]
+            .as_array()
+            .is_some_and(|h| !h.is_empty())
+    );
+    assert!(
+        lab.verified_history(&name).starts_with("verified"),
+        "the chain holds"
+    );
+    lab.delete_environment(&name);
+}
+
 /// The API server answers 500 (an admission webhook it cannot reach,
 /// scoped to this test's namespace): transient, `Reconciling` with
 /// back-off, never `Stalled`; applied once the webhook goes.

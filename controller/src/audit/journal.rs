@@ -1,6 +1,7 @@
 //! The history's home in the cluster: ConfigMaps in the Environment's
-//! namespace, one per chunk of [`CHUNK_ENTRIES`] entries
-//! (`ferry-history-<environment>-00001`, `-00002`, ...), so the whole log
+//! namespace, one per chunk of at most [`CHUNK_ENTRIES`] entries and
+//! [`CHUNK_BYTES`] bytes (`ferry-history-<environment>-00001`, `-00002`,
+//! ...; [`history_key`] for names too long for a label), so the whole log
 //! survives controller restarts and failover and never outgrows an
 //! object. The chain ([`crate::audit::chain`]) runs across chunks, so a
 //! removed chunk shows as missing entries.
@@ -16,12 +17,17 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use sha2::Digest;
 
 use crate::audit::chain::{self, Entry};
 
-/// Entries per ConfigMap (a ConfigMap holds at most 1 MiB; an entry is
-/// well under 2 KiB).
+/// Entries per ConfigMap at most (an entry is under 2 KiB when its fields
+/// are capped, as the reconcile caps them).
 pub const CHUNK_ENTRIES: usize = 200;
+/// Bytes of entries per ConfigMap at most, whatever the entries hold: a
+/// chunk rolls over before an append would take it past this, well under
+/// the 1 MiB an object may hold.
+pub const CHUNK_BYTES: usize = 512 * 1024;
 /// Label naming the Environment a chunk belongs to.
 pub const HISTORY_LABEL: &str = "ferry.dev/history-of";
 /// The data key holding a chunk's entries (a JSON array).
@@ -45,9 +51,24 @@ pub enum JournalError {
     Contended { environment: String },
 }
 
+/// What stands for Environment `name` in its chunks' label and names:
+/// the name itself when it is a valid label value (63 characters at
+/// most), else its first 46 characters and 16 hex digits of its sha256.
+/// Any Environment name gives a valid label and chunk name; existing
+/// histories (names of 63 characters or fewer) keep theirs.
+pub fn history_key(name: &str) -> String {
+    if name.len() <= 63 {
+        return name.to_owned();
+    }
+    let digest = hex::encode(sha2::Sha256::digest(name.as_bytes()));
+    let prefix: String = name.chars().take(46).collect();
+    let prefix = prefix.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!("{prefix}-{}", &digest[..16])
+}
+
 /// The ConfigMap name of chunk `index` (from 1) of Environment `name`.
 pub fn chunk_name(name: &str, index: u64) -> String {
-    format!("ferry-history-{name}-{index:05}")
+    format!("ferry-history-{}-{index:05}", history_key(name))
 }
 
 fn chunk_index(configmap: &ConfigMap, name: &str) -> Option<u64> {
@@ -57,7 +78,7 @@ fn chunk_index(configmap: &ConfigMap, name: &str) -> Option<u64> {
 /// The index in a chunk's name ([`chunk_name`]), for Environment `name`.
 fn index_of(chunk: &str, name: &str) -> Option<u64> {
     chunk
-        .strip_prefix(&format!("ferry-history-{name}-"))?
+        .strip_prefix(&format!("ferry-history-{}-", history_key(name)))?
         .parse()
         .ok()
 }
@@ -85,7 +106,7 @@ async fn chunks(
     name: &str,
     environment: &str,
 ) -> Result<Vec<ConfigMap>, JournalError> {
-    let params = ListParams::default().labels(&format!("{HISTORY_LABEL}={name}"));
+    let params = ListParams::default().labels(&format!("{HISTORY_LABEL}={}", history_key(name)));
     let list = api
         .list(&params)
         .await
@@ -118,7 +139,7 @@ async fn newest_chunk(
             source,
         }
     };
-    let params = ListParams::default().labels(&format!("{HISTORY_LABEL}={name}"));
+    let params = ListParams::default().labels(&format!("{HISTORY_LABEL}={}", history_key(name)));
     let names = api.list_metadata(&params).await.map_err(request("list"))?;
     let newest = names
         .items
@@ -161,7 +182,7 @@ fn chunk_object(
             namespace: Some(namespace.to_owned()),
             labels: Some(BTreeMap::from([(
                 HISTORY_LABEL.to_owned(),
-                name.to_owned(),
+                history_key(name),
             )])),
             resource_version,
             ..ObjectMeta::default()
@@ -172,6 +193,14 @@ fn chunk_object(
         )])),
         ..ConfigMap::default()
     }
+}
+
+/// The bytes of entries a chunk holds now.
+fn chunk_bytes(chunk: Option<&ConfigMap>) -> usize {
+    chunk
+        .and_then(|c| c.data.as_ref())
+        .and_then(|d| d.get(KEY))
+        .map_or(0, String::len)
 }
 
 /// Seals `entry` after the last one stored and appends it; the sealed
@@ -201,7 +230,10 @@ pub async fn append(
             None => Vec::new(),
         };
         let sealed = chain::seal(entry.clone(), entries.last());
-        let written = if newest.is_none() || entries.len() >= CHUNK_ENTRIES {
+        let full = entries.len() >= CHUNK_ENTRIES
+            || chunk_bytes(newest) + serde_json::to_string(&sealed).map_or(0, |t| t.len() + 1)
+                > CHUNK_BYTES;
+        let written = if newest.is_none() || full {
             let next = chunk_object(
                 namespace,
                 name,
@@ -230,6 +262,34 @@ pub async fn append(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The review's reproduction: a 70-character Environment name (a
+    /// valid name) got no history, its label value being too long.
+    #[test]
+    fn long_names_get_a_valid_label_and_chunk_name() {
+        let long = format!("a{}", "-b".repeat(40));
+        let key = history_key(&long);
+        assert!(key.len() <= 63, "{key}");
+        assert!(key.starts_with("a-b-b") && !key.contains("--"), "{key}");
+        assert_ne!(history_key(&format!("{long}x")), key);
+        assert_eq!(history_key("dev"), "dev");
+        assert_eq!(index_of(&chunk_name(&long, 3), &long), Some(3));
+        assert_eq!(index_of(&chunk_name(&long, 3), "dev"), None);
+    }
+
+    proptest! {
+        /// Any DNS-subdomain name: the key is a valid label value.
+        #[test]
+        fn every_name_gives_a_valid_label(name in "[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?") {
+            let key = history_key(&name);
+            prop_assert!(!key.is_empty() && key.len() <= 63);
+            let ends_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+            prop_assert!(ends_ok(key.chars().next()) && ends_ok(key.chars().last()), "{}", key);
+            prop_assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+            prop_assert!(chunk_name(&name, 1).len() <= 253);
+        }
+    }
 
     #[test]
     fn chunks_are_named_and_ordered_by_index() {

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use ferry_manifests::object::ObjectRef;
 
+use super::duration::rule;
 use super::history::Entry;
+use super::number;
 
 /// Keeps a namespace equal to a path of a git repository.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -42,10 +44,10 @@ pub struct EnvironmentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
     /// How often to look at git and the cluster again (`30s`, `5m`,
-    /// `1h30m`; at least 10 s).
+    /// `1h30m`; 10 s to 24 h).
     #[serde(default = "default_interval")]
     #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self != '' && duration(self) >= duration('10s')", "message": "interval must be a duration of at least 10s, such as 30s, 5m or 1h30m"}]))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": rule::INTERVAL, "message": "interval must be a duration from 10s to 24h, such as 30s, 5m or 1h30m"}]))]
     pub interval: String,
     /// Delete objects that ferry applied before and that left git.
     #[serde(default = "default_true")]
@@ -107,9 +109,10 @@ fn default_github_api() -> String {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
-    /// From the end of the apply to healthy (`5m`).
+    /// From the end of the apply to healthy (`5m`; 1 s to 24 h).
     #[serde(default = "default_health_timeout")]
     #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": rule::HEALTH_TIMEOUT, "message": "healthCheck.timeout must be a duration from 1s to 24h, such as 5m"}]))]
     pub timeout: String,
     /// Requests that must succeed once the workloads are healthy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -137,7 +140,11 @@ pub struct HttpCheck {
     pub body: Option<String>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub headers: std::collections::BTreeMap<String, String>,
-    #[serde(default = "default_expect_status")]
+    #[serde(
+        default = "default_expect_status",
+        deserialize_with = "number::saturating_u16"
+    )]
+    #[schemars(range(min = 100, max = 599))]
     pub expect_status: u16,
     /// A JSON pointer into the response and the value it must hold.
     #[serde(
@@ -146,12 +153,17 @@ pub struct HttpCheck {
         skip_serializing_if = "Option::is_none"
     )]
     pub expect_json: Option<ExpectJson>,
-    /// Consecutive successes needed (3).
-    #[serde(default = "default_success_threshold")]
+    /// Consecutive successes needed (3; 1 to 1000).
+    #[serde(
+        default = "default_success_threshold",
+        deserialize_with = "number::saturating_u32"
+    )]
+    #[schemars(range(min = 1, max = 1000))]
     pub success_threshold: u32,
-    /// Time between attempts (`2s`).
+    /// Time between attempts (`2s`; 1 s to 1 h).
     #[serde(default = "default_period")]
     #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": rule::PERIOD, "message": "period must be a duration from 1s to 1h, such as 2s"}]))]
     pub period: String,
 }
 
@@ -192,10 +204,12 @@ pub struct GitSource {
     /// `identity` and `known_hosts` (SSH; `passphrase` optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretRef>,
-    /// The longest a fetch may take, connecting included (`60s`); a remote
-    /// that hangs is reported and retried, never waited on for ever.
+    /// The longest a fetch may take, connecting included (`60s`; 1 s to
+    /// 1 h); a remote that hangs is reported and retried, never waited on
+    /// for ever.
     #[serde(default = "default_timeout")]
     #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": rule::SOURCE_TIMEOUT, "message": "source.timeout must be a duration from 1s to 1h, such as 60s"}]))]
     pub timeout: String,
 }
 

@@ -7,6 +7,7 @@ pub mod duration;
 pub mod environment;
 pub mod history;
 pub mod names;
+pub mod number;
 
 pub use duration::{MIN_INTERVAL, parse_interval};
 pub use environment::*;

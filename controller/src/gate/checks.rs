@@ -10,8 +10,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::crd::HttpCheck;
+use crate::source::cache::redact;
 
 use super::health::{Evidence, Verdict};
+use super::observe::cap;
 
 /// Consecutive failures of one HTTP check that fail the release.
 pub const HTTP_FAILURES: i32 = 3;
@@ -56,14 +58,15 @@ pub fn judge_checks(checks: &[HttpCheck], streaks: &[i32], attempts: &[Attempt])
                 .unwrap_or_default();
             return Checks::Failed(format!(
                 "HTTP check {} failed {} times in a row: {detail}",
-                check.url, -streak
+                redact(&check.url),
+                streak.unsigned_abs()
             ));
         }
         let needed = i32::try_from(check.success_threshold.max(1)).unwrap_or(i32::MAX);
         if streak < needed {
             waiting.push(format!(
                 "{}: {} of {needed} successes",
-                check.url,
+                redact(&check.url),
                 streak.max(0)
             ));
         }
@@ -95,6 +98,25 @@ pub fn with_checks(checks: Checks, elapsed: i64, timeout: Duration) -> Verdict {
     }
 }
 
+/// The most of a response body a check reads.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// A response's body, read up to [`BODY_LIMIT`]: a larger one fails the
+/// attempt instead of being held.
+async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > BODY_LIMIT => {
+                return Err(format!("the body is over {} KiB", BODY_LIMIT / 1024));
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(format!("the body broke off: {}", e.without_url())),
+        }
+    }
+}
+
 /// Whether a response passes a check.
 pub fn response_passes(check: &HttpCheck, status: u16, body: &[u8]) -> Result<(), String> {
     if status != check.expect_status {
@@ -108,7 +130,7 @@ pub fn response_passes(check: &HttpCheck, status: u16, body: &[u8]) -> Result<()
             return Err(format!(
                 "{} is {}, expected {}",
                 expect.pointer,
-                found.map_or("missing".to_owned(), Value::to_string),
+                found.map_or("missing".to_owned(), |v| cap(&v.to_string(), 200)),
                 expect.equals
             ));
         }
@@ -122,7 +144,15 @@ pub fn targets(check: &HttpCheck, pod_ips: &[String]) -> Vec<String> {
     if check.url.contains("{{.podIP}}") {
         pod_ips
             .iter()
-            .map(|ip| check.url.replace("{{.podIP}}", ip))
+            .map(|ip| {
+                // An IPv6 address goes in brackets in a URL.
+                let host = if ip.contains(':') && !ip.starts_with('[') {
+                    format!("[{ip}]")
+                } else {
+                    ip.clone()
+                };
+                check.url.replace("{{.podIP}}", &host)
+            })
             .collect()
     } else {
         vec![check.url.clone()]
@@ -136,7 +166,10 @@ pub async fn attempt(client: &reqwest::Client, check: &HttpCheck, pod_ips: &[Str
     if urls.is_empty() {
         return Attempt {
             ok: false,
-            detail: format!("{}: no pod of the new revision has an IP yet", check.url),
+            detail: format!(
+                "{}: no pod of the new revision has an IP yet",
+                redact(&check.url)
+            ),
         };
     }
     for url in urls {
@@ -154,15 +187,18 @@ pub async fn attempt(client: &reqwest::Client, check: &HttpCheck, pod_ips: &[Str
         let outcome = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
-                let body = response.bytes().await.unwrap_or_default();
-                response_passes(check, status, &body)
+                match read_body(response).await {
+                    Ok(body) => response_passes(check, status, &body),
+                    Err(why) => Err(why),
+                }
             }
-            Err(e) => Err(format!("no answer: {e}")),
+            // Without the URL, which may carry credentials.
+            Err(e) => Err(format!("no answer: {}", e.without_url())),
         };
         if let Err(why) = outcome {
             return Attempt {
                 ok: false,
-                detail: format!("{method} {url}: {why}"),
+                detail: format!("{method} {}: {why}", redact(&url)),
             };
         }
     }
@@ -270,5 +306,35 @@ mod tests {
             with_checks(Checks::Failed("503".into()), 0, timeout),
             Verdict::Failed(Evidence { summary, .. }) if summary == "503"
         ));
+    }
+
+    /// Streaks come back from the status, which is not ours alone to write.
+    #[test]
+    fn any_streak_read_back_is_judged_without_overflow() {
+        let checks = [check("http://a/")];
+        let failed = judge_checks(&checks, &[i32::MIN], &[]);
+        assert_eq!(
+            failed,
+            Checks::Failed("HTTP check http://a/ failed 2147483648 times in a row: ".into())
+        );
+        assert_eq!(judge_checks(&checks, &[i32::MAX], &[]), Checks::Passed);
+    }
+
+    #[test]
+    fn ipv6_pods_are_addressed_in_brackets_and_credentials_never_shown() {
+        let per_pod = check("http://{{.podIP}}:9696/ready");
+        assert_eq!(
+            targets(&per_pod, &["10.0.0.1".into(), "fd00::5".into()]),
+            ["http://10.0.0.1:9696/ready", "http://[fd00::5]:9696/ready"]
+        );
+        let secret = check("http://bot:s3cr3t@svc/ready");
+        let waiting = judge_checks(std::slice::from_ref(&secret), &[1], &[]);
+        let failed = judge_checks(std::slice::from_ref(&secret), &[-3], &[]);
+        for said in [format!("{waiting:?}"), format!("{failed:?}")] {
+            assert!(
+                !said.contains("s3cr3t") && said.contains("***@svc"),
+                "{said}"
+            );
+        }
     }
 }

@@ -20,6 +20,8 @@ pub enum ReconcileError {
     },
     #[error("failed to clean up after Environment {name}: {message}")]
     Cleanup { name: String, message: String },
+    #[error("failed to reconcile Environment {name}: the controller panicked: {message}")]
+    Panicked { name: String, message: String },
     #[error("failed to handle the finalizer of Environment {name}")]
     Finalizer {
         name: String,

@@ -62,7 +62,7 @@ pub async fn fetch_and_render(
     let spec = &env.spec;
     let Some(timeout) = parse_interval(&spec.source.timeout) else {
         let message = format!(
-            "spec.source.timeout {:?} is not a duration such as 60s or 2m",
+            "spec.source.timeout {:?} is not a duration of at most 168h such as 60s or 2m",
             spec.source.timeout
         );
         return Err(failed(None, Terminal, reason::INVALID_SPEC, message));

@@ -23,6 +23,13 @@ use super::status::short_id;
 /// One step of a release: judges the release being judged, or, when there
 /// is none, applies what git asks for. The notes are for Events.
 pub async fn step(env: &Environment, ctx: &Context) -> (Outcome, Vec<Note>) {
+    #[cfg(debug_assertions)]
+    if kube::ResourceExt::annotations(env).contains_key(crate::crd::names::TEST_PANIC) {
+        panic!(
+            "injected by the annotation {}",
+            crate::crd::names::TEST_PANIC
+        );
+    }
     let status = env.status.clone().unwrap_or_default();
     let Some(rollout) = status.rollout.clone() else {
         return (apply_head(env, ctx).await, Vec::new());

@@ -82,10 +82,20 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
     let adding = fresh.metadata.deletion_timestamp.is_none()
         && !fresh.finalizers().iter().any(|f| f == FINALIZER);
     let action = finalizer::finalizer(&api, FINALIZER, Arc::new(fresh), |event| async {
-        match event {
-            Finalizing::Apply(env) => step::run(&env, &ctx, &api).await,
-            Finalizing::Cleanup(env) => cleanup::cleanup(&env, &ctx).await,
-        }
+        // A panic past the step's own guard (recording, status, cleanup)
+        // is retried as an I/O error, never the end of the process.
+        let work = async {
+            match event {
+                Finalizing::Apply(env) => step::run(&env, &ctx, &api).await,
+                Finalizing::Cleanup(env) => cleanup::cleanup(&env, &ctx).await,
+            }
+        };
+        step::contained(work).await.unwrap_or_else(|message| {
+            Err(ReconcileError::Panicked {
+                name: format!("{ns}/{name}"),
+                message,
+            })
+        })
     })
     .await
     .map_err(|source| ReconcileError::Finalizer {

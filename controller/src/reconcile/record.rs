@@ -9,6 +9,27 @@ use crate::source::cache::Revision;
 use super::outcome::Outcome;
 use super::status::short_id;
 
+/// The most bytes an entry keeps of a commit's author, committer or title
+/// (git holds whatever was committed; a history entry must stay small).
+pub const NAME_LIMIT: usize = 256;
+/// The most bytes an entry keeps of its summary.
+pub const SUMMARY_LIMIT: usize = 1024;
+/// What a cut text ends with, so nobody mistakes it for the whole.
+pub const TRUNCATED: &str = "… [truncated]";
+
+/// `text` in at most `limit` bytes, cut at a character boundary and
+/// marked [`TRUNCATED`] when it was longer.
+pub fn capped(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_owned();
+    }
+    let mut end = limit.saturating_sub(TRUNCATED.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{TRUNCATED}", &text[..end])
+}
+
 /// What every entry of one reconcile shares.
 struct Stamp<'a> {
     environment: &'a str,
@@ -25,7 +46,7 @@ impl Stamp<'_> {
             revision,
             trigger: self.trigger.to_owned(),
             result: result.to_owned(),
-            summary,
+            summary: capped(&summary, SUMMARY_LIMIT),
             ..Entry::default()
         }
     }
@@ -122,9 +143,9 @@ fn applied(outcome: &Outcome, at: &Stamp<'_>) -> Vec<Entry> {
     };
     let commit_of = |r: &Revision| Commit {
         id: r.commit.clone(),
-        author: format!("{} <{}>", r.author, r.email),
-        committer: r.committer.clone(),
-        title: r.subject().to_owned(),
+        author: capped(&format!("{} <{}>", r.author, r.email), NAME_LIMIT),
+        committer: capped(&r.committer, NAME_LIMIT),
+        title: capped(r.subject(), NAME_LIMIT),
     };
     // What was skipped comes first: it was committed before.
     let mut entries: Vec<Entry> = superseded
@@ -210,6 +231,52 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use proptest::prelude::*;
+
+    /// The review's reproduction: a 400 KB commit subject was copied into
+    /// the history whole, and chunks grew toward the ConfigMap limit.
+    #[test]
+    fn what_git_holds_is_capped_in_the_history() {
+        let mut big = revision("abc");
+        big.message = "é".repeat(200_000);
+        big.author = "a".repeat(10_000);
+        let outcome = Outcome::Applied {
+            revision: big,
+            digest: "sha256:d".into(),
+            applied: crate::cluster::apply::Applied::default(),
+            judge: true,
+            rollback_from: Some(("main@sha1:bad".into(), "x".repeat(5000))),
+            retry: None,
+            images: Vec::new(),
+            durations: BTreeMap::new(),
+            superseded: Vec::new(),
+        };
+        let entries = entries_for(&outcome, "ns/dev", "gate", "t", None, None);
+        for e in &entries {
+            assert!(e.summary.len() <= SUMMARY_LIMIT);
+            if let Some(c) = &e.commit {
+                assert!(c.title.len() <= NAME_LIMIT && c.title.ends_with(TRUNCATED));
+                assert!(c.author.len() <= NAME_LIMIT && c.author.ends_with(TRUNCATED));
+            }
+        }
+        assert!(
+            entries[0].summary.ends_with(TRUNCATED),
+            "{}",
+            entries[0].summary
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn capping_keeps_within_the_limit_and_marks_the_cut(text in "\\PC{0,300}", limit in 16usize..200) {
+            let cut = capped(&text, limit);
+            prop_assert!(cut.len() <= limit);
+            prop_assert_eq!(cut == text, text.len() <= limit);
+            if cut != text {
+                prop_assert!(cut.ends_with(TRUNCATED));
+            }
+        }
+    }
 
     #[test]
     fn images_are_found_in_pod_templates() {

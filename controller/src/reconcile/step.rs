@@ -43,13 +43,27 @@ pub async fn run(
         _ if env.spec.suspend => (Outcome::Suspended, Vec::new()),
         None => {
             let message = format!(
-                "spec.interval {:?} is not a duration such as 30s, 5m or 1h30m",
+                "spec.interval {:?} is not a duration of at most 168h such as 30s, 5m or 1h30m",
                 env.spec.interval
             );
             let invalid = failed(None, FailureClass::Terminal, reason::INVALID_SPEC, message);
             (invalid, Vec::new())
         }
-        Some(_) => judge::step(env, ctx).await,
+        Some(_) => contained(judge::step(env, ctx))
+            .await
+            .unwrap_or_else(|message| {
+                let message = format!(
+                    "the controller panicked reconciling this Environment: {message}; \
+                 this is a bug in ferry-controller: report it with this message"
+                );
+                let panicked = failed(
+                    None,
+                    FailureClass::Terminal,
+                    reason::RECONCILE_PANICKED,
+                    message,
+                );
+                (panicked, Vec::new())
+            }),
     };
     let interval = interval.unwrap_or(Duration::from_secs(300));
 
@@ -79,6 +93,23 @@ pub async fn run(
     Ok(follow
         .requeue
         .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Runs `step`; a panic in it (a bug, for whatever input) is caught and
+/// becomes its message, so that it costs this reconcile of this
+/// Environment and not the process that reconciles all of them.
+pub async fn contained<T>(step: impl std::future::Future<Output = T>) -> Result<T, String> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(step)
+        .catch_unwind()
+        .await
+        .map_err(|panic| {
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned())
+        })
 }
 
 /// Seals the entries `outcome` records into the journal, reports each to

@@ -94,7 +94,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/hooks/github",
             axum::routing::post(github)
-                .layer(axum::extract::DefaultBodyLimit::max(webhook::BODY_LIMIT)),
+                .layer::<_, std::convert::Infallible>(axum::extract::DefaultBodyLimit::max(
+                    webhook::BODY_LIMIT,
+                ))
+                .layer(tower::limit::ConcurrencyLimitLayer::new(
+                    webhook::CONCURRENT_DELIVERIES,
+                )),
         )
         .fallback(|| async {
             ApiError(
@@ -624,6 +629,23 @@ mod tests {
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cr3t").unwrap();
         mac.update(body);
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// Bodies are read before their signature can be checked: one over
+    /// the limit is refused whole, signed or not.
+    #[tokio::test]
+    async fn a_delivery_over_the_limit_is_refused() {
+        let app = router(state(&[dev()]));
+        let big: &'static [u8] = Box::leak(vec![b' '; webhook::BODY_LIMIT + 1].into_boxed_slice());
+        assert_eq!(
+            post(app.clone(), Some(sign(big)), "big", "push", big).await,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let fits: &'static [u8] = Box::leak(vec![b' '; webhook::BODY_LIMIT].into_boxed_slice());
+        assert_ne!(
+            post(app, None, "fits", "push", fits).await,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
     }
 
     #[tokio::test]

@@ -21,8 +21,15 @@ use sha2::Sha256;
 
 use crate::crd::Environment;
 
-/// GitHub's largest delivery.
-pub const BODY_LIMIT: usize = 25 * 1024 * 1024;
+/// The largest delivery read: GitHub caps deliveries at 25 MB but
+/// truncates push payloads well below this (a push of 3,000 commits or
+/// more is delivered without them), and a push is all this endpoint reads.
+pub const BODY_LIMIT: usize = 5 * 1024 * 1024;
+/// Deliveries read at once, at most: the body is read whole before its
+/// signature can be checked, so this bounds what unsigned requests can
+/// make the controller hold (`CONCURRENT_DELIVERIES × BODY_LIMIT`); more
+/// wait their turn.
+pub const CONCURRENT_DELIVERIES: usize = 4;
 /// Delivery ids remembered against replays.
 const REMEMBERED: usize = 4096;
 
