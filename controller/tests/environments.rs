@@ -112,6 +112,12 @@ fn each_policy_rule_catches_its_bad_overlay() {
             vec![Rule::ProdDisruptionBudget],
         ),
         ("prod-by-tag", Tier::Production, vec![Rule::ProdDigest]),
+        (
+            "relaxed-pod-security",
+            Tier::Standard,
+            vec![Rule::PodSecurity],
+        ),
+        ("host-network", Tier::Standard, vec![Rule::PodSecurity]),
     ];
     for (case, tier, expected) in cases {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -122,6 +128,7 @@ fn each_policy_rule_catches_its_bad_overlay() {
         assert_eq!(rules, expected, "{case}: {findings:#?}");
         assert!(
             findings[0].object.starts_with("Deployment/placement-")
+                || findings[0].object == "Namespace/-/placement-dev"
                 || findings[0].rule == Rule::ProdReplicas
         );
         assert!(

@@ -29,6 +29,11 @@ pub enum Rule {
     ProdDisruptionBudget,
     /// Production images are pinned by digest.
     ProdDigest,
+    /// Pod Security is never relaxed through git: a Namespace enforces
+    /// `restricted` (its audit and warn levels, when set, too), and no pod
+    /// is privileged, shares the node's network, PID or IPC namespace, or
+    /// mounts a path of the node.
+    PodSecurity,
 }
 
 impl Rule {
@@ -41,6 +46,7 @@ impl Rule {
             Rule::ProdReplicas => "prod-replicas",
             Rule::ProdDisruptionBudget => "prod-disruption-budget",
             Rule::ProdDigest => "prod-image-digest",
+            Rule::PodSecurity => "pod-security",
         }
     }
 }
@@ -169,10 +175,18 @@ pub fn check(objects: &[Value], tier: Tier) -> Vec<Finding> {
         .collect();
 
     for object in objects {
+        if str_at(object, &["kind"]) == Some("Namespace") {
+            for message in relaxed_pod_security(object) {
+                push(object, Rule::PodSecurity, message);
+            }
+        }
         let Some((template, long_running)) = pod_template(object) else {
             continue;
         };
         let pod_spec = template.get("spec").unwrap_or(&Value::Null);
+        for message in host_access(pod_spec) {
+            push(object, Rule::PodSecurity, message);
+        }
         let pod_security = pod_spec.get("securityContext").unwrap_or(&Value::Null);
         let containers = ["initContainers", "containers"].iter().flat_map(|k| {
             pod_spec
@@ -283,6 +297,83 @@ pub fn check(objects: &[Value], tier: Tier) -> Vec<Finding> {
     }
     findings.sort();
     findings
+}
+
+/// The Pod Security labels of a Namespace that are weaker than
+/// `restricted` (or missing, for `enforce`: the cluster's default applies
+/// then, `privileged` unless configured otherwise).
+fn relaxed_pod_security(namespace: &Value) -> Vec<String> {
+    const PREFIX: &str = "pod-security.kubernetes.io/";
+    let labels = namespace.pointer("/metadata/labels");
+    let label = |key: &str| {
+        labels
+            .and_then(|l| l.get(format!("{PREFIX}{key}")))
+            .map(|v| v.as_str().unwrap_or("").to_owned())
+    };
+    let mut found = Vec::new();
+    match label("enforce") {
+        Some(level) if level == "restricted" => {}
+        Some(level) => found.push(format!(
+            "label {PREFIX}enforce is {level:?}; environments enforce \"restricted\""
+        )),
+        None => found.push(format!(
+            "no label {PREFIX}enforce; set it to \"restricted\" (without it the cluster's default applies)"
+        )),
+    }
+    for mode in ["audit", "warn"] {
+        if let Some(level) = label(mode).filter(|l| l != "restricted") {
+            found.push(format!(
+                "label {PREFIX}{mode} is {level:?}; set it to \"restricted\" or leave it out"
+            ));
+        }
+    }
+    for mode in ["enforce", "audit", "warn"] {
+        let key = format!("{mode}-version");
+        if let Some(version) = label(&key).filter(|v| v != "latest") {
+            found.push(format!(
+                "label {PREFIX}{key} is {version:?}; an older version of the rules may allow more: leave it out or set \"latest\""
+            ));
+        }
+    }
+    found
+}
+
+/// What a pod spec takes from the node: privileged containers, the node's
+/// network, PID or IPC namespace, paths of its filesystem.
+fn host_access(pod_spec: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    for key in ["hostNetwork", "hostPID", "hostIPC"] {
+        if pod_spec.get(key).and_then(Value::as_bool) == Some(true) {
+            found.push(format!(
+                "{key} is true; pods of an environment stay in their own namespaces"
+            ));
+        }
+    }
+    let volumes = pod_spec.get("volumes").and_then(Value::as_array);
+    for volume in volumes.into_iter().flatten() {
+        if volume.get("hostPath").is_some() {
+            let name = str_at(volume, &["name"]).unwrap_or("?");
+            found.push(format!(
+                "volume {name} mounts a path of the node (hostPath); use a volume of the cluster"
+            ));
+        }
+    }
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        let containers = pod_spec.get(list).and_then(Value::as_array);
+        for container in containers.into_iter().flatten() {
+            if container
+                .pointer("/securityContext/privileged")
+                .and_then(Value::as_bool)
+                == Some(true)
+            {
+                let name = str_at(container, &["name"]).unwrap_or("?");
+                found.push(format!(
+                    "container {name} is privileged; remove securityContext.privileged"
+                ));
+            }
+        }
+    }
+    found
 }
 
 /// Parses multi-document YAML (as `kubectl kustomize` prints) into objects.
@@ -397,5 +488,45 @@ mod tests {
             parse_image("localhost:5000/app"),
             ("localhost:5000/app", None, None)
         );
+    }
+
+    /// The review's reproduction: the deployer may patch its own
+    /// Namespace, so a pull request setting `privileged` passed the rules.
+    #[test]
+    fn pod_security_is_never_relaxed_through_git() {
+        let namespace = |labels: Value| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "dev", "labels": labels}});
+        let kept = namespace(json!({"pod-security.kubernetes.io/enforce": "restricted",
+                                    "pod-security.kubernetes.io/warn": "restricted"}));
+        assert_eq!(check(&[kept], Tier::Standard), []);
+        for (labels, expected) in [
+            (
+                json!({"pod-security.kubernetes.io/enforce": "privileged"}),
+                1,
+            ),
+            (json!({}), 1),
+            (
+                json!({"pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/audit": "baseline",
+                    "pod-security.kubernetes.io/enforce-version": "v1.24"}),
+                2,
+            ),
+            (json!({"pod-security.kubernetes.io/enforce": 7}), 1),
+        ] {
+            let findings = check(&[namespace(labels.clone())], Tier::Standard);
+            assert_eq!(findings.len(), expected, "{labels}: {findings:#?}");
+            assert!(
+                findings
+                    .iter()
+                    .all(|f| f.rule == Rule::PodSecurity && f.object == "Namespace/-/dev")
+            );
+        }
+        let mut host = deployment(good_container("app:1.0"), None);
+        host["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
+        host["spec"]["template"]["spec"]["volumes"] =
+            json!([{"name": "root", "hostPath": {"path": "/"}}]);
+        host["spec"]["template"]["spec"]["containers"][0]["securityContext"] =
+            json!({"privileged": true});
+        let findings = check(&[host], Tier::Standard);
+        assert_eq!(rules(&findings), [Rule::PodSecurity; 3], "{findings:#?}");
     }
 }
