@@ -237,6 +237,12 @@ fn unvalidated(id: &ObjectRef, object: &Value, options: PlanOptions<'_>) -> Chan
 
 /// The change for one desired object; `None` for an object git says to
 /// ignore (`ferry.dev/ssa: Ignore`).
+///
+/// Longer than most (about 90 lines) on purpose: it is one sequence read
+/// top to bottom (discover, read the live object, claim it, honour its
+/// SSA policy, dry-run, compare), each step a call or a short match that
+/// maps its failure to the `PlanError` naming the object and its file;
+/// split further, the error mapping would be scattered.
 async fn plan_object(
     resolver: &mut Resolver,
     context: &Planning<'_>,
