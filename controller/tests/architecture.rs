@@ -376,7 +376,6 @@ fn the_check_sees_a_circle_and_an_upward_import() {
     write("lib.rs", "pub mod cli;\npub mod crd;\n");
     write("cli/mod.rs", "mod run;\npub use run::go;\n");
     write("cli/run.rs", "pub fn go() {}\npub const B: u8 = 1;\n");
-    write("crd/mod.rs", "pub mod names;\npub struct Spec;\n");
     // names -> cli/run (upward), and names -> crd/mod -> names (a circle
     // through a folder's mod.rs and the child it declares).
     write(

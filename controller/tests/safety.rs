@@ -423,32 +423,36 @@ spec:\n  source: {{url: \"file:///nowhere\", path: env}}\n{spec}\n"
     check(&http("period: \"0s\""), false, "period");
     check(&http("period: \"2h\""), false, "period");
     check(&http("period: \"5s\""), true, "");
+    let many: Vec<String> = (0..21)
+        .map(|i| format!("{{url: \"http://x/{i}\"}}"))
+        .collect();
+    check(
+        &format!("  healthCheck: {{http: [{}]}}", many.join(", ")),
+        false,
+        "http",
+    );
 }
 
-/// A panic while reconciling one Environment (injected: debug builds
-/// panic on the annotation ferry.dev/test-panic) is recorded on it as
-/// `ReconcilePanicked`; the process lives and the other Environments go on.
+/// A panic while reconciling one Environment (injected: debug builds of
+/// the controller panic on the Environment that FERRY_TEST_PANIC names)
+/// is recorded on it as `ReconcilePanicked`; the process lives and the
+/// other Environments go on.
 #[test]
 fn a_panic_costs_one_reconcile_of_one_environment() {
     if !lab_enabled("a_panic_costs_one_reconcile_of_one_environment") {
         return;
     }
-    let (lab, _) = Lab::running("safe-panic", "ctrl-test", "");
-    let manifest = format!(
-        "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {{name: boom, namespace: {}, annotations: {{ferry.dev/test-panic: \"yes\"}}}}\n\
-spec:\n  source: {{url: \"{}\", ref: main, path: env}}\n  interval: 10s\n",
-        lab.system,
-        lab.url()
-    );
-    let out = kubectl(&["apply", "-f", "-"], Some(&manifest));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (mut lab, _) = Lab::running("safe-panic", "ctrl-test", "");
+    let boom = format!("{}/boom", lab.system);
+    lab.controller_env.push(("FERRY_TEST_PANIC".into(), boom));
+    lab.start_controller();
+    lab.environment_exactly("boom", "");
     let s = lab.wait_condition("boom", "Stalled", "True", "ReconcilePanicked", None);
     let message = condition(&s, "Stalled").2;
-    assert!(message.contains("injected by the annotation"), "{message}");
+    assert!(
+        message.contains("injected by FERRY_TEST_PANIC"),
+        "{message}"
+    );
     // Once more: the next reconcile panics too, and is contained too.
     lab.reconcile_now("boom");
     lab.write(
@@ -462,13 +466,13 @@ spec:\n  source: {{url: \"{}\", ref: main, path: env}}\n  interval: 10s\n",
         "after-the-panic"
     );
     assert!(
-        lab.log().contains("injected by the annotation"),
+        lab.log().contains("injected by FERRY_TEST_PANIC"),
         "the panic is in the log"
     );
     lab.delete_environment("boom");
 }
 
-/// An Environment whose name is too long for a label value (70
+/// An Environment whose name is too long for a label value (69
 /// characters, a valid name) keeps its history like any other.
 #[test]
 fn an_environment_with_a_long_name_keeps_its_history() {

@@ -21,8 +21,8 @@ use sha2::Digest;
 
 use crate::audit::chain::{self, Entry};
 
-/// Entries per ConfigMap at most (an entry is under 2 KiB when its fields
-/// are capped, as the reconcile caps them).
+/// Entries per ConfigMap at most; [`CHUNK_BYTES`] bounds a chunk whatever
+/// its entries hold.
 pub const CHUNK_ENTRIES: usize = 200;
 /// Bytes of entries per ConfigMap at most, whatever the entries hold: a
 /// chunk rolls over before an append would take it past this, well under

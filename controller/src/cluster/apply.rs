@@ -40,6 +40,14 @@ pub struct Applied {
     pub inventory: Vec<ObjectRef>,
 }
 
+impl Applied {
+    /// Objects the apply changed in the cluster: created, updated, pruned
+    /// or released.
+    pub fn changes(&self) -> usize {
+        self.created + self.updated + self.pruned + self.released
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error(

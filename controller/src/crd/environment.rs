@@ -114,8 +114,10 @@ pub struct HealthCheck {
     #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": rule::HEALTH_TIMEOUT, "message": "healthCheck.timeout must be a duration from 1s to 24h, such as 5m"}]))]
     pub timeout: String,
-    /// Requests that must succeed once the workloads are healthy.
+    /// Requests that must succeed once the workloads are healthy (at most
+    /// 20: each look at a release makes one attempt per check and pod).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
     pub http: Vec<HttpCheck>,
 }
 

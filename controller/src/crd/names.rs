@@ -18,12 +18,6 @@ pub const FINALIZER: &str = "ferry.dev/finalizer";
 /// ada (delivery 72d3…)`).
 pub const REQUESTED_BY: &str = "ferry.dev/requested-by";
 
-/// In debug builds only (the lab tests'), an Environment with this
-/// annotation makes its reconcile panic: how the tests show that a panic
-/// costs one reconcile of one Environment, not the controller. Release
-/// builds do not read it.
-pub const TEST_PANIC: &str = "ferry.dev/test-panic";
-
 /// Condition types.
 pub mod condition {
     pub const READY: &str = "Ready";

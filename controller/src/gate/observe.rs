@@ -95,16 +95,23 @@ pub fn new_pod_ips(observation: &Observation) -> Vec<String> {
     ips
 }
 
-/// `text` cut to at most `limit` bytes (and an ellipsis).
+/// `text` cut to at most `limit` bytes, ending with an ellipsis when cut.
 pub fn cap(text: &str, limit: usize) -> String {
+    cap_marked(text, limit, "…")
+}
+
+/// `text` in at most `limit` bytes (`mark` included, when `limit` leaves
+/// room for it), cut at a character boundary and ending with `mark` when
+/// it was longer.
+pub fn cap_marked(text: &str, limit: usize, mark: &str) -> String {
     if text.len() <= limit {
         return text.to_owned();
     }
-    let mut end = limit.saturating_sub(1);
+    let mut end = limit.saturating_sub(mark.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &text[..end])
+    format!("{}{mark}", &text[..end])
 }
 
 /// The evidence as text: the failing object, each pod's waiting reason and

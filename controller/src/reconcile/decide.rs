@@ -58,7 +58,7 @@ pub fn settled(status: &EnvironmentStatus, id: &str, applied: &Applied) -> bool 
     status.last_healthy_revision.as_deref() == id
         && status.last_applied_revision.as_deref() == id
         && status.failed_revision.is_none()
-        && applied.created + applied.updated + applied.pruned + applied.released == 0
+        && applied.changes() == 0
 }
 
 /// What a verdict on the release in `status.rollout` leads to.
@@ -79,7 +79,7 @@ pub enum AfterVerdict {
 /// Decides what the verdict on `rollout` leads to. `streaks`: the HTTP
 /// checks' streaks after this look.
 pub fn after_verdict(
-    verdict: Verdict,
+    verdict: &Verdict,
     streaks: Vec<i32>,
     rollout: &Rollout,
     status: &EnvironmentStatus,
@@ -119,7 +119,7 @@ pub fn after_verdict(
             ),
         },
         Verdict::Failed(evidence) => {
-            let why = reason_of(&evidence);
+            let why = reason_of(evidence);
             if let Some(from) = &rollout.rolling_back_from {
                 return AfterVerdict::Failed(Outcome::RollbackFailed {
                     failed: from.clone(),
@@ -188,8 +188,7 @@ pub fn after_outcome(
             judge,
             ..
         } => {
-            let changed = applied.created + applied.updated + applied.pruned + applied.released > 0;
-            if changed {
+            if applied.changes() > 0 {
                 let note = format!(
                     "applied {} ({}): {} created, {} updated, {} pruned, {} released",
                     short_id(&revision.id()),
@@ -284,7 +283,7 @@ mod tests {
         };
         let release = rollout("main@sha1:bad", None);
         assert_eq!(
-            after_verdict(failing(), vec![], &release, &status, true),
+            after_verdict(&failing(), vec![], &release, &status, true),
             AfterVerdict::RollBack {
                 to: "main@sha1:good".into(),
                 why: "Deployment.apps dev/web: crash loop".into()
@@ -292,7 +291,7 @@ mod tests {
         );
         let AfterVerdict::Failed(Outcome::HealthFailed {
             rollback_disabled, ..
-        }) = after_verdict(failing(), vec![], &release, &status, false)
+        }) = after_verdict(&failing(), vec![], &release, &status, false)
         else {
             panic!("rollback disabled: the failure stays");
         };
@@ -301,7 +300,7 @@ mod tests {
         // has nothing to go back to.
         let first = EnvironmentStatus::default();
         assert!(matches!(
-            after_verdict(failing(), vec![], &release, &first, true),
+            after_verdict(&failing(), vec![], &release, &first, true),
             AfterVerdict::Failed(Outcome::HealthFailed {
                 rollback_disabled: false,
                 ..
@@ -312,7 +311,7 @@ mod tests {
             ..EnvironmentStatus::default()
         };
         assert!(matches!(
-            after_verdict(failing(), vec![], &release, &same, true),
+            after_verdict(&failing(), vec![], &release, &same, true),
             AfterVerdict::Failed(Outcome::HealthFailed { .. })
         ));
     }
@@ -325,7 +324,7 @@ mod tests {
         };
         let rolling_back = rollout("main@sha1:good", Some("main@sha1:bad"));
         assert_eq!(
-            after_verdict(failing(), vec![], &rolling_back, &status, true),
+            after_verdict(&failing(), vec![], &rolling_back, &status, true),
             AfterVerdict::Failed(Outcome::RollbackFailed {
                 failed: "main@sha1:bad".into(),
                 reason: "crash loop".into(),
@@ -338,7 +337,7 @@ mod tests {
     fn a_healthy_verdict_ends_the_release_or_the_rollback() {
         let status = EnvironmentStatus::default();
         let AfterVerdict::Passed(outcome, (kind, reason, _)) = after_verdict(
-            Verdict::Healthy,
+            &Verdict::Healthy,
             vec![],
             &rollout("main@sha1:new", None),
             &status,
@@ -358,7 +357,7 @@ mod tests {
         );
         let back = rollout("main@sha1:good", Some("main@sha1:bad"));
         let AfterVerdict::Passed(outcome, (kind, _, note)) =
-            after_verdict(Verdict::Healthy, vec![], &back, &status, true)
+            after_verdict(&Verdict::Healthy, vec![], &back, &status, true)
         else {
             panic!("rolled back");
         };
@@ -370,7 +369,7 @@ mod tests {
         );
         assert_eq!(
             after_verdict(
-                Verdict::Progressing(vec!["a".into(), "b".into()]),
+                &Verdict::Progressing(vec!["a".into(), "b".into()]),
                 vec![2],
                 &back,
                 &status,

@@ -20,7 +20,9 @@ pub enum ReconcileError {
     },
     #[error("failed to clean up after Environment {name}: {message}")]
     Cleanup { name: String, message: String },
-    #[error("failed to reconcile Environment {name}: the controller panicked: {message}")]
+    #[error(
+        "failed to reconcile Environment {name}: the controller panicked: {message}; this is a bug in ferry-controller: report it with this message (the reconcile is retried)"
+    )]
     Panicked { name: String, message: String },
     #[error("failed to handle the finalizer of Environment {name}")]
     Finalizer {

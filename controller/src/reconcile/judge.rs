@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
+use kube::Client;
 use kube::runtime::events::EventType;
 
 use crate::cluster::discovery::Resolver;
@@ -20,30 +21,41 @@ use super::outcome::{Outcome, failed};
 use super::release::{apply_head, pin, roll_back};
 use super::status::short_id;
 
+/// In debug builds only (the lab tests'), the reconcile of the Environment
+/// `namespace/name` this variable of the controller's own process names
+/// panics: how the tests show that a panic costs one reconcile of one
+/// Environment, not the controller. Nothing git, a request or the API
+/// server sends can set it, and release builds do not read it.
+pub const TEST_PANIC_ENV: &str = "FERRY_TEST_PANIC";
+
 /// One step of a release: judges the release being judged, or, when there
 /// is none, applies what git asks for. The notes are for Events.
 pub async fn step(env: &Environment, ctx: &Context) -> (Outcome, Vec<Note>) {
     #[cfg(debug_assertions)]
-    if kube::ResourceExt::annotations(env).contains_key(crate::crd::names::TEST_PANIC) {
-        panic!(
-            "injected by the annotation {}",
-            crate::crd::names::TEST_PANIC
+    if let Ok(target) = std::env::var(TEST_PANIC_ENV) {
+        let this = format!(
+            "{}/{}",
+            kube::ResourceExt::namespace(env).unwrap_or_default(),
+            kube::ResourceExt::name_any(env)
         );
+        if target == this {
+            panic!("injected by {TEST_PANIC_ENV}={target}");
+        }
     }
     let status = env.status.clone().unwrap_or_default();
     let Some(rollout) = status.rollout.clone() else {
         return (apply_head(env, ctx).await, Vec::new());
     };
-    let (verdict, streaks) = match look(env, ctx, &rollout, &status).await {
+    let (verdict, streaks, client) = match look(env, ctx, &rollout, &status).await {
         Ok(v) => v,
         Err(outcome) => return (outcome, Vec::new()),
     };
     let evidence = match &verdict {
-        Verdict::Failed(evidence) => Some(evidence.clone()),
+        Verdict::Failed(evidence) => Some(evidence),
         _ => None,
     };
     let next = decide::after_verdict(
-        verdict,
+        &verdict,
         streaks,
         &rollout,
         &status,
@@ -56,26 +68,27 @@ pub async fn step(env: &Environment, ctx: &Context) -> (Outcome, Vec<Note>) {
             (outcome, vec![note])
         }
         AfterVerdict::RollBack { to, why } => {
-            let event = failure_event(env, ctx, &rollout, evidence.as_ref()).await;
+            let event = failure_event(env, &client, &rollout, evidence).await;
             ctx.metrics.record_rollback();
             let outcome = roll_back(env, ctx, &to, &rollout.revision, &why).await;
             (outcome, vec![event])
         }
         AfterVerdict::Failed(outcome) => {
-            let event = failure_event(env, ctx, &rollout, evidence.as_ref()).await;
+            let event = failure_event(env, &client, &rollout, evidence).await;
             (outcome, vec![event])
         }
     }
 }
 
 /// The verdict on `rollout` from one look at its objects and one attempt
-/// per HTTP check (with the checks' streaks after it).
+/// per HTTP check, with the checks' streaks after it and the client that
+/// looked (the deployer's, which reads the evidence of a failure too).
 async fn look(
     env: &Environment,
     ctx: &Context,
     rollout: &Rollout,
     status: &EnvironmentStatus,
-) -> Result<(Verdict, Vec<i32>), Outcome> {
+) -> Result<(Verdict, Vec<i32>, Client), Outcome> {
     let timeout =
         parse_interval(&env.spec.health_check.timeout).unwrap_or(Duration::from_secs(300));
     let client = client_for(ctx, env)
@@ -115,24 +128,21 @@ async fn look(
         let counted = checks::judge_checks(http, &streaks, &attempts);
         verdict = checks::with_checks(counted, now - since, timeout);
     }
-    Ok((verdict, streaks))
+    Ok((verdict, streaks, client))
 }
 
 /// The Warning Event of a failed gate: the evidence with the failing pods'
 /// events and last log lines.
 async fn failure_event(
     env: &Environment,
-    ctx: &Context,
+    client: &Client,
     rollout: &Rollout,
     evidence: Option<&Evidence>,
 ) -> Note {
     let mut note = String::new();
-    if let Some(evidence) = evidence
-        && let Ok(client) = client_for(ctx, env)
-    {
+    if let Some(evidence) = evidence {
         let namespace = evidence_namespace(evidence, env);
-        note =
-            observe::describe(&client, namespace.as_deref(), evidence, observe::NOTE_LIMIT).await;
+        note = observe::describe(client, namespace.as_deref(), evidence, observe::NOTE_LIMIT).await;
     }
     tracing::warn!(revision = %rollout.revision, evidence = %note, "health check failed");
     (

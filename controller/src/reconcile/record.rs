@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::crd::history::{Commit, Entry};
+use crate::gate::observe::cap_marked;
 use crate::source::cache::Revision;
 
 use super::outcome::Outcome;
@@ -17,28 +18,20 @@ pub const SUMMARY_LIMIT: usize = 1024;
 /// What a cut text ends with, so nobody mistakes it for the whole.
 pub const TRUNCATED: &str = "… [truncated]";
 
-/// `text` in at most `limit` bytes, cut at a character boundary and
-/// marked [`TRUNCATED`] when it was longer.
+/// `text` in at most `limit` bytes, marked [`TRUNCATED`] when cut.
 pub fn capped(text: &str, limit: usize) -> String {
-    if text.len() <= limit {
-        return text.to_owned();
-    }
-    let mut end = limit.saturating_sub(TRUNCATED.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{TRUNCATED}", &text[..end])
+    cap_marked(text, limit, TRUNCATED)
 }
 
 /// What every entry of one reconcile shares.
-struct Stamp<'a> {
+struct Recording<'a> {
     environment: &'a str,
     trigger: &'a str,
     time: &'a str,
     health_ms: Option<u64>,
 }
 
-impl Stamp<'_> {
+impl Recording<'_> {
     fn entry(&self, revision: Option<String>, result: &str, summary: String) -> Entry {
         Entry {
             time: self.time.to_owned(),
@@ -74,7 +67,7 @@ pub fn entries_for(
     health_ms: Option<u64>,
     last: Option<&Entry>,
 ) -> Vec<Entry> {
-    let at = Stamp {
+    let at = Recording {
         environment,
         trigger,
         time,
@@ -127,7 +120,7 @@ pub fn entries_for(
 
 /// An apply whose gate starts: the commits it superseded, the failed
 /// verdict when it is a rollback, and the apply itself.
-fn applied(outcome: &Outcome, at: &Stamp<'_>) -> Vec<Entry> {
+fn applied(outcome: &Outcome, at: &Recording<'_>) -> Vec<Entry> {
     let Outcome::Applied {
         revision,
         digest,

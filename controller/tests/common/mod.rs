@@ -45,6 +45,8 @@ pub struct Lab {
     controller: Option<Child>,
     /// Replicas with leader election: identity, HTTP port, process.
     replicas: Vec<(String, u16, Child)>,
+    /// Variables of the controller's process, from its next start.
+    pub controller_env: Vec<(String, String)>,
 }
 
 /// Lets Environments left by an earlier run go without a controller.
@@ -168,6 +170,7 @@ impl Lab {
             kubeconfig: None,
             controller: None,
             replicas: Vec::new(),
+            controller_env: Vec::new(),
         }
     }
 
@@ -241,6 +244,7 @@ impl Lab {
         if let Some(kubeconfig) = &self.kubeconfig {
             command.env("KUBECONFIG", kubeconfig);
         }
+        command.envs(self.controller_env.iter().map(|(k, v)| (k, v)));
         command
     }
 
