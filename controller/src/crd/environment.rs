@@ -119,6 +119,13 @@ pub struct HealthCheck {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub http: Vec<HttpCheck>,
+    /// Whether a newer commit replaces a release that is not yet healthy
+    /// (default true: a fix pushed during a bad release is applied within
+    /// one interval or webhook, as Flux's `CancelHealthCheckOnNewRevision`
+    /// does); false waits for the verdict first. The replaced release is
+    /// recorded `Superseded`.
+    #[serde(default = "default_true")]
+    pub cancel_on_new_revision: bool,
 }
 
 impl Default for HealthCheck {
@@ -126,6 +133,7 @@ impl Default for HealthCheck {
         HealthCheck {
             timeout: default_health_timeout(),
             http: Vec::new(),
+            cancel_on_new_revision: true,
         }
     }
 }
@@ -260,6 +268,10 @@ pub struct EnvironmentStatus {
     /// The `ferry.dev/requested-at` value last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_request: Option<String>,
+    /// Where the last healthy revision was rendered from and placed: a
+    /// rollback renders it the same way, whatever the spec says now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_healthy_placement: Option<Placement>,
     /// The last 10 entries of the audit history; the whole chained log is
     /// in the ConfigMaps `ferry-history-<name>-NNNNN` beside the Environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -277,7 +289,7 @@ impl EnvironmentStatus {
 pub const STATUS_HISTORY: usize = 10;
 
 /// A revision applied and waiting for its verdict.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Rollout {
     /// `ref@sha1:commit` being judged.
@@ -292,6 +304,27 @@ pub struct Rollout {
     /// Consecutive successes (or, negative, failures) per HTTP check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_streaks: Vec<i32>,
+    /// When each HTTP check was last attempted (seconds since the epoch):
+    /// a check is attempted again only after its `period`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_attempted_at: Vec<i64>,
+    /// A rollback decided but not yet applied in full (its apply is
+    /// retried with back-off after a transient failure).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
+    /// Where `revision` was rendered from and placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+}
+
+/// The path a revision was rendered from and the namespace it was placed
+/// in: what, with the commit, makes what ran.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_namespace: Option<String>,
 }
 
 fn default_interval() -> String {

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use kube::runtime::events::Recorder;
 use kube::{Client, ResourceExt};
@@ -34,6 +35,9 @@ pub struct Context {
     pub github: Reporter,
     /// Discovery answers shared by reconciles.
     pub discovery: DiscoveryCache,
+    /// When git's head was last looked at while a release was judged, by
+    /// `namespace/name` ([`super::machine::head_due`]).
+    pub heads: Mutex<HashMap<String, Instant>>,
 }
 
 impl Context {
@@ -57,11 +61,24 @@ impl Context {
             impersonating: Default::default(),
             github,
             discovery: Default::default(),
+            heads: Default::default(),
         }
     }
 
     /// Whether this is the first reconcile of `env` since the controller
     /// started (and remembers that it was).
+    /// Seconds since git's head was looked at for `key` while judging.
+    pub fn head_looked_secs_ago(&self, key: &str) -> Option<u64> {
+        let heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        heads.get(key).map(|at| at.elapsed().as_secs())
+    }
+
+    /// Notes that git's head is looked at now for `key`.
+    pub fn head_looked(&self, key: &str) {
+        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        heads.insert(key.to_owned(), Instant::now());
+    }
+
     pub fn first_since_start(&self, env: &Environment) -> bool {
         let key = format!("{}/{}", env.namespace().unwrap_or_default(), env.name_any());
         self.seen

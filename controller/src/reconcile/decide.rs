@@ -51,14 +51,15 @@ pub fn decide(status: &EnvironmentStatus, head: &str, retry: Option<&str>) -> De
     Decision::Apply
 }
 
-/// Whether an apply of `id` changed nothing on a revision that already
-/// passed its gate: then there is nothing to judge.
-pub fn settled(status: &EnvironmentStatus, id: &str, applied: &Applied) -> bool {
+/// Whether an apply of `id` with `digest` was the revision that already
+/// passed its gate, rendered the same: then there is nothing to judge,
+/// whatever drift the apply set back (a drift fix is not a release).
+pub fn settled(status: &EnvironmentStatus, id: &str, digest: &str) -> bool {
     let id = Some(id);
     status.last_healthy_revision.as_deref() == id
         && status.last_applied_revision.as_deref() == id
+        && status.manifests_digest.as_deref() == Some(digest)
         && status.failed_revision.is_none()
-        && applied.changes() == 0
 }
 
 /// What a verdict on the release in `status.rollout` leads to.
@@ -89,6 +90,7 @@ pub fn after_verdict(
         Verdict::Progressing(waiting) => AfterVerdict::Wait(Outcome::Progressing {
             message: waiting.join("; "),
             http_streaks: streaks,
+            http_attempted_at: Vec::new(),
         }),
         Verdict::Healthy => match &rollout.rolling_back_from {
             Some(failed_revision) => {
@@ -206,9 +208,15 @@ pub fn after_outcome(
             Some(if *judge { JUDGE_EVERY } else { interval })
         }
         Outcome::Progressing { .. } => Some(JUDGE_EVERY),
-        Outcome::Healthy { .. } | Outcome::RolledBack { .. } | Outcome::Held { .. } => {
+        // The rollback is applied by the next reconcile, at once.
+        Outcome::RollbackStarted { .. } => Some(Duration::ZERO),
+        Outcome::Held { corrected, .. } => {
+            if let Some(applied) = corrected.as_ref().filter(|a| !a.drift.is_empty()) {
+                events.push((EventType::Warning, "DriftCorrected", drift_note(applied)));
+            }
             Some(interval)
         }
+        Outcome::Healthy { .. } | Outcome::RolledBack { .. } => Some(interval),
         Outcome::HealthFailed { .. } | Outcome::RollbackFailed { .. } => {
             error = Some(("terminal", reason::HEALTH_CHECK_FAILED));
             Some(interval)
@@ -263,7 +271,7 @@ mod tests {
             started_at: "2027-01-01T00:00:00Z".into(),
             rolling_back_from: rolling_back_from.map(Into::into),
             failure: rolling_back_from.map(|_| "crash loop".into()),
-            http_streaks: vec![],
+            ..Rollout::default()
         }
     }
 
@@ -377,7 +385,8 @@ mod tests {
             ),
             AfterVerdict::Wait(Outcome::Progressing {
                 message: "a; b".into(),
-                http_streaks: vec![2]
+                http_streaks: vec![2],
+                http_attempted_at: vec![],
             })
         );
     }
@@ -402,6 +411,7 @@ mod tests {
         let progressing = Outcome::Progressing {
             message: String::new(),
             http_streaks: vec![],
+            http_attempted_at: vec![],
         };
         let judging = after_outcome(&progressing, &previous, interval, &now);
         assert_eq!(
@@ -446,9 +456,7 @@ mod tests {
         status.rollout = Some(Rollout {
             revision: "main@sha1:new".into(),
             started_at: "2027-01-01T00:00:00Z".into(),
-            rolling_back_from: None,
-            failure: None,
-            http_streaks: vec![],
+            ..Rollout::default()
         });
         assert_eq!(decide(&status, "main@sha1:newer", None), Decision::Judge);
     }

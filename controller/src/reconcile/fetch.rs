@@ -52,11 +52,12 @@ pub async fn source_of(env: &Environment, ctx: &Context) -> Result<SourceSpec, O
 }
 
 /// Fetches and renders the branch head (`commit: None`) or a given commit
-/// of the Environment's reference (for a rollback).
+/// of the Environment's reference (for a rollback), from `path`.
 pub async fn fetch_and_render(
     env: &Environment,
     ctx: &Context,
     commit: Option<String>,
+    path: &str,
 ) -> Result<Fetched, Outcome> {
     use FailureClass::{Terminal, Transient};
     let spec = &env.spec;
@@ -70,7 +71,7 @@ pub async fn fetch_and_render(
     let source = source_of(env, ctx).await?;
     let fetched_from = source.clone();
     let cache = ctx.cache.clone();
-    let path = spec.source.path.clone();
+    let path = path.to_owned();
     let fetch = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let (revision, files) = match commit {

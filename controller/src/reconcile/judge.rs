@@ -1,24 +1,31 @@
-//! Judging the release in `status.rollout`: one look at the cluster and
-//! one attempt per HTTP check, a verdict, and what it leads to
-//! ([`decide::after_verdict`]): wait, finish, roll back or stop.
+//! The live world of a release step ([`machine::World`]): git through the
+//! repository cache, the cluster as the Environment's deployer, one look
+//! at a release (its objects and the HTTP checks due), GitHub reports,
+//! and the evidence of a failed gate.
 
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::Client;
 use kube::runtime::events::EventType;
+use kube::{Client, ResourceExt};
 
 use crate::cluster::discovery::Resolver;
-use crate::crd::{Environment, EnvironmentStatus, Rollout, parse_interval, reason};
+use crate::crd::{
+    Environment, MIN_INTERVAL, Placement, REQUESTED_AT, RETRY, Rollout, parse_interval, reason,
+};
 use crate::failure::{self, FailureClass};
 use crate::gate::checks;
 use crate::gate::health::{self, Evidence, Verdict};
 use crate::gate::observe;
+use crate::github::Step;
+use crate::source::cache::Revision;
 
 use super::context::{Context, client_for};
-use super::decide::{self, AfterVerdict, Note};
+use super::decide::Note;
+use super::fetch::{Fetched, fetch_and_render};
+use super::machine::{self, Facts, Look, Released, Stepped, World};
 use super::outcome::{Outcome, failed};
-use super::release::{apply_head, pin, roll_back};
+use super::release::{apply_desired, pin, superseded_by};
 use super::status::short_id;
 
 /// In debug builds only (the lab tests'), the reconcile of the Environment
@@ -28,9 +35,9 @@ use super::status::short_id;
 /// server sends can set it, and release builds do not read it.
 pub const TEST_PANIC_ENV: &str = "FERRY_TEST_PANIC";
 
-/// One step of a release: judges the release being judged, or, when there
-/// is none, applies what git asks for. The notes are for Events.
-pub async fn step(env: &Environment, ctx: &Context) -> (Outcome, Vec<Note>) {
+/// One step of the release of `env` ([`machine::step`]) against the live
+/// world. The notes are for Events.
+pub async fn step(env: &Environment, ctx: &Context) -> Stepped {
     #[cfg(debug_assertions)]
     if let Ok(target) = std::env::var(TEST_PANIC_ENV) {
         let this = format!(
@@ -43,52 +50,157 @@ pub async fn step(env: &Environment, ctx: &Context) -> (Outcome, Vec<Note>) {
         }
     }
     let status = env.status.clone().unwrap_or_default();
-    let Some(rollout) = status.rollout.clone() else {
-        return (apply_head(env, ctx).await, Vec::new());
-    };
-    let (verdict, streaks, client) = match look(env, ctx, &rollout, &status).await {
-        Ok(v) => v,
-        Err(outcome) => return (outcome, Vec::new()),
-    };
-    let evidence = match &verdict {
-        Verdict::Failed(evidence) => Some(evidence),
-        _ => None,
-    };
-    let next = decide::after_verdict(
-        &verdict,
-        streaks,
-        &rollout,
-        &status,
-        env.spec.rollback.enabled,
+    let interval =
+        parse_interval(&env.spec.interval).map_or(Duration::from_secs(60), |i| i.max(MIN_INTERVAL));
+    let key = format!(
+        "{}/{}",
+        kube::ResourceExt::namespace(env).unwrap_or_default(),
+        kube::ResourceExt::name_any(env)
     );
-    match next {
-        AfterVerdict::Wait(outcome) => (outcome, Vec::new()),
-        AfterVerdict::Passed(outcome, note) => {
-            pin(env, ctx, &rollout.revision).await;
-            (outcome, vec![note])
+    let requested = {
+        let at = env.annotations().get(REQUESTED_AT);
+        at.is_some() && at != status.last_handled_request.as_ref()
+    };
+    let head_due = machine::head_due(ctx.head_looked_secs_ago(&key), interval, requested);
+    let retry = env.annotations().get(RETRY).cloned();
+    let facts = Facts {
+        status: &status,
+        retry: retry.as_deref(),
+        now: Timestamp::now().as_second(),
+        health_timeout: parse_interval(&env.spec.health_check.timeout)
+            .unwrap_or(Duration::from_secs(300)),
+        http: &env.spec.health_check.http,
+        rollback_enabled: env.spec.rollback.enabled,
+        cancel_on_new_revision: env.spec.health_check.cancel_on_new_revision,
+        head_due,
+        placement: Placement {
+            path: env.spec.source.path.clone(),
+            target_namespace: env.spec.target_namespace.clone(),
+        },
+    };
+    let mut world = Live {
+        env,
+        ctx,
+        key,
+        judging: status.rollout.is_some(),
+        client: None,
+    };
+    machine::step(&facts, &mut world).await
+}
+
+/// The world a step acts on: git through the repository cache, the
+/// cluster as the Environment's deployer, the HTTP checks, GitHub.
+struct Live<'a> {
+    env: &'a Environment,
+    ctx: &'a Context,
+    /// `namespace/name`, for when git's head was last looked at.
+    key: String,
+    /// Whether this step judges a release (then looking at git's head is
+    /// counted for [`machine::head_due`]).
+    judging: bool,
+    /// The deployer's client of the last look, which reads the evidence.
+    client: Option<Client>,
+}
+
+impl World for Live<'_> {
+    type Rendered = Fetched;
+
+    fn revision(rendered: &Fetched) -> &Revision {
+        &rendered.revision
+    }
+
+    async fn fetch_head(&mut self) -> Result<Fetched, Outcome> {
+        if self.judging {
+            self.ctx.head_looked(&self.key);
         }
-        AfterVerdict::RollBack { to, why } => {
-            let event = failure_event(env, &client, &rollout, evidence).await;
-            ctx.metrics.record_rollback();
-            let outcome = roll_back(env, ctx, &to, &rollout.revision, &why).await;
-            (outcome, vec![event])
-        }
-        AfterVerdict::Failed(outcome) => {
-            let event = failure_event(env, &client, &rollout, evidence).await;
-            (outcome, vec![event])
-        }
+        fetch_and_render(self.env, self.ctx, None, &self.env.spec.source.path).await
+    }
+
+    async fn fetch_at(
+        &mut self,
+        revision: &str,
+        placement: &Placement,
+    ) -> Result<Fetched, Outcome> {
+        let Some((_, commit)) = revision.split_once("@sha1:") else {
+            let message = format!("{revision} is not a revision id");
+            return Err(failed(
+                None,
+                FailureClass::Terminal,
+                reason::INVALID_SPEC,
+                message,
+            ));
+        };
+        fetch_and_render(self.env, self.ctx, Some(commit.to_owned()), &placement.path).await
+    }
+
+    async fn superseded(&mut self, rendered: &Fetched) -> Vec<Revision> {
+        let status = self.env.status.clone().unwrap_or_default();
+        superseded_by(
+            self.ctx,
+            rendered.source.clone(),
+            &status,
+            &rendered.revision,
+        )
+        .await
+    }
+
+    async fn apply(
+        &mut self,
+        rendered: Fetched,
+        placement: &Placement,
+    ) -> Result<Released, Outcome> {
+        let Fetched {
+            revision,
+            desired,
+            mut durations,
+            ..
+        } = rendered;
+        let mut released = apply_desired(self.env, self.ctx, &revision, desired, placement).await?;
+        durations.append(&mut released.durations);
+        released.durations = durations;
+        Ok(released)
+    }
+
+    async fn look(&mut self, rollout: &Rollout, due: &[bool]) -> Result<Look, Outcome> {
+        let (look, client) = look(self.env, self.ctx, rollout, due).await?;
+        self.client = Some(client);
+        Ok(look)
+    }
+
+    fn started(&mut self, revision: &str, rollback_from: Option<&str>) {
+        self.ctx.github.report(
+            self.env,
+            Step::Started {
+                revision: revision.to_owned(),
+                rollback_from: rollback_from.map(str::to_owned),
+            },
+        );
+    }
+
+    async fn passed(&mut self, revision: &str) {
+        pin(self.env, self.ctx, revision).await;
+    }
+
+    async fn gate_failed(&mut self, rollout: &Rollout, evidence: Option<&Evidence>) -> Note {
+        let client = self
+            .client
+            .clone()
+            .unwrap_or_else(|| self.ctx.client.clone());
+        failure_event(self.env, &client, rollout, evidence).await
     }
 }
 
-/// The verdict on `rollout` from one look at its objects and one attempt
-/// per HTTP check, with the checks' streaks after it and the client that
-/// looked (the deployer's, which reads the evidence of a failure too).
+/// One look at `rollout`: the workload rules' verdict, and one attempt
+/// per HTTP check marked `due` once the workloads are healthy; with the
+/// client that looked (the deployer's, which reads the evidence of a
+/// failure too).
 async fn look(
     env: &Environment,
     ctx: &Context,
     rollout: &Rollout,
-    status: &EnvironmentStatus,
-) -> Result<(Verdict, Vec<i32>, Client), Outcome> {
+    due: &[bool],
+) -> Result<(Look, Client), Outcome> {
+    let status = env.status.clone().unwrap_or_default();
     let timeout =
         parse_interval(&env.spec.health_check.timeout).unwrap_or(Duration::from_secs(300));
     let client = client_for(ctx, env)
@@ -105,7 +217,7 @@ async fn look(
         })?;
     let now = Timestamp::now().as_second();
     let since = health::seconds(&rollout.started_at).unwrap_or(now);
-    let mut verdict = health::assess(
+    let verdict = health::assess(
         &observation.objects,
         &observation.replica_sets,
         &observation.pods,
@@ -114,21 +226,17 @@ async fn look(
         timeout,
     );
     tracing::debug!(revision = %rollout.revision, ?verdict, "judged");
-    let mut streaks = rollout.http_streaks.clone();
     let http = &env.spec.health_check.http;
+    let mut attempts = vec![None; http.len()];
     if verdict == Verdict::Healthy && !http.is_empty() {
         let ips = observe::new_pod_ips(&observation);
-        let mut attempts = Vec::new();
-        streaks.resize(http.len(), 0);
         for (i, check) in http.iter().enumerate() {
-            let attempt = checks::attempt(&ctx.http, check, &ips).await;
-            streaks[i] = checks::next_streak(streaks[i], attempt.ok);
-            attempts.push(attempt);
+            if due.get(i).copied().unwrap_or(true) {
+                attempts[i] = Some(checks::attempt(&ctx.http, check, &ips).await);
+            }
         }
-        let counted = checks::judge_checks(http, &streaks, &attempts);
-        verdict = checks::with_checks(counted, now - since, timeout);
     }
-    Ok((verdict, streaks, client))
+    Ok((Look { verdict, attempts }, client))
 }
 
 /// The Warning Event of a failed gate: the evidence with the failing pods'

@@ -37,6 +37,7 @@ pub mod decide;
 pub mod error;
 pub mod fetch;
 pub mod judge;
+pub mod machine;
 pub mod outcome;
 pub mod record;
 pub mod release;

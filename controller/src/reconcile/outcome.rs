@@ -2,6 +2,7 @@
 //! events, the metrics and the requeue are each computed from it.
 
 use crate::cluster::apply::Applied;
+use crate::crd::Placement;
 use crate::failure::FailureClass;
 use crate::source::cache::Revision;
 
@@ -29,11 +30,25 @@ pub enum Outcome {
         /// Commits after the last one tried and before this one, oldest
         /// first, that were never applied (a newer commit came first).
         superseded: Vec<Revision>,
+        /// The release or rollback this one replaced before its verdict.
+        preempted: Option<String>,
+        /// Where it was rendered from and placed.
+        placement: Placement,
     },
-    /// The gate is still waiting: what for, and the HTTP checks' streaks.
+    /// The gate is still waiting: what for, and the HTTP checks' streaks
+    /// and times of their last attempts.
     Progressing {
         message: String,
         http_streaks: Vec<i32>,
+        http_attempted_at: Vec<i64>,
+    },
+    /// The release failed its gate; the rollback to `to` (rendered at
+    /// `placement`) is decided and applied next.
+    RollbackStarted {
+        to: String,
+        failed: String,
+        reason: String,
+        placement: Option<Placement>,
     },
     /// The revision passed its gate.
     Healthy {
@@ -58,9 +73,11 @@ pub enum Outcome {
         reason: String,
         rollback: String,
     },
-    /// Git asks for a revision that failed; nothing was applied.
+    /// Git asks for a revision that failed; it was not applied. What runs
+    /// was applied again when it is the healthy revision (`corrected`).
     Held {
         revision: Revision,
+        corrected: Option<Applied>,
     },
     Failed {
         revision: Option<Revision>,

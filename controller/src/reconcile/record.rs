@@ -80,6 +80,9 @@ pub fn entries_for(
         | Outcome::Held { .. }
         | Outcome::Suspended => Vec::new(),
         Outcome::Healthy { revision } => vec![at.verdict(revision, "Healthy", String::new())],
+        Outcome::RollbackStarted { failed, reason, .. } => {
+            vec![at.verdict(failed, "HealthCheckFailed", reason.clone())]
+        }
         Outcome::RolledBack {
             healthy,
             failed,
@@ -129,6 +132,7 @@ fn applied(outcome: &Outcome, at: &Recording<'_>) -> Vec<Entry> {
         images,
         durations,
         superseded,
+        preempted,
         ..
     } = outcome
     else {
@@ -153,18 +157,23 @@ fn applied(outcome: &Outcome, at: &Recording<'_>) -> Vec<Entry> {
             e
         })
         .collect();
+    if let Some(replaced) = preempted {
+        let why = format!(
+            "replaced before its verdict by {}, a newer commit",
+            short_id(&revision.id())
+        );
+        entries.push(at.entry(Some(replaced.clone()), "Superseded", why));
+    }
     let counts = format!(
         "{} created, {} updated, {} pruned, {} released",
         applied.created, applied.updated, applied.pruned, applied.released
     );
+    // The failed verdict was recorded when the rollback was decided.
     let (result, summary) = match rollback_from {
-        Some((failed, why)) => {
-            entries.push(at.verdict(failed, "HealthCheckFailed", why.clone()));
-            (
-                "RollingBack",
-                format!("rolling back from {failed}: {counts}"),
-            )
-        }
+        Some((failed, _)) => (
+            "RollingBack",
+            format!("rolling back from {failed}: {counts}"),
+        ),
         None => ("Applied", counts),
     };
     let mut e = at.entry(Some(revision.id()), result, summary);
@@ -243,6 +252,11 @@ mod tests {
             images: Vec::new(),
             durations: BTreeMap::new(),
             superseded: Vec::new(),
+            preempted: None,
+            placement: crate::crd::Placement {
+                path: "environments/dev".into(),
+                target_namespace: None,
+            },
         };
         let entries = entries_for(&outcome, "ns/dev", "gate", "t", None, None);
         for e in &entries {
@@ -252,10 +266,17 @@ mod tests {
                 assert!(c.author.len() <= NAME_LIMIT && c.author.ends_with(TRUNCATED));
             }
         }
+        let decided = Outcome::RollbackStarted {
+            to: "main@sha1:good".into(),
+            failed: "main@sha1:bad".into(),
+            reason: "x".repeat(5000),
+            placement: None,
+        };
+        let verdict = entries_for(&decided, "ns/dev", "gate", "t", None, None);
         assert!(
-            entries[0].summary.ends_with(TRUNCATED),
+            verdict[0].summary.len() <= SUMMARY_LIMIT && verdict[0].summary.ends_with(TRUNCATED),
             "{}",
-            entries[0].summary
+            verdict[0].summary
         );
     }
 
@@ -321,6 +342,11 @@ mod tests {
             images: vec!["img:1".into()],
             durations: BTreeMap::from([("plan".into(), 5)]),
             superseded: Vec::new(),
+            preempted: None,
+            placement: crate::crd::Placement {
+                path: "environments/dev".into(),
+                target_namespace: None,
+            },
         };
         let e = entries_for(&applied(None), "ns/dev", "requested", "t", None, None);
         assert_eq!(e.len(), 1);
@@ -362,13 +388,40 @@ mod tests {
         let rollback = applied(Some(("main@sha1:bad".into(), "crash loop".into())));
         let e = entries_for(&rollback, "ns/dev", "gate", "t", Some(6000), None);
         let results: Vec<&str> = e.iter().map(|e| e.result.as_str()).collect();
-        assert_eq!(results, ["HealthCheckFailed", "RollingBack"]);
+        assert_eq!(results, ["RollingBack"]);
+        let decided = Outcome::RollbackStarted {
+            to: "main@sha1:good".into(),
+            failed: "main@sha1:bad".into(),
+            reason: "crash loop".into(),
+            placement: None,
+        };
+        let e = entries_for(&decided, "ns/dev", "gate", "t", Some(6000), None);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].result, "HealthCheckFailed");
         assert_eq!(e[0].revision.as_deref(), Some("main@sha1:bad"));
         assert_eq!(e[0].durations.get("health"), Some(&6000));
+
+        let mut replacing = applied(None);
+        if let Outcome::Applied { preempted, .. } = &mut replacing {
+            *preempted = Some("main@sha1:slow".into());
+        }
+        let e = entries_for(&replacing, "ns/dev", "webhook: push", "t", None, None);
+        let results: Vec<(&str, Option<&str>)> = e
+            .iter()
+            .map(|e| (e.result.as_str(), e.revision.as_deref()))
+            .collect();
+        assert_eq!(
+            results,
+            [
+                ("Superseded", Some("main@sha1:slow")),
+                ("Applied", Some("main@sha1:abc"))
+            ]
+        );
 
         let progressing = Outcome::Progressing {
             message: "waiting".into(),
             http_streaks: vec![],
+            http_attempted_at: vec![],
         };
         assert!(entries_for(&progressing, "ns/dev", "gate", "t", None, None).is_empty());
         let mut settled = applied(None);

@@ -167,7 +167,14 @@ pub fn next_status(
         Outcome::Progressing {
             message,
             http_streaks,
-        } => progressing(&mut status, message, http_streaks, at),
+            http_attempted_at,
+        } => progressing(&mut status, message, http_streaks, http_attempted_at, at),
+        Outcome::RollbackStarted {
+            to,
+            failed,
+            reason,
+            placement,
+        } => rollback_started(&mut status, to, failed, reason, placement.as_ref(), at),
         Outcome::Healthy { revision } => healthy(&mut status, revision, at),
         Outcome::RolledBack {
             healthy,
@@ -184,7 +191,7 @@ pub fn next_status(
             reason,
             rollback,
         } => rollback_failed(&mut status, failed, reason, rollback, at),
-        Outcome::Held { revision } => {
+        Outcome::Held { revision, .. } => {
             status.last_attempted_revision = Some(revision.id());
         }
         Outcome::Failed {
@@ -229,6 +236,7 @@ fn applied(status: &mut EnvironmentStatus, outcome: &Outcome, at: Stamp<'_>) {
         judge,
         rollback_from,
         retry,
+        placement,
         ..
     } = outcome
     else {
@@ -247,11 +255,13 @@ fn applied(status: &mut EnvironmentStatus, outcome: &Outcome, at: Stamp<'_>) {
         started_at: at.now.0.to_string(),
         rolling_back_from: rolling_back_from.map(|(failed, _)| failed.clone()),
         failure: rolling_back_from.map(|(_, why)| why.clone()),
-        http_streaks: Vec::new(),
+        placement: Some(placement.clone()),
+        ..Rollout::default()
     };
     match (judge, rollback_from) {
         (false, _) => {
             status.last_attempted_revision = Some(revision.id());
+            status.rollout = None;
             let message = format!("applied {id} ({objects} objects), healthy");
             Conditions {
                 ready: (Tri::True, reason::APPLIED, &message),
@@ -289,8 +299,50 @@ fn applied(status: &mut EnvironmentStatus, outcome: &Outcome, at: Stamp<'_>) {
     }
 }
 
+/// A release failed its gate and the rollback is decided: the failed
+/// revision is recorded now, so that a restart or a failed apply of the
+/// rollback never forgets it; the rollback itself is applied next.
+fn rollback_started(
+    status: &mut EnvironmentStatus,
+    to: &str,
+    failed: &str,
+    why: &str,
+    placement: Option<&crate::crd::Placement>,
+    at: Stamp<'_>,
+) {
+    let message = format!(
+        "rolling back to {}: {} failed: {why}",
+        short_id(to),
+        short_id(failed)
+    );
+    Conditions {
+        ready: (Tri::False, reason::PROGRESSING, &message),
+        reconciling: (true, reason::PROGRESSING, &message),
+        stalled: (false, reason::PROGRESSING, ""),
+        healthy: Some((Tri::False, reason::HEALTH_CHECK_FAILED, &message)),
+    }
+    .write(&mut status.conditions, at);
+    status.failed_revision = Some(failed.to_owned());
+    status.failed_reason = Some(why.to_owned());
+    status.rollout = Some(Rollout {
+        revision: to.to_owned(),
+        started_at: at.now.0.to_string(),
+        rolling_back_from: Some(failed.to_owned()),
+        failure: Some(why.to_owned()),
+        pending: true,
+        placement: placement.cloned(),
+        ..Rollout::default()
+    });
+}
+
 /// The gate is still waiting (on a rollback, `Healthy` stays False).
-fn progressing(status: &mut EnvironmentStatus, message: &str, streaks: &[i32], at: Stamp<'_>) {
+fn progressing(
+    status: &mut EnvironmentStatus,
+    message: &str,
+    streaks: &[i32],
+    attempted_at: &[i64],
+    at: Stamp<'_>,
+) {
     let waiting = format!("waiting: {message}");
     let rolling_back = status
         .rollout
@@ -310,6 +362,7 @@ fn progressing(status: &mut EnvironmentStatus, message: &str, streaks: &[i32], a
     .write(&mut status.conditions, at);
     if let Some(rollout) = &mut status.rollout {
         rollout.http_streaks = streaks.to_vec();
+        rollout.http_attempted_at = attempted_at.to_vec();
     }
 }
 
@@ -324,6 +377,7 @@ fn healthy(status: &mut EnvironmentStatus, revision: &str, at: Stamp<'_>) {
     }
     .write(&mut status.conditions, at);
     status.last_healthy_revision = Some(revision.to_owned());
+    status.last_healthy_placement = status.rollout.as_ref().and_then(|r| r.placement.clone());
     status.failed_revision = None;
     status.failed_reason = None;
     status.rollout = None;
@@ -352,6 +406,9 @@ fn rolled_back(
     }
     .write(&mut status.conditions, at);
     status.last_healthy_revision = Some(healthy.to_owned());
+    if let Some(placement) = status.rollout.as_ref().and_then(|r| r.placement.clone()) {
+        status.last_healthy_placement = Some(placement);
+    }
     status.failed_revision = Some(failed.to_owned());
     status.failed_reason = Some(why.to_owned());
     status.rollout = None;
@@ -506,6 +563,11 @@ mod tests {
             images: Vec::new(),
             durations: Default::default(),
             superseded: Vec::new(),
+            preempted: None,
+            placement: crate::crd::Placement {
+                path: "environments/dev".into(),
+                target_namespace: None,
+            },
         }
     }
 
@@ -575,6 +637,7 @@ mod tests {
             &Outcome::Progressing {
                 message: "web: 1 of 2 updated replicas available".into(),
                 http_streaks: vec![],
+                http_attempted_at: vec![],
             },
             &time(12),
         );
@@ -618,9 +681,24 @@ mod tests {
             },
             &time(12),
         );
+        assert!(healthy.last_healthy_placement.is_some());
         let attempted = next_status(&healthy, 1, &applied("bad", true, None), &time(20));
-        let rolling = next_status(
+        let decided = next_status(
             &attempted,
+            1,
+            &Outcome::RollbackStarted {
+                to: "main@sha1:good".into(),
+                failed: "main@sha1:bad".into(),
+                reason: "web-1 in CrashLoopBackOff".into(),
+                placement: healthy.last_healthy_placement.clone(),
+            },
+            &time(25),
+        );
+        assert!(decided.rollout.as_ref().unwrap().pending);
+        assert_eq!(decided.failed_revision.as_deref(), Some("main@sha1:bad"));
+        assert_eq!(condition(&decided, "Reconciling"), ("True", "Progressing"));
+        let rolling = next_status(
+            &decided,
             1,
             &applied(
                 "good",

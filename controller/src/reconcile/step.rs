@@ -51,6 +51,7 @@ pub async fn run(
         }
         Some(_) => contained(judge::step(env, ctx))
             .await
+            .map(|stepped| (stepped.outcome, stepped.notes))
             .unwrap_or_else(|message| {
                 let message = format!(
                     "the controller panicked reconciling this Environment: {message}; \
@@ -71,6 +72,9 @@ pub async fn run(
     // status never shows an entry the log lacks.
     let sealed = record_history(env, ctx, &outcome, &trigger, &before).await;
     log_and_count(ctx, &outcome);
+    if matches!(outcome, Outcome::RollbackStarted { .. }) {
+        ctx.metrics.record_rollback();
+    }
     let follow = decide::after_outcome(&outcome, &before, interval, &Time(Timestamp::now()));
     if let Some((class, reason)) = follow.error {
         ctx.metrics.record_error(class, reason);

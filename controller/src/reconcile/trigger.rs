@@ -108,10 +108,7 @@ mod tests {
         let judging = EnvironmentStatus {
             rollout: Some(Rollout {
                 revision: "main@sha1:a".into(),
-                started_at: String::new(),
-                rolling_back_from: None,
-                failure: None,
-                http_streaks: vec![],
+                ..Rollout::default()
             }),
             ..seen()
         };
