@@ -155,6 +155,46 @@ async fn newest_chunk(
     }
 }
 
+/// The entries of the newest chunk sealed after sequence `acknowledged`
+/// (the newest the status shows): sealed by a reconcile whose status
+/// write failed. Empty when the status shows none (nothing to compare).
+pub async fn unacknowledged(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    acknowledged: Option<u64>,
+) -> Result<Vec<Entry>, JournalError> {
+    let Some(acknowledged) = acknowledged else {
+        return Ok(Vec::new());
+    };
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let newest = newest_chunk(&api, name, &format!("{namespace}/{name}")).await?;
+    let entries = match &newest {
+        Some(chunk) => parse_chunk(chunk)?,
+        None => Vec::new(),
+    };
+    Ok(entries
+        .into_iter()
+        .filter(|e| e.sequence > acknowledged)
+        .collect())
+}
+
+/// How many of `new` (from the first) were sealed already: the longest
+/// run at the start of `new` that the end of `unacknowledged` holds (same
+/// result, same revision, in order). A reconcile whose status write
+/// failed is done again from the same status and records the same
+/// entries; those are not appended twice.
+pub fn already_sealed(unacknowledged: &[Entry], new: &[Entry]) -> usize {
+    let same = |a: &Entry, b: &Entry| a.result == b.result && a.revision == b.revision;
+    (1..=new.len().min(unacknowledged.len()))
+        .rev()
+        .find(|&n| {
+            let tail = &unacknowledged[unacknowledged.len() - n..];
+            tail.iter().zip(&new[..n]).all(|(a, b)| same(a, b))
+        })
+        .unwrap_or(0)
+}
+
 /// The whole history of Environment `namespace/name`, oldest first.
 pub async fn read(
     client: &Client,
@@ -289,6 +329,31 @@ mod tests {
             prop_assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
             prop_assert!(chunk_name(&name, 1).len() <= 253);
         }
+    }
+
+    #[test]
+    fn entries_sealed_before_a_failed_status_write_are_not_sealed_again() {
+        let entry = |result: &str, revision: &str| Entry {
+            result: result.into(),
+            revision: Some(revision.into()),
+            ..Entry::default()
+        };
+        let failed = entry("HealthCheckFailed", "bad");
+        let rolling = entry("RollingBack", "good");
+        // Both sealed, the status not written: nothing to append.
+        let tail = [failed.clone(), rolling.clone()];
+        assert_eq!(already_sealed(&tail, &[failed.clone(), rolling.clone()]), 2);
+        // Only the first sealed: the second is appended.
+        assert_eq!(
+            already_sealed(&tail[..1], &[failed.clone(), rolling.clone()]),
+            1
+        );
+        // Something else happened since: everything is new.
+        assert_eq!(already_sealed(&tail, &[entry("Healthy", "good")]), 0);
+        assert_eq!(already_sealed(&[], std::slice::from_ref(&failed)), 0);
+        // The end of the tail counts, not its start.
+        assert_eq!(already_sealed(&tail, &[failed]), 0);
+        assert_eq!(already_sealed(&tail, &[rolling]), 1);
     }
 
     #[test]

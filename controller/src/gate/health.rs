@@ -9,18 +9,22 @@
 //!   available replicas equal the desired count; no old replicas left;
 //!   `ProgressDeadlineExceeded` is a failure.
 //! - StatefulSet: observed generation; ready and updated replicas equal
-//!   the desired count; the current revision is the update revision.
+//!   the desired count; the current revision is the update revision
+//!   (`OnDelete`: observed is enough; a `partition`: the pods above it
+//!   updated).
 //! - DaemonSet: observed generation; updated, ready and available pods
 //!   equal the desired number scheduled.
 //! - Job: `Complete` is healthy, `Failed` a failure.
 //! - PersistentVolumeClaim: `Bound`. Service of type LoadBalancer: an
 //!   ingress address.
-//! - Custom resources: `Ready=True` healthy, `Stalled=True` failed,
-//!   `Ready` otherwise progressing, no conditions healthy.
+//! - Custom resources: observed generation (status and condition);
+//!   `Ready=True` healthy, `Stalled=True` failed, `Ready` otherwise
+//!   progressing, no conditions healthy.
 //! - Everything else: healthy once applied.
 //!
 //! Guarantees: it fails fast on evidence instead of waiting out the
-//! deadline: a pod of the new revision in `CrashLoopBackOff` with at least
+//! deadline, taken only from pods of the generation being judged: a pod
+//! of the new revision in `CrashLoopBackOff` with at least
 //! [`CRASH_RESTARTS`] restarts, or waiting in an image or configuration
 //! error for [`STUCK_FOR`], is a failure at once. Malformed objects never
 //! panic (they count as progressing until the deadline).
@@ -159,6 +163,22 @@ fn stateful_set(object: &Value) -> ObjectHealth {
     let desired = int(object, "/spec/replicas").unwrap_or(1);
     let ready = int(object, "/status/readyReplicas").unwrap_or(0);
     let updated = int(object, "/status/updatedReplicas").unwrap_or(0);
+    // As kstatus: with `OnDelete` pods change only when deleted, so the
+    // roll-out is done once observed; with a partition, once the pods at
+    // and above it are updated.
+    if text(object, "/spec/updateStrategy/type") == Some("OnDelete") {
+        return ObjectHealth::Healthy;
+    }
+    let partition = int(object, "/spec/updateStrategy/rollingUpdate/partition").unwrap_or(0);
+    if partition > 0 {
+        let expected = desired.saturating_sub(partition).max(0);
+        if updated < expected {
+            return ObjectHealth::Progressing(format!(
+                "{n}: {updated} of {expected} replicas above the partition updated"
+            ));
+        }
+        return ObjectHealth::Healthy;
+    }
     let current = text(object, "/status/currentRevision");
     let update = text(object, "/status/updateRevision");
     if updated < desired || (update.is_some() && current != update) {
@@ -209,15 +229,30 @@ fn job(object: &Value) -> ObjectHealth {
 
 fn custom(object: &Value) -> ObjectHealth {
     let n = name(object);
-    if is_true(condition(object, "Stalled")) {
-        let message = condition(object, "Stalled")
-            .and_then(|c| c.get("message"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
+    // As kstatus: conditions speak of the generation their controller
+    // observed; before it caught up they say nothing about this one (a
+    // resource that reports no observed generation is taken as it is).
+    let generation = int(object, "/metadata/generation");
+    if let (Some(g), Some(seen)) = (generation, int(object, "/status/observedGeneration"))
+        && seen < g
+    {
+        return ObjectHealth::Progressing(format!("{n}: the new generation is not observed yet"));
+    }
+    let stale = |c: &Value| {
+        matches!(
+            (c.get("observedGeneration").and_then(Value::as_i64), generation),
+            (Some(seen), Some(g)) if seen < g
+        )
+    };
+    if let Some(c) = condition(object, "Stalled").filter(|c| is_true(Some(c)) && !stale(c)) {
+        let message = c.get("message").and_then(Value::as_str).unwrap_or("");
         return ObjectHealth::Failed(format!("{n}: Stalled: {message}"));
     }
     match condition(object, "Ready") {
         None => ObjectHealth::Healthy,
+        Some(c) if stale(c) => {
+            ObjectHealth::Progressing(format!("{n}: Ready speaks of an older generation"))
+        }
         Some(c) if is_true(Some(c)) => ObjectHealth::Healthy,
         Some(c) => {
             let message = c.get("message").and_then(Value::as_str).unwrap_or("");
@@ -264,18 +299,6 @@ pub fn object_health(object: &Value) -> ObjectHealth {
     }
 }
 
-/// Whether `labels` satisfy a `matchLabels` selector (expressions are not
-/// evaluated: workloads select by labels in practice).
-fn selected(selector: Option<&Value>, labels: Option<&Value>) -> bool {
-    let Some(wanted) = selector.and_then(Value::as_object) else {
-        return false;
-    };
-    !wanted.is_empty()
-        && wanted
-            .iter()
-            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-}
-
 fn owned_by(object: &Value, owner_uid: &str) -> bool {
     object
         .pointer("/metadata/ownerReferences")
@@ -285,9 +308,11 @@ fn owned_by(object: &Value, owner_uid: &str) -> bool {
         .any(|r| r.get("uid").and_then(Value::as_str) == Some(owner_uid))
 }
 
-/// The pods of a workload's newest revision: for a Deployment, those of
-/// its ReplicaSet with the highest revision; for other workloads, all pods
-/// its selector picks.
+/// The pods of a workload's current revision: for a Deployment, those of
+/// its ReplicaSet with the highest revision; for a StatefulSet, its pods
+/// of `status.updateRevision` (`controller-revision-hash`); for a
+/// DaemonSet, its pods of its generation (`pod-template-generation`).
+/// Pods are matched by owner, so a selector's form does not matter.
 pub fn new_pods<'a>(
     workload: &Value,
     replica_sets: &'a [Value],
@@ -295,36 +320,57 @@ pub fn new_pods<'a>(
 ) -> Vec<&'a Value> {
     let namespace = text(workload, "/metadata/namespace");
     let in_namespace = |o: &&Value| text(o, "/metadata/namespace") == namespace;
-    let selector = workload.pointer("/spec/selector/matchLabels");
-    if ObjectRef::of(workload).kind == "Deployment" {
-        let uid = text(workload, "/metadata/uid").unwrap_or("");
-        let revision = |rs: &Value| {
-            text(
-                rs,
-                "/metadata/annotations/deployment.kubernetes.io~1revision",
-            )
-            .and_then(|r| r.parse::<i64>().ok())
-            .unwrap_or(0)
-        };
-        let newest = replica_sets
-            .iter()
-            .filter(in_namespace)
-            .filter(|rs| owned_by(rs, uid))
-            .max_by_key(|rs| revision(rs));
-        let Some(newest) = newest else {
-            return Vec::new();
-        };
-        let rs_uid = text(newest, "/metadata/uid").unwrap_or("");
-        return pods
-            .iter()
-            .filter(in_namespace)
-            .filter(|p| owned_by(p, rs_uid))
-            .collect();
-    }
-    pods.iter()
+    let uid = text(workload, "/metadata/uid").unwrap_or("");
+    let label = |pod: &Value, key: &str| {
+        pod.pointer("/metadata/labels")
+            .and_then(|l| l.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let owned = pods
+        .iter()
         .filter(in_namespace)
-        .filter(|p| selected(selector, p.pointer("/metadata/labels")))
-        .collect()
+        .filter(|p| owned_by(p, uid));
+    match ObjectRef::of(workload).kind.as_str() {
+        "Deployment" => {
+            let revision = |rs: &Value| {
+                text(
+                    rs,
+                    "/metadata/annotations/deployment.kubernetes.io~1revision",
+                )
+                .and_then(|r| r.parse::<i64>().ok())
+                .unwrap_or(0)
+            };
+            let newest = replica_sets
+                .iter()
+                .filter(in_namespace)
+                .filter(|rs| owned_by(rs, uid))
+                .max_by_key(|rs| revision(rs));
+            let Some(newest) = newest else {
+                return Vec::new();
+            };
+            let rs_uid = text(newest, "/metadata/uid").unwrap_or("");
+            pods.iter()
+                .filter(in_namespace)
+                .filter(|p| owned_by(p, rs_uid))
+                .collect()
+        }
+        "StatefulSet" => {
+            let update = text(workload, "/status/updateRevision").map(str::to_owned);
+            owned
+                .filter(|p| update.is_none() || label(p, "controller-revision-hash") == update)
+                .collect()
+        }
+        "DaemonSet" => {
+            let generation = int(workload, "/metadata/generation").map(|g| g.to_string());
+            owned
+                .filter(|p| {
+                    generation.is_none() || label(p, "pod-template-generation") == generation
+                })
+                .collect()
+        }
+        _ => owned.collect(),
+    }
 }
 
 /// Seconds since the epoch of an RFC 3339 time, as the API writes them.
@@ -424,7 +470,9 @@ pub fn assess(
             ObjectRef::of(object).kind.as_str(),
             "Deployment" | "StatefulSet" | "DaemonSet"
         );
-        let evidence_pods: Vec<PodEvidence> = if workload {
+        // Until the workload's controller has seen this generation, its
+        // newest pods are the previous release's: no evidence from them.
+        let evidence_pods: Vec<PodEvidence> = if workload && generation_caught_up(object) {
             let mut failed = false;
             let mut evidence = Vec::new();
             for pod in new_pods(object, replica_sets, pods) {
@@ -619,6 +667,93 @@ mod tests {
             assess(&[d], &sets, &pods, T0, T0 + 5, Duration::from_secs(300)),
             Verdict::Progressing(_)
         ));
+    }
+
+    /// The review's finding: before the Deployment controller has seen a
+    /// rollback's generation, its newest ReplicaSet is the crash-looping
+    /// release's, and the rollback was failed on those pods.
+    #[test]
+    fn no_evidence_is_taken_before_the_generation_is_observed() {
+        let d = deployment(
+            2,
+            json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 0, "availableReplicas": 0}),
+        );
+        let sets = [rs("bad", "2")];
+        let pods = [pod("web-bad-a", "bad", waiting("CrashLoopBackOff", 5))];
+        assert!(matches!(
+            assess(&[d], &sets, &pods, T0, T0 + 5, Duration::from_secs(300)),
+            Verdict::Progressing(_)
+        ));
+    }
+
+    #[test]
+    fn stale_conditions_and_update_strategies_follow_kstatus() {
+        let cr = |generation: i64, observed: Value, c: Value| {
+            json!({"apiVersion": "example.com/v1", "kind": "Gadget",
+            "metadata": {"name": "g", "generation": generation}, "status": {"observedGeneration": observed, "conditions": c}})
+        };
+        let ready = json!([{"type": "Ready", "status": "True"}]);
+        assert!(matches!(
+            object_health(&cr(2, json!(1), ready.clone())),
+            ObjectHealth::Progressing(_)
+        ));
+        assert_eq!(
+            object_health(&cr(2, json!(2), ready)),
+            ObjectHealth::Healthy
+        );
+        let stale_ready = json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g", "generation": 2},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "observedGeneration": 1}]}});
+        assert!(
+            matches!(object_health(&stale_ready), ObjectHealth::Progressing(m) if m.contains("older generation"))
+        );
+
+        let sts = |strategy: Value, updated: i64| {
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "s", "generation": 3}, "spec": {"replicas": 3, "updateStrategy": strategy},
+            "status": {"observedGeneration": 3, "readyReplicas": 3, "updatedReplicas": updated, "currentRevision": "a", "updateRevision": "b"}})
+        };
+        assert_eq!(
+            object_health(&sts(json!({"type": "OnDelete"}), 0)),
+            ObjectHealth::Healthy
+        );
+        let partition = json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}});
+        assert!(matches!(
+            object_health(&sts(partition.clone(), 0)),
+            ObjectHealth::Progressing(_)
+        ));
+        assert_eq!(object_health(&sts(partition, 1)), ObjectHealth::Healthy);
+        assert!(matches!(
+            object_health(&sts(json!({"type": "RollingUpdate"}), 3)),
+            ObjectHealth::Progressing(_)
+        ));
+    }
+
+    #[test]
+    fn stateful_and_daemon_set_pods_are_those_of_the_current_revision() {
+        let owned = |name: &str, owner: &str, labels: Value| {
+            json!({"metadata": {"name": name, "namespace": "dev",
+            "labels": labels, "ownerReferences": [{"uid": owner}]}})
+        };
+        // The selector uses matchExpressions: pods are found by owner.
+        let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s", "namespace": "dev", "uid": "s1"},
+            "spec": {"selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["s"]}]}},
+            "status": {"updateRevision": "s-new"}});
+        let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "d", "namespace": "dev", "uid": "d9", "generation": 4}});
+        let pods = [
+            owned("s-0", "s1", json!({"controller-revision-hash": "s-new"})),
+            owned("s-1", "s1", json!({"controller-revision-hash": "s-old"})),
+            owned("other", "x", json!({"controller-revision-hash": "s-new"})),
+            owned("d-a", "d9", json!({"pod-template-generation": "4"})),
+            owned("d-b", "d9", json!({"pod-template-generation": "3"})),
+        ];
+        let names = |w: &Value| {
+            new_pods(w, &[], &pods)
+                .iter()
+                .map(|p| name(p).to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&sts), ["s-0"]);
+        assert_eq!(names(&ds), ["d-a"]);
     }
 
     #[test]

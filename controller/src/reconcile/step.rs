@@ -141,7 +141,24 @@ async fn record_history(
         before.history.last(),
     );
     let mut sealed = Vec::new();
-    for entry in entries {
+    if entries.is_empty() {
+        return sealed;
+    }
+    // Entries a previous attempt sealed before its status write failed
+    // are taken as they are, not appended (nor reported) again.
+    let acknowledged = before.history.last().map(|e| e.sequence);
+    let unacknowledged = match journal::unacknowledged(&ctx.client, &ns, &name, acknowledged).await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(error = %failure::describe(&e), "failed to read the history");
+            ctx.metrics.record_error("transient", "HistoryWriteFailed");
+            return sealed;
+        }
+    };
+    let done = journal::already_sealed(&unacknowledged, &entries);
+    sealed.extend_from_slice(&unacknowledged[unacknowledged.len() - done..]);
+    for entry in entries.into_iter().skip(done) {
         match journal::append(&ctx.client, &ns, &name, entry).await {
             Ok(entry) => {
                 ctx.metrics.record_history(&ns, &name, entry.sequence);
