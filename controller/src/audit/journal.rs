@@ -156,17 +156,15 @@ async fn newest_chunk(
 }
 
 /// The entries of the newest chunk sealed after sequence `acknowledged`
-/// (the newest the status shows): sealed by a reconcile whose status
-/// write failed. Empty when the status shows none (nothing to compare).
+/// (the newest the status shows; `None`: it shows none): sealed by a
+/// reconcile whose status write failed.
 pub async fn unacknowledged(
     client: &Client,
     namespace: &str,
     name: &str,
     acknowledged: Option<u64>,
 ) -> Result<Vec<Entry>, JournalError> {
-    let Some(acknowledged) = acknowledged else {
-        return Ok(Vec::new());
-    };
+    let acknowledged = acknowledged.unwrap_or(0);
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let newest = newest_chunk(&api, name, &format!("{namespace}/{name}")).await?;
     let entries = match &newest {

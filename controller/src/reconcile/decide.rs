@@ -18,7 +18,7 @@ use crate::failure::FailureClass;
 use crate::gate::health::{Evidence, Verdict};
 
 use super::outcome::Outcome;
-use super::status::{retry_after, short_id};
+use super::status::{RETRY, retry_after, short_id};
 
 /// How often a release being judged is looked at again.
 pub const JUDGE_EVERY: Duration = Duration::from_secs(2);
@@ -216,10 +216,12 @@ pub fn after_outcome(
             }
             Some(interval)
         }
-        Outcome::Healthy { .. } | Outcome::RolledBack { .. } => Some(interval),
+        // A verdict ends the judging: git is looked at again soon after, so
+        // a commit pushed meanwhile waits no interval more.
+        Outcome::Healthy { .. } | Outcome::RolledBack { .. } => Some(JUDGE_EVERY),
         Outcome::HealthFailed { .. } | Outcome::RollbackFailed { .. } => {
             error = Some(("terminal", reason::HEALTH_CHECK_FAILED));
-            Some(interval)
+            Some(JUDGE_EVERY)
         }
         Outcome::Failed {
             class,
@@ -229,8 +231,13 @@ pub fn after_outcome(
         } => {
             error = Some((class.label(), *reason));
             events.push((EventType::Warning, *reason, message.clone()));
+            let judging = previous.rollout.as_ref().is_some_and(|r| !r.pending);
             Some(if *class == FailureClass::Terminal {
                 interval
+            } else if judging {
+                // A release being judged keeps being looked at: its
+                // deadline holds whether or not its objects can be read.
+                retry_after(previous, now, interval).min(RETRY)
             } else {
                 retry_after(previous, now, interval)
             })

@@ -18,6 +18,14 @@ pub enum ReconcileError {
         #[source]
         source: kube::Error,
     },
+    #[error(
+        "failed to record the history of Environment {name}: the status is not written, so the step is done again and recorded then"
+    )]
+    History {
+        name: String,
+        #[source]
+        source: Box<crate::audit::journal::JournalError>,
+    },
     #[error("failed to clean up after Environment {name}: {message}")]
     Cleanup { name: String, message: String },
     #[error(

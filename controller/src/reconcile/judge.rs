@@ -110,10 +110,21 @@ impl World for Live<'_> {
     }
 
     async fn fetch_head(&mut self) -> Result<Fetched, Outcome> {
-        if self.judging {
+        let fetched = fetch_and_render(self.env, self.ctx, None, &self.env.spec.source.path).await;
+        // A failed look at git is tried again at the next look at the
+        // release, not an interval later.
+        if self.judging
+            && !matches!(
+                &fetched,
+                Err(Outcome::Failed {
+                    class: FailureClass::Transient,
+                    ..
+                })
+            )
+        {
             self.ctx.head_looked(&self.key);
         }
-        fetch_and_render(self.env, self.ctx, None, &self.env.spec.source.path).await
+        fetched
     }
 
     async fn fetch_at(

@@ -416,7 +416,16 @@ fn retry_asked(facts: &Facts<'_>) -> bool {
 async fn from_git<W: World>(facts: &Facts<'_>, world: &mut W) -> Stepped {
     let rendered = match world.fetch_head().await {
         Ok(r) => r,
-        Err(outcome) => return failure(outcome),
+        Err(outcome) => {
+            // Git's head cannot be applied for good (it does not render,
+            // a path is gone): what runs is still kept as git last said.
+            if is_terminal(&outcome)
+                && let Some(Err(e)) = correct_running(facts, world).await
+            {
+                tracing::debug!(?e, "failed to set back drift of the running revision");
+            }
+            return failure(outcome);
+        }
     };
     let revision = W::revision(&rendered).clone();
     match decide::decide(facts.status, &revision.id(), facts.retry) {
@@ -425,30 +434,55 @@ async fn from_git<W: World>(facts: &Facts<'_>, world: &mut W) -> Stepped {
     }
 }
 
-/// Git asks for the revision that failed: nothing new is applied; when
-/// the healthy revision runs, it is applied again so that hand edits and
-/// deleted objects are set back while the failed one is held.
-async fn hold<W: World>(facts: &Facts<'_>, revision: Revision, world: &mut W) -> Stepped {
+/// Applies the running revision again when it is the one that passed its
+/// gate (so hand edits and deleted objects are set back while git asks
+/// for something that cannot run). `None`: nothing known healthy runs.
+async fn correct_running<W: World>(
+    facts: &Facts<'_>,
+    world: &mut W,
+) -> Option<Result<Applied, Outcome>> {
     let status = facts.status;
-    let held = |corrected| Outcome::Held {
-        revision: revision.clone(),
-        corrected,
-    };
-    let running = match (&status.last_applied_revision, State::of(status)) {
-        (Some(running), State::Holding) => running.clone(),
-        _ => return ended(held(None), Event::Held),
-    };
+    let running = status.last_applied_revision.clone()?;
+    let healthy_runs = matches!(State::of(status), State::Holding | State::InSync)
+        && status.last_healthy_revision.as_deref() == Some(running.as_str());
+    if !healthy_runs {
+        return None;
+    }
     let placement = status
         .last_healthy_placement
         .clone()
         .unwrap_or_else(|| facts.placement.clone());
     let rendered = match world.fetch_at(&running, &placement).await {
         Ok(r) => r,
-        Err(outcome) => return failure(outcome),
+        Err(outcome) => return Some(Err(outcome)),
     };
-    match world.apply(rendered, &placement).await {
-        Ok(released) => ended(held(Some(released.applied)), Event::Held),
-        Err(outcome) => failure(outcome),
+    Some(
+        world
+            .apply(rendered, &placement)
+            .await
+            .map(|released| released.applied),
+    )
+}
+
+/// Git asks for the revision that failed: it is not applied; the healthy
+/// revision, when it runs, is applied again ([`correct_running`]).
+async fn hold<W: World>(facts: &Facts<'_>, revision: Revision, world: &mut W) -> Stepped {
+    match correct_running(facts, world).await {
+        None => ended(
+            Outcome::Held {
+                revision,
+                corrected: None,
+            },
+            Event::Held,
+        ),
+        Some(Ok(applied)) => ended(
+            Outcome::Held {
+                revision,
+                corrected: Some(applied),
+            },
+            Event::Held,
+        ),
+        Some(Err(outcome)) => failure(outcome),
     }
 }
 

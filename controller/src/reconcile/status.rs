@@ -496,10 +496,22 @@ pub fn status_after(
     outcome: &Outcome,
     now: &Time,
     requested_at: Option<String>,
+    retry: Option<String>,
     sealed: &[Entry],
 ) -> EnvironmentStatus {
     let mut status = next_status(previous, generation, outcome, now);
     status.last_handled_request = requested_at;
+    // A retry asked for before a release failed is not a retry of that
+    // failure: the failed revision is held until the next one.
+    let failed_now = matches!(
+        outcome,
+        Outcome::RollbackStarted { .. }
+            | Outcome::HealthFailed { .. }
+            | Outcome::RollbackFailed { .. }
+    );
+    if failed_now && retry.is_some() {
+        status.last_handled_retry = retry;
+    }
     for entry in sealed {
         if !status.history.iter().any(|e| e.sequence == entry.sequence) {
             status.history.push(entry.clone());

@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::Event;
 use kube::{Resource, ResourceExt};
 
-use crate::audit::journal;
+use crate::audit::journal::{self, JournalError};
 use crate::crd::history::Entry;
 use crate::crd::{Environment, EnvironmentStatus, MIN_INTERVAL, condition, parse_interval, reason};
 use crate::failure::{self, FailureClass};
@@ -69,8 +69,16 @@ pub async fn run(
     let interval = interval.unwrap_or(Duration::from_secs(300));
 
     // The audit history: appended before the status is written, so the
-    // status never shows an entry the log lacks.
-    let sealed = record_history(env, ctx, &outcome, &trigger, &before).await;
+    // status never shows an entry the log lacks; when it cannot be, the
+    // status is not written either, and the step is done again (what was
+    // sealed already is not sealed twice).
+    let (ns, name) = (env.namespace().unwrap_or_default(), env.name_any());
+    let sealed = record_history(env, ctx, &outcome, &trigger, &before)
+        .await
+        .map_err(|source| ReconcileError::History {
+            name: format!("{ns}/{name}"),
+            source: Box::new(source),
+        })?;
     log_and_count(ctx, &outcome);
     if matches!(outcome, Outcome::RollbackStarted { .. }) {
         ctx.metrics.record_rollback();
@@ -82,7 +90,6 @@ pub async fn run(
     events.extend(follow.events);
     publish(env, ctx, events, sealed.last()).await;
 
-    let (ns, name) = (env.namespace().unwrap_or_default(), env.name_any());
     let written = write_status(api, env, &outcome, &sealed)
         .await
         .map_err(|source| ReconcileError::Status {
@@ -116,16 +123,16 @@ pub async fn contained<T>(step: impl std::future::Future<Output = T>) -> Result<
         })
 }
 
-/// Seals the entries `outcome` records into the journal, reports each to
-/// GitHub, and returns those sealed (a failed append stops there: the
-/// next reconcile records again).
+/// Seals the entries `outcome` records into the journal, reports each
+/// newly sealed one to GitHub, and returns them all; an error when one
+/// could not be sealed.
 async fn record_history(
     env: &Environment,
     ctx: &Context,
     outcome: &Outcome,
     trigger: &str,
     before: &EnvironmentStatus,
-) -> Vec<Entry> {
+) -> Result<Vec<Entry>, JournalError> {
     let (ns, name) = (env.namespace().unwrap_or_default(), env.name_any());
     let health_ms = before
         .rollout
@@ -140,40 +147,32 @@ async fn record_history(
         health_ms,
         before.history.last(),
     );
-    let mut sealed = Vec::new();
     if entries.is_empty() {
-        return sealed;
+        return Ok(Vec::new());
     }
+    let failed = |e: JournalError| {
+        tracing::warn!(error = %failure::describe(&e), "failed to append to the history");
+        ctx.metrics.record_error("transient", "HistoryWriteFailed");
+        e
+    };
     // Entries a previous attempt sealed before its status write failed
     // are taken as they are, not appended (nor reported) again.
     let acknowledged = before.history.last().map(|e| e.sequence);
-    let unacknowledged = match journal::unacknowledged(&ctx.client, &ns, &name, acknowledged).await
-    {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::warn!(error = %failure::describe(&e), "failed to read the history");
-            ctx.metrics.record_error("transient", "HistoryWriteFailed");
-            return sealed;
-        }
-    };
+    let unacknowledged = journal::unacknowledged(&ctx.client, &ns, &name, acknowledged)
+        .await
+        .map_err(failed)?;
     let done = journal::already_sealed(&unacknowledged, &entries);
-    sealed.extend_from_slice(&unacknowledged[unacknowledged.len() - done..]);
+    let mut sealed = unacknowledged[unacknowledged.len() - done..].to_vec();
     for entry in entries.into_iter().skip(done) {
-        match journal::append(&ctx.client, &ns, &name, entry).await {
-            Ok(entry) => {
-                ctx.metrics.record_history(&ns, &name, entry.sequence);
-                ctx.github
-                    .report(env, Step::Recorded(Box::new(entry.clone())));
-                sealed.push(entry);
-            }
-            Err(e) => {
-                tracing::warn!(error = %failure::describe(&e), "failed to append to the history");
-                ctx.metrics.record_error("transient", "HistoryWriteFailed");
-                break;
-            }
-        }
+        let entry = journal::append(&ctx.client, &ns, &name, entry)
+            .await
+            .map_err(failed)?;
+        ctx.metrics.record_history(&ns, &name, entry.sequence);
+        ctx.github
+            .report(env, Step::Recorded(Box::new(entry.clone())));
+        sealed.push(entry);
     }
-    sealed
+    Ok(sealed)
 }
 
 /// Logs what was applied or what failed, and counts applied objects.

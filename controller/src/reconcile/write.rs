@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 
 use crate::crd::history::Entry;
-use crate::crd::{Environment, EnvironmentStatus, REQUESTED_AT};
+use crate::crd::{Environment, EnvironmentStatus, REQUESTED_AT, RETRY};
 
 use super::outcome::Outcome;
 use super::status::status_after;
@@ -35,6 +35,7 @@ pub async fn write_status(
             outcome,
             &Time(Timestamp::now()),
             env.annotations().get(REQUESTED_AT).cloned(),
+            env.annotations().get(RETRY).cloned(),
             sealed,
         );
         if status == previous {
