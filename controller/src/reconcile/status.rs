@@ -285,18 +285,29 @@ fn applied(status: &mut EnvironmentStatus, outcome: &Outcome, at: Stamp<'_>) {
         }
         (true, Some((failed, why))) => {
             let message = format!("rolling back to {id}: {} failed: {why}", short_id(failed));
-            Conditions {
-                ready: (Tri::False, reason::PROGRESSING, &message),
-                reconciling: (true, reason::PROGRESSING, &message),
-                stalled: (false, reason::PROGRESSING, ""),
-                healthy: Some((Tri::False, reason::HEALTH_CHECK_FAILED, &message)),
-            }
-            .write(&mut status.conditions, at);
-            status.failed_revision = Some(failed.clone());
-            status.failed_reason = Some(why.clone());
+            rolling_back(status, &message, failed, why, at);
             status.rollout = Some(rollout(rollback_from.as_ref()));
         }
     }
+}
+
+/// The conditions and failure of a rollback decided or under way.
+fn rolling_back(
+    status: &mut EnvironmentStatus,
+    message: &str,
+    failed: &str,
+    why: &str,
+    at: Stamp<'_>,
+) {
+    Conditions {
+        ready: (Tri::False, reason::PROGRESSING, message),
+        reconciling: (true, reason::PROGRESSING, message),
+        stalled: (false, reason::PROGRESSING, ""),
+        healthy: Some((Tri::False, reason::HEALTH_CHECK_FAILED, message)),
+    }
+    .write(&mut status.conditions, at);
+    status.failed_revision = Some(failed.to_owned());
+    status.failed_reason = Some(why.to_owned());
 }
 
 /// A release failed its gate and the rollback is decided: the failed
@@ -315,15 +326,7 @@ fn rollback_started(
         short_id(to),
         short_id(failed)
     );
-    Conditions {
-        ready: (Tri::False, reason::PROGRESSING, &message),
-        reconciling: (true, reason::PROGRESSING, &message),
-        stalled: (false, reason::PROGRESSING, ""),
-        healthy: Some((Tri::False, reason::HEALTH_CHECK_FAILED, &message)),
-    }
-    .write(&mut status.conditions, at);
-    status.failed_revision = Some(failed.to_owned());
-    status.failed_reason = Some(why.to_owned());
+    rolling_back(status, &message, failed, why, at);
     status.rollout = Some(Rollout {
         revision: to.to_owned(),
         started_at: at.now.0.to_string(),
