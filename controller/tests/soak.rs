@@ -214,9 +214,8 @@ fn soak() {
         std::thread::sleep(every.saturating_sub(tick.elapsed()));
     }
 
-    // The last commit settles: healthy, or rolled back. A commit that
-    // arrives while a release is judged waits for the verdict (up to the
-    // health timeout, 300 s), so this can take minutes.
+    // The last commit settles: healthy, or rolled back (a release that
+    // never becomes ready takes its health timeout, 300 s).
     let last = releases.last().expect("at least one commit");
     let revision = format!("main@sha1:{}", last.commit);
     let settle = Instant::now() + Duration::from_secs(480);
