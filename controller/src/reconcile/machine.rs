@@ -359,6 +359,11 @@ pub struct Stepped {
     pub outcome: Outcome,
     pub event: Event,
     pub notes: Vec<Note>,
+    /// Whether git's head was looked at while judging and dealt with (not
+    /// newer, or applied): the clock of [`head_due`] starts again only
+    /// then, so a head that could not be read or applied is tried at the
+    /// next look, not an interval later.
+    pub head_seen: bool,
 }
 
 fn ended(outcome: Outcome, event: Event) -> Stepped {
@@ -366,6 +371,7 @@ fn ended(outcome: Outcome, event: Event) -> Stepped {
         outcome,
         event,
         notes: Vec::new(),
+        head_seen: false,
     }
 }
 
@@ -396,16 +402,37 @@ pub async fn step<W: World>(facts: &Facts<'_>, world: &mut W) -> Stepped {
     let Some(rollout) = facts.status.rollout.clone() else {
         return from_git(facts, world).await;
     };
-    if facts.cancel_on_new_revision
-        && facts.head_due
-        && let Some(replaced) = preempt(facts, &rollout, world).await
-    {
-        return replaced;
+    let mut head_seen = false;
+    if facts.cancel_on_new_revision && facts.head_due {
+        match preempt(facts, &rollout, world).await {
+            Preempt::Replaced(mut stepped) => {
+                stepped.head_seen = true;
+                return stepped;
+            }
+            Preempt::Failed(stepped) => return stepped,
+            Preempt::Unchanged => head_seen = true,
+            Preempt::Unread => {}
+        }
     }
-    if rollout.pending {
-        return apply_rollback(facts, &rollout, world).await;
-    }
-    judge(facts, &rollout, world).await
+    let mut stepped = if rollout.pending {
+        apply_rollback(facts, &rollout, world).await
+    } else {
+        judge(facts, &rollout, world).await
+    };
+    stepped.head_seen = head_seen;
+    stepped
+}
+
+/// What looking at git's head while judging came to.
+enum Preempt {
+    /// A newer commit was applied in place of the release judged.
+    Replaced(Stepped),
+    /// A newer commit could not be applied for now (transient).
+    Failed(Stepped),
+    /// Nothing newer to apply (or nothing that can ever be applied).
+    Unchanged,
+    /// Git's head could not be read.
+    Unread,
 }
 
 fn retry_asked(facts: &Facts<'_>) -> bool {
@@ -532,17 +559,18 @@ async fn release<W: World>(
 
 /// A release or rollback in progress: when git's head moved to a commit
 /// that is neither the one judged nor one that failed, it is applied
-/// instead. `None`: go on judging (git unchanged, unreadable, or its head
-/// does not render: it is reported once the release ends).
-async fn preempt<W: World>(facts: &Facts<'_>, rollout: &Rollout, world: &mut W) -> Option<Stepped> {
+/// instead. A head that does not render is left for when the release
+/// ends (it is reported then).
+async fn preempt<W: World>(facts: &Facts<'_>, rollout: &Rollout, world: &mut W) -> Preempt {
     let rendered = match world.fetch_head().await {
         Ok(r) => r,
+        Err(outcome) if is_terminal(&outcome) => return Preempt::Unchanged,
         Err(outcome) => {
             tracing::debug!(
                 ?outcome,
                 "git's head could not be read while judging; judging goes on"
             );
-            return None;
+            return Preempt::Unread;
         }
     };
     let id = W::revision(&rendered).id();
@@ -553,12 +581,16 @@ async fn preempt<W: World>(facts: &Facts<'_>, rollout: &Rollout, world: &mut W) 
         || rollout.rolling_back_from.as_deref() == Some(id.as_str())
         || failed_before
     {
-        return None;
+        return Preempt::Unchanged;
     }
     let stepped = release(facts, rendered, Some(rollout), world).await;
-    // A newer head that cannot be applied for good does not stop the
-    // judging of what runs.
-    (!is_terminal(&stepped.outcome)).then_some(stepped)
+    match &stepped.outcome {
+        // A newer head that cannot be applied for good does not stop the
+        // judging of what runs.
+        outcome if is_terminal(outcome) => Preempt::Unchanged,
+        Outcome::Failed { .. } => Preempt::Failed(stepped),
+        _ => Preempt::Replaced(stepped),
+    }
 }
 
 /// Applies the rollback decided in `rollout` (pending): its healthy
@@ -737,31 +769,29 @@ async fn judge<W: World>(facts: &Facts<'_>, rollout: &Rollout, world: &mut W) ->
         AfterVerdict::Passed(outcome, note) => {
             world.passed(&rollout.revision).await;
             Stepped {
-                outcome,
-                event: Event::Passed,
                 notes: vec![note],
+                ..ended(outcome, Event::Passed)
             }
         }
         AfterVerdict::RollBack { to, why } => {
             let note = world.gate_failed(rollout, evidence).await;
             let placement = facts.status.last_healthy_placement.clone();
+            let decided = Outcome::RollbackStarted {
+                to,
+                failed: rollout.revision.clone(),
+                reason: why,
+                placement,
+            };
             Stepped {
-                outcome: Outcome::RollbackStarted {
-                    to,
-                    failed: rollout.revision.clone(),
-                    reason: why,
-                    placement,
-                },
-                event: Event::GateFailed,
                 notes: vec![note],
+                ..ended(decided, Event::GateFailed)
             }
         }
         AfterVerdict::Failed(outcome) => {
             let note = world.gate_failed(rollout, evidence).await;
             Stepped {
-                outcome,
-                event: Event::GateFailed,
                 notes: vec![note],
+                ..ended(outcome, Event::GateFailed)
             }
         }
     }
