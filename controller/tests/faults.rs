@@ -8,37 +8,14 @@
 mod common;
 mod rollout;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Lab, condition, repo_root};
-use ferry_lab_testkit::{k, kubectl, lab_enabled, wait_until};
+use common::{Lab, alone, condition, fault, history_results};
+use ferry_lab_testkit::{k, kubectl, wait_until};
 use rollout::{
     Traffic, assert_bystander_untouched, healthy_release, release, wait_healthy, wait_rolled_back,
 };
-
-/// Faults act on the whole lab: one scenario at a time.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// The lab to this scenario alone until the guard drops; `None` (skip)
-/// when the lab tests are off.
-fn alone(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
-    lab_enabled(test).then(|| {
-        ONE_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    })
-}
-
-/// `lab/fault ARGS` in the background; it undoes itself.
-fn fault(args: &[&str]) -> Child {
-    Command::new(repo_root().join("lab/fault"))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("lab/fault runs")
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -216,19 +193,6 @@ fn a_frozen_etcd_during_a_sync_delays_it_but_does_not_stall_it() {
 
 /// The results and revisions of Environment `name`'s history, which must
 /// verify.
-fn history(lab: &Lab, name: &str) -> Vec<(String, String)> {
-    lab.verified_history(name);
-    lab.history(name)
-        .iter()
-        .map(|e| {
-            (
-                e["result"].as_str().unwrap_or("").to_owned(),
-                e["revision"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect()
-}
-
 /// The API server restarts while a good release is being applied: the
 /// release ends healthy, each step is in the history once, and clients
 /// through the LoadBalancer see no failed request.
@@ -270,7 +234,7 @@ fn an_api_server_restart_during_a_good_release_loses_nothing() {
     assert!(ok > 10);
     let revision = |c: &str| format!("main@sha1:{c}");
     assert_eq!(
-        history(&lab, "test"),
+        history_results(&lab, "test"),
         [
             ("Applied".to_owned(), revision(&first)),
             ("Healthy".to_owned(), revision(&first)),
@@ -357,7 +321,7 @@ fn throttled_or_unavailable_api_delays_a_release_but_never_stalls_it() {
             "the controller never met a {code}:\n{refused}"
         );
     }
-    assert_eq!(history(&lab, "test"), expected);
+    assert_eq!(history_results(&lab, "test"), expected);
     assert_bystander_untouched(&lab);
 }
 
@@ -389,7 +353,7 @@ fn a_good_commit_right_after_a_bad_one_wins() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let entries = history(&lab, "test");
+    let entries = history_results(&lab, "test");
     let about = |c: &str| {
         entries
             .iter()
@@ -432,7 +396,7 @@ fn of_two_commits_within_an_interval_the_newest_is_applied_the_other_recorded() 
         Duration::from_secs(30),
         || lab.status("test")["lastHealthyRevision"] == revision(&newest),
     );
-    let entries = history(&lab, "test");
+    let entries = history_results(&lab, "test");
     assert_eq!(
         entries,
         [
@@ -465,7 +429,7 @@ fn a_rollback_survives_a_frozen_etcd() {
     );
     wait_rolled_back(&lab, &good, &bad, Instant::now());
     let revision = |c: &str| format!("main@sha1:{c}");
-    let entries = history(&lab, "test");
+    let entries = history_results(&lab, "test");
     assert_eq!(
         entries,
         [

@@ -9,47 +9,11 @@
 mod common;
 mod rollout;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Lab, condition, repo_root};
-use ferry_lab_testkit::{k, kubectl, lab_enabled, wait_until};
+use common::{Lab, alone, condition, fault, history_results};
+use ferry_lab_testkit::{k, kubectl, wait_until};
 use rollout::{healthy_release, release, wait_rolled_back};
-
-/// Faults act on the whole lab: one scenario at a time.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn alone(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
-    lab_enabled(test).then(|| {
-        ONE_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    })
-}
-
-/// `lab/fault ARGS` in the background; it undoes itself.
-fn fault(args: &[&str]) -> Child {
-    Command::new(repo_root().join("lab/fault"))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("lab/fault runs")
-}
-
-/// The history's results and revisions, oldest first, its chain verified.
-fn history(lab: &Lab, name: &str) -> Vec<(String, String)> {
-    lab.verified_history(name);
-    lab.history(name)
-        .iter()
-        .map(|e| {
-            (
-                e["result"].as_str().unwrap_or("").to_owned(),
-                e["revision"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect()
-}
 
 /// Waits until `commit` is applied (not yet judged).
 fn wait_applied_only(lab: &Lab, commit: &str) {
@@ -91,7 +55,7 @@ fn a_rollback_is_not_failed_on_the_previous_release_s_pods() {
     let mut paused = fault(&["restart", "kube-controller-manager", "20"]);
     wait_rolled_back(&lab, &good, &bad, since);
     assert!(paused.wait().unwrap().success(), "lab/fault restart failed");
-    let entries = history(&lab, "test");
+    let entries = history_results(&lab, "test");
     assert!(
         !entries.iter().any(|(result, _)| result == "RollbackFailed"),
         "a false RollbackFailed: {entries:?}\n{}",
@@ -139,7 +103,7 @@ fn a_fix_pushed_during_a_bad_release_is_applied_within_an_interval() {
     );
     let s = lab.status("test");
     assert_eq!(s["lastHealthyRevision"], format!("main@sha1:{fix}"), "{s}");
-    let entries = history(&lab, "test");
+    let entries = history_results(&lab, "test");
     assert!(
         entries.contains(&("Superseded".to_owned(), format!("main@sha1:{bad}"))),
         "{entries:?}"
@@ -233,7 +197,7 @@ fn a_hand_edit_is_set_back_while_a_failed_revision_is_held() {
         "still held: {s}"
     );
     assert_eq!(condition(&s, "Healthy").0, "True", "{s}");
-    let entries = history(&lab, "test");
+    let entries = history_results(&lab, "test");
     assert_eq!(
         entries
             .iter()
@@ -270,7 +234,7 @@ fn a_rollback_interrupted_by_api_errors_completes_once_they_end() {
     );
     wait_rolled_back(&lab, &good, &bad, since);
     let revision = |c: &str| format!("main@sha1:{c}");
-    let entries = history(&lab, "test");
+    let entries = history_results(&lab, "test");
     let tail: Vec<(String, String)> = entries
         .iter()
         .filter(|(result, _)| !result.ends_with("Failed") || result == "HealthCheckFailed")

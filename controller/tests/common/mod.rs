@@ -654,3 +654,41 @@ pub fn ferry(args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// Scenarios that act on the whole lab (faults) run one at a time within
+/// a test binary.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The lab to this scenario alone until the guard drops; `None` (skip)
+/// when the lab tests are off.
+pub fn alone(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    ferry_lab_testkit::lab_enabled(test).then(|| {
+        ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    })
+}
+
+/// `lab/fault ARGS` in the background; it undoes itself.
+pub fn fault(args: &[&str]) -> Child {
+    Command::new(repo_root().join("lab/fault"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("lab/fault runs")
+}
+
+/// The history's results and revisions, oldest first, its chain verified.
+pub fn history_results(lab: &Lab, name: &str) -> Vec<(String, String)> {
+    lab.verified_history(name);
+    lab.history(name)
+        .iter()
+        .map(|e| {
+            (
+                e["result"].as_str().unwrap_or("").to_owned(),
+                e["revision"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
