@@ -73,6 +73,7 @@ struct Cluster {
 }
 
 /// The scenario's fixed choices.
+#[derive(Clone)]
 struct Setup {
     interval: Duration,
     timeout: Duration,
@@ -110,10 +111,7 @@ impl Model {
         format!("main@sha1:{}", self.commits[commit].id)
     }
     fn find(&self, id: &str) -> Option<usize> {
-        self.commits.iter().position(|c| self.id_of(c) == id)
-    }
-    fn id_of(&self, c: &Commit) -> String {
-        format!("main@sha1:{}", c.id)
+        (0..self.commits.len()).find(|&c| self.id(c) == id)
     }
     fn running_ready(&self) -> bool {
         self.cluster.running.is_some_and(|c| {
@@ -535,7 +533,7 @@ fn scenario(seed: u64, keep_trace: bool) -> Run {
         let quiet_setup = Setup {
             transient: 0.0,
             crash: 0.0,
-            ..setup_copy(&setup)
+            ..setup.clone()
         };
         let active = if quiet { &quiet_setup } else { &setup };
         let mut sim = Sim {
@@ -705,20 +703,6 @@ fn scenario(seed: u64, keep_trace: bool) -> Run {
     }
     run.violations = m.violations;
     run
-}
-
-fn setup_copy(s: &Setup) -> Setup {
-    Setup {
-        interval: s.interval,
-        timeout: s.timeout,
-        rollback: s.rollback,
-        cancel: s.cancel,
-        http: s.http.clone(),
-        transient: s.transient,
-        crash: s.crash,
-        journal_fails: s.journal_fails,
-        status_fails: s.status_fails,
-    }
 }
 
 fn outcome_line(outcome: &Outcome) -> String {

@@ -299,6 +299,13 @@ pub fn object_health(object: &Value) -> ObjectHealth {
     }
 }
 
+fn label<'v>(object: &'v Value, key: &str) -> Option<&'v str> {
+    object
+        .pointer("/metadata/labels")
+        .and_then(|l| l.get(key))
+        .and_then(Value::as_str)
+}
+
 fn owned_by(object: &Value, owner_uid: &str) -> bool {
     object
         .pointer("/metadata/ownerReferences")
@@ -321,12 +328,6 @@ pub fn new_pods<'a>(
     let namespace = text(workload, "/metadata/namespace");
     let in_namespace = |o: &&Value| text(o, "/metadata/namespace") == namespace;
     let uid = text(workload, "/metadata/uid").unwrap_or("");
-    let label = |pod: &Value, key: &str| {
-        pod.pointer("/metadata/labels")
-            .and_then(|l| l.get(key))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
     let owned = pods
         .iter()
         .filter(in_namespace)
@@ -356,7 +357,7 @@ pub fn new_pods<'a>(
                 .collect()
         }
         "StatefulSet" => {
-            let update = text(workload, "/status/updateRevision").map(str::to_owned);
+            let update = text(workload, "/status/updateRevision");
             owned
                 .filter(|p| update.is_none() || label(p, "controller-revision-hash") == update)
                 .collect()
@@ -365,7 +366,8 @@ pub fn new_pods<'a>(
             let generation = int(workload, "/metadata/generation").map(|g| g.to_string());
             owned
                 .filter(|p| {
-                    generation.is_none() || label(p, "pod-template-generation") == generation
+                    generation.is_none()
+                        || label(p, "pod-template-generation") == generation.as_deref()
                 })
                 .collect()
         }

@@ -65,8 +65,6 @@ impl Context {
         }
     }
 
-    /// Whether this is the first reconcile of `env` since the controller
-    /// started (and remembers that it was).
     /// Seconds since git's head was looked at for `key` while judging.
     pub fn head_looked_secs_ago(&self, key: &str) -> Option<u64> {
         let heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
@@ -79,6 +77,8 @@ impl Context {
         heads.insert(key.to_owned(), Instant::now());
     }
 
+    /// Whether this is the first reconcile of `env` since the controller
+    /// started (and remembers that it was).
     pub fn first_since_start(&self, env: &Environment) -> bool {
         let key = format!("{}/{}", env.namespace().unwrap_or_default(), env.name_any());
         self.seen

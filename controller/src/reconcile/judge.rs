@@ -10,9 +10,7 @@ use kube::runtime::events::EventType;
 use kube::{Client, ResourceExt};
 
 use crate::cluster::discovery::Resolver;
-use crate::crd::{
-    Environment, MIN_INTERVAL, Placement, REQUESTED_AT, RETRY, Rollout, parse_interval, reason,
-};
+use crate::crd::{Environment, Placement, RETRY, Rollout, parse_interval, reason};
 use crate::failure::{self, FailureClass};
 use crate::gate::checks;
 use crate::gate::health::{self, Evidence, Verdict};
@@ -27,6 +25,7 @@ use super::machine::{self, Facts, Look, Released, Stepped, World};
 use super::outcome::{Outcome, failed};
 use super::release::{apply_desired, pin, superseded_by};
 use super::status::short_id;
+use super::trigger;
 
 /// In debug builds only (the lab tests'), the reconcile of the Environment
 /// `namespace/name` this variable of the controller's own process names
@@ -36,8 +35,9 @@ use super::status::short_id;
 pub const TEST_PANIC_ENV: &str = "FERRY_TEST_PANIC";
 
 /// One step of the release of `env` ([`machine::step`]) against the live
-/// world. The notes are for Events.
-pub async fn step(env: &Environment, ctx: &Context) -> Stepped {
+/// world; `interval`: the Environment's, already checked. The notes are
+/// for Events.
+pub async fn step(env: &Environment, ctx: &Context, interval: Duration) -> Stepped {
     #[cfg(debug_assertions)]
     if let Ok(target) = std::env::var(TEST_PANIC_ENV) {
         let this = format!(
@@ -50,25 +50,21 @@ pub async fn step(env: &Environment, ctx: &Context) -> Stepped {
         }
     }
     let status = env.status.clone().unwrap_or_default();
-    let interval =
-        parse_interval(&env.spec.interval).map_or(Duration::from_secs(60), |i| i.max(MIN_INTERVAL));
     let key = format!(
         "{}/{}",
         kube::ResourceExt::namespace(env).unwrap_or_default(),
         kube::ResourceExt::name_any(env)
     );
-    let requested = {
-        let at = env.annotations().get(REQUESTED_AT);
-        at.is_some() && at != status.last_handled_request.as_ref()
-    };
+    let requested = trigger::requested(env, &status);
     let head_due = machine::head_due(ctx.head_looked_secs_ago(&key), interval, requested);
     let retry = env.annotations().get(RETRY).cloned();
+    let health_timeout =
+        parse_interval(&env.spec.health_check.timeout).unwrap_or(Duration::from_secs(300));
     let facts = Facts {
         status: &status,
         retry: retry.as_deref(),
         now: Timestamp::now().as_second(),
-        health_timeout: parse_interval(&env.spec.health_check.timeout)
-            .unwrap_or(Duration::from_secs(300)),
+        health_timeout,
         http: &env.spec.health_check.http,
         rollback_enabled: env.spec.rollback.enabled,
         cancel_on_new_revision: env.spec.health_check.cancel_on_new_revision,
@@ -81,11 +77,14 @@ pub async fn step(env: &Environment, ctx: &Context) -> Stepped {
     let mut world = Live {
         env,
         ctx,
-        key,
-        judging: status.rollout.is_some(),
+        health_timeout,
         client: None,
     };
-    machine::step(&facts, &mut world).await
+    let stepped = machine::step(&facts, &mut world).await;
+    if stepped.head_seen {
+        ctx.head_looked(&key);
+    }
+    stepped
 }
 
 /// The world a step acts on: git through the repository cache, the
@@ -93,11 +92,7 @@ pub async fn step(env: &Environment, ctx: &Context) -> Stepped {
 struct Live<'a> {
     env: &'a Environment,
     ctx: &'a Context,
-    /// `namespace/name`, for when git's head was last looked at.
-    key: String,
-    /// Whether this step judges a release (then looking at git's head is
-    /// counted for [`machine::head_due`]).
-    judging: bool,
+    health_timeout: Duration,
     /// The deployer's client of the last look, which reads the evidence.
     client: Option<Client>,
 }
@@ -110,21 +105,7 @@ impl World for Live<'_> {
     }
 
     async fn fetch_head(&mut self) -> Result<Fetched, Outcome> {
-        let fetched = fetch_and_render(self.env, self.ctx, None, &self.env.spec.source.path).await;
-        // A failed look at git is tried again at the next look at the
-        // release, not an interval later.
-        if self.judging
-            && !matches!(
-                &fetched,
-                Err(Outcome::Failed {
-                    class: FailureClass::Transient,
-                    ..
-                })
-            )
-        {
-            self.ctx.head_looked(&self.key);
-        }
-        fetched
+        fetch_and_render(self.env, self.ctx, None, &self.env.spec.source.path).await
     }
 
     async fn fetch_at(
@@ -173,7 +154,7 @@ impl World for Live<'_> {
     }
 
     async fn look(&mut self, rollout: &Rollout, due: &[bool]) -> Result<Look, Outcome> {
-        let (look, client) = look(self.env, self.ctx, rollout, due).await?;
+        let (look, client) = look(self.env, self.ctx, rollout, due, self.health_timeout).await?;
         self.client = Some(client);
         Ok(look)
     }
@@ -201,7 +182,8 @@ impl World for Live<'_> {
     }
 }
 
-/// One look at `rollout`: the workload rules' verdict, and one attempt
+/// One look at `rollout` (under the health `timeout`): the workload
+/// rules' verdict, and one attempt
 /// per HTTP check marked `due` once the workloads are healthy; with the
 /// client that looked (the deployer's, which reads the evidence of a
 /// failure too).
@@ -210,20 +192,22 @@ async fn look(
     ctx: &Context,
     rollout: &Rollout,
     due: &[bool],
+    timeout: Duration,
 ) -> Result<(Look, Client), Outcome> {
     let status = env.status.clone().unwrap_or_default();
-    let timeout =
-        parse_interval(&env.spec.health_check.timeout).unwrap_or(Duration::from_secs(300));
     let client = client_for(ctx, env)
         .map_err(|message| failed(None, FailureClass::Terminal, reason::INVALID_SPEC, message))?;
     let mut resolver = Resolver::shared(client.clone(), ctx.discovery.clone());
     let observation = observe::observe(&mut resolver, &client, &status.inventory)
         .await
         .map_err(|e| {
-            let message = format!(
+            let mut message = format!(
                 "failed to read the release's objects: {}",
                 failure::describe(&e)
             );
+            if failure::is_forbidden(&e) {
+                message = format!("{message}; {}", failure::FORBIDDEN_HINT);
+            }
             failed(None, failure::of_error(&e), reason::APPLY_FAILED, message)
         })?;
     let now = Timestamp::now().as_second();

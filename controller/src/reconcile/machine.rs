@@ -377,12 +377,10 @@ fn ended(outcome: Outcome, event: Event) -> Stepped {
 
 /// A failure's event: terminal or transient by its class.
 fn failure(outcome: Outcome) -> Stepped {
-    let event = match &outcome {
-        Outcome::Failed {
-            class: FailureClass::Terminal,
-            ..
-        } => Event::TerminalError,
-        _ => Event::TransientError,
+    let event = if is_terminal(&outcome) {
+        Event::TerminalError
+    } else {
+        Event::TransientError
     };
     ended(outcome, event)
 }
@@ -395,6 +393,14 @@ fn is_terminal(outcome: &Outcome) -> bool {
             ..
         }
     )
+}
+
+/// The message of a failure (empty for any other outcome).
+fn message_of(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Failed { message, .. } => message.clone(),
+        _ => String::new(),
+    }
 }
 
 /// One step of the release: see the module docs.
@@ -494,22 +500,15 @@ async fn correct_running<W: World>(
 /// Git asks for the revision that failed: it is not applied; the healthy
 /// revision, when it runs, is applied again ([`correct_running`]).
 async fn hold<W: World>(facts: &Facts<'_>, revision: Revision, world: &mut W) -> Stepped {
-    match correct_running(facts, world).await {
-        None => ended(
+    match correct_running(facts, world).await.transpose() {
+        Ok(corrected) => ended(
             Outcome::Held {
                 revision,
-                corrected: None,
+                corrected,
             },
             Event::Held,
         ),
-        Some(Ok(applied)) => ended(
-            Outcome::Held {
-                revision,
-                corrected: Some(applied),
-            },
-            Event::Held,
-        ),
-        Some(Err(outcome)) => failure(outcome),
+        Err(outcome) => failure(outcome),
     }
 }
 
@@ -622,15 +621,11 @@ async fn apply_rollback<W: World>(facts: &Facts<'_>, rollout: &Rollout, world: &
             };
             return failure(outcome);
         }
-        let message = match &outcome {
-            Outcome::Failed { message, .. } => message.clone(),
-            _ => String::new(),
-        };
         ended(
             Outcome::RollbackFailed {
                 failed: failed_revision.clone(),
                 reason: why.clone(),
-                rollback: message,
+                rollback: message_of(&outcome),
             },
             Event::TerminalError,
         )
@@ -721,15 +716,12 @@ async fn judge<W: World>(facts: &Facts<'_>, rollout: &Rollout, world: &mut W) ->
     let (verdict, streaks, attempted_at) = match world.look(rollout, &due).await {
         Ok(look) => with_http(facts, rollout, look, since),
         Err(outcome) if facts.now - since >= deadline => {
-            let message = match &outcome {
-                Outcome::Failed { message, .. } => message.clone(),
-                _ => String::new(),
-            };
             let evidence = Evidence {
                 object: "the release's objects".into(),
                 summary: format!(
-                    "could not observe them within {} s: {message}",
-                    facts.health_timeout.as_secs()
+                    "could not observe them within {} s: {}",
+                    facts.health_timeout.as_secs(),
+                    message_of(&outcome)
                 ),
                 pods: Vec::new(),
             };
@@ -775,12 +767,10 @@ async fn judge<W: World>(facts: &Facts<'_>, rollout: &Rollout, world: &mut W) ->
         }
         AfterVerdict::RollBack { to, why } => {
             let note = world.gate_failed(rollout, evidence).await;
-            let placement = facts.status.last_healthy_placement.clone();
             let decided = Outcome::RollbackStarted {
                 to,
                 failed: rollout.revision.clone(),
                 reason: why,
-                placement,
             };
             Stepped {
                 notes: vec![note],

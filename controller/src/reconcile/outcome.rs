@@ -42,13 +42,12 @@ pub enum Outcome {
         http_streaks: Vec<i32>,
         http_attempted_at: Vec<i64>,
     },
-    /// The release failed its gate; the rollback to `to` (rendered at
-    /// `placement`) is decided and applied next.
+    /// The release failed its gate; the rollback to `to` (rendered where
+    /// it was healthy) is decided and applied next.
     RollbackStarted {
         to: String,
         failed: String,
         reason: String,
-        placement: Option<Placement>,
     },
     /// The revision passed its gate.
     Healthy {

@@ -56,9 +56,10 @@ impl Recording<'_> {
 
 /// The entries `outcome` records, in order: none for what is not worth
 /// one (a release still being judged, a revision held, a sync that
-/// changed nothing, the same failure again), two for a rollback (the
-/// failed verdict, then the healthy revision applied again). `last`: the
-/// newest entry so far.
+/// changed nothing, the same failure again); a rollback is two steps, so
+/// two entries from two reconciles (the failed verdict when it is
+/// decided, then the healthy revision applied again). `last`: the newest
+/// entry so far.
 pub fn entries_for(
     outcome: &Outcome,
     environment: &str,
@@ -121,8 +122,8 @@ pub fn entries_for(
     }
 }
 
-/// An apply whose gate starts: the commits it superseded, the failed
-/// verdict when it is a rollback, and the apply itself.
+/// An apply whose gate starts: the commits it superseded, the release it
+/// replaced before its verdict, and the apply itself.
 fn applied(outcome: &Outcome, at: &Recording<'_>) -> Vec<Entry> {
     let Outcome::Applied {
         revision,
@@ -270,7 +271,6 @@ mod tests {
             to: "main@sha1:good".into(),
             failed: "main@sha1:bad".into(),
             reason: "x".repeat(5000),
-            placement: None,
         };
         let verdict = entries_for(&decided, "ns/dev", "gate", "t", None, None);
         assert!(
@@ -325,6 +325,14 @@ mod tests {
         assert_eq!(kept[0].commit, "new");
     }
 
+    /// Each entry's result and revision, in order.
+    fn results(entries: &[Entry]) -> Vec<(&str, Option<&str>)> {
+        entries
+            .iter()
+            .map(|e| (e.result.as_str(), e.revision.as_deref()))
+            .collect()
+    }
+
     #[test]
     fn outcomes_record_what_an_auditor_asks_for() {
         use crate::cluster::apply::Applied;
@@ -370,12 +378,8 @@ mod tests {
             *superseded = vec![revision("s1"), revision("s2")];
         }
         let e = entries_for(&skipping, "ns/dev", "interval", "t", None, None);
-        let results: Vec<(&str, Option<&str>)> = e
-            .iter()
-            .map(|e| (e.result.as_str(), e.revision.as_deref()))
-            .collect();
         assert_eq!(
-            results,
+            results(&e),
             [
                 ("Superseded", Some("main@sha1:s1")),
                 ("Superseded", Some("main@sha1:s2")),
@@ -387,13 +391,12 @@ mod tests {
 
         let rollback = applied(Some(("main@sha1:bad".into(), "crash loop".into())));
         let e = entries_for(&rollback, "ns/dev", "gate", "t", Some(6000), None);
-        let results: Vec<&str> = e.iter().map(|e| e.result.as_str()).collect();
-        assert_eq!(results, ["RollingBack"]);
+        let rolling: Vec<&str> = e.iter().map(|e| e.result.as_str()).collect();
+        assert_eq!(rolling, ["RollingBack"]);
         let decided = Outcome::RollbackStarted {
             to: "main@sha1:good".into(),
             failed: "main@sha1:bad".into(),
             reason: "crash loop".into(),
-            placement: None,
         };
         let e = entries_for(&decided, "ns/dev", "gate", "t", Some(6000), None);
         assert_eq!(e.len(), 1);
@@ -406,12 +409,8 @@ mod tests {
             *preempted = Some("main@sha1:slow".into());
         }
         let e = entries_for(&replacing, "ns/dev", "webhook: push", "t", None, None);
-        let results: Vec<(&str, Option<&str>)> = e
-            .iter()
-            .map(|e| (e.result.as_str(), e.revision.as_deref()))
-            .collect();
         assert_eq!(
-            results,
+            results(&e),
             [
                 ("Superseded", Some("main@sha1:slow")),
                 ("Applied", Some("main@sha1:abc"))

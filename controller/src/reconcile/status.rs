@@ -169,12 +169,9 @@ pub fn next_status(
             http_streaks,
             http_attempted_at,
         } => progressing(&mut status, message, http_streaks, http_attempted_at, at),
-        Outcome::RollbackStarted {
-            to,
-            failed,
-            reason,
-            placement,
-        } => rollback_started(&mut status, to, failed, reason, placement.as_ref(), at),
+        Outcome::RollbackStarted { to, failed, reason } => {
+            rollback_started(&mut status, to, failed, reason, at)
+        }
         Outcome::Healthy { revision } => healthy(&mut status, revision, at),
         Outcome::RolledBack {
             healthy,
@@ -312,13 +309,13 @@ fn rolling_back(
 
 /// A release failed its gate and the rollback is decided: the failed
 /// revision is recorded now, so that a restart or a failed apply of the
-/// rollback never forgets it; the rollback itself is applied next.
+/// rollback never forgets it; the rollback itself is applied next, where
+/// the healthy revision was healthy (`lastHealthyPlacement`).
 fn rollback_started(
     status: &mut EnvironmentStatus,
     to: &str,
     failed: &str,
     why: &str,
-    placement: Option<&crate::crd::Placement>,
     at: Stamp<'_>,
 ) {
     let message = format!(
@@ -333,7 +330,7 @@ fn rollback_started(
         rolling_back_from: Some(failed.to_owned()),
         failure: Some(why.to_owned()),
         pending: true,
-        placement: placement.cloned(),
+        placement: status.last_healthy_placement.clone(),
         ..Rollout::default()
     });
 }
@@ -705,7 +702,6 @@ mod tests {
                 to: "main@sha1:good".into(),
                 failed: "main@sha1:bad".into(),
                 reason: "web-1 in CrashLoopBackOff".into(),
-                placement: healthy.last_healthy_placement.clone(),
             },
             &time(25),
         );

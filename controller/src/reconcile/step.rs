@@ -49,7 +49,7 @@ pub async fn run(
             let invalid = failed(None, FailureClass::Terminal, reason::INVALID_SPEC, message);
             (invalid, Vec::new())
         }
-        Some(_) => contained(judge::step(env, ctx))
+        Some(interval) => contained(judge::step(env, ctx, interval))
             .await
             .map(|stepped| (stepped.outcome, stepped.notes))
             .unwrap_or_else(|message| {

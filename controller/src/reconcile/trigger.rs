@@ -5,15 +5,21 @@
 
 use kube::ResourceExt;
 
-use crate::crd::{Environment, REQUESTED_AT, REQUESTED_BY, RETRY};
+use crate::crd::{Environment, EnvironmentStatus, REQUESTED_AT, REQUESTED_BY, RETRY};
+
+/// Whether `ferry.dev/requested-at` (set by the webhook or by hand) asks
+/// for a reconcile that `status` has not handled yet.
+pub fn requested(env: &Environment, status: &EnvironmentStatus) -> bool {
+    let at = env.annotations().get(REQUESTED_AT);
+    at.is_some() && at != status.last_handled_request.as_ref()
+}
 
 /// The trigger of a reconcile of `env`; `first_since_start`: whether the
 /// controller has not reconciled it since it started.
 pub fn trigger(env: &Environment, first_since_start: bool) -> String {
     let status = env.status.clone().unwrap_or_default();
     let annotation = |key: &str| env.annotations().get(key).cloned();
-    let requested = annotation(REQUESTED_AT).is_some()
-        && annotation(REQUESTED_AT) != status.last_handled_request;
+    let requested = requested(env, &status);
     let trigger = if status.rollout.is_some() {
         "gate"
     } else if annotation(RETRY).is_some() && annotation(RETRY) != status.last_handled_retry {
@@ -40,7 +46,7 @@ pub fn trigger(env: &Environment, first_since_start: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{EnvironmentStatus, Rollout};
+    use crate::crd::Rollout;
 
     fn environment(annotations: &[(&str, &str)], status: EnvironmentStatus) -> Environment {
         let mut env: Environment = serde_json::from_value(serde_json::json!({
