@@ -256,3 +256,88 @@ fn a_rollback_interrupted_by_api_errors_completes_once_they_end() {
         lab.log()
     );
 }
+
+/// The known gap the state machine left: a status write that failed right
+/// after an apply left the status naming the revision that ran before,
+/// and when git's head meanwhile did not render, it stayed so until git
+/// moved (the healthy revision was even applied back over the release).
+/// Now the release about to be applied is recorded first
+/// (`status.applying`), and a step that finds that record unanswered
+/// applies it again. Here the record is left as a failed status write
+/// leaves it (written while the Environment is suspended), with git's head
+/// a commit that does not render: the release is applied and judged, and
+/// the record cleared.
+#[test]
+fn a_release_whose_apply_the_status_missed_is_applied_again() {
+    let Some(_alone) = alone("a_release_whose_apply_the_status_missed_is_applied_again") else {
+        return;
+    };
+    let (lab, _, good) = healthy_release("rm-unrecorded", "");
+    lab.environment("test", "\n  suspend: true");
+    lab.wait_condition("test", "Reconciling", "False", "Suspended", None);
+    let missed = release(&lab, "ferry-lab-test/inference:2", "release: inference 2");
+    lab.edit("kustomization.yaml", "app.yaml]", "app.yaml, gone.yaml]");
+    let broken = lab.commit("names a file that is not there");
+    let record = format!(
+        "{{\"status\":{{\"applying\":{{\"revision\":\"main@sha1:{missed}\",\"placement\":{{\"path\":\"env\",\"targetNamespace\":\"{}\"}}}}}}}}",
+        lab.target
+    );
+    let out = kubectl(
+        &[
+            "patch",
+            "environment",
+            "test",
+            "-n",
+            &lab.system,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &record,
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.environment("test", "");
+    lab.wait_condition_within(
+        "test",
+        "Healthy",
+        "True",
+        "Healthy",
+        Some(&missed),
+        Duration::from_secs(120),
+    );
+    let s = lab.status("test");
+    assert_eq!(
+        s["lastAppliedRevision"],
+        format!("main@sha1:{missed}"),
+        "{s}"
+    );
+    assert_eq!(
+        s["lastHealthyRevision"],
+        format!("main@sha1:{missed}"),
+        "{s}"
+    );
+    assert!(s.get("applying").is_none(), "the record stays: {s}");
+    assert_eq!(
+        rollout::deployed_image(&lab),
+        "ferry-lab-test/inference:2",
+        "{s}"
+    );
+    // Then git's head is looked at again: it does not render.
+    let s = lab.wait_condition("test", "Stalled", "True", "RenderFailed", Some(&broken));
+    assert_eq!(
+        s["lastAppliedRevision"],
+        format!("main@sha1:{missed}"),
+        "{s}"
+    );
+    let entries = history_results(&lab, "test");
+    assert!(
+        entries.contains(&("Applied".to_owned(), format!("main@sha1:{missed}"))),
+        "{entries:?}"
+    );
+    assert_ne!(good, missed);
+}

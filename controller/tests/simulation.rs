@@ -32,7 +32,9 @@ use rand_chacha::ChaCha8Rng;
 use ferry_controller::audit::{chain, journal};
 use ferry_controller::cluster::apply::Applied;
 use ferry_controller::crd::history::Entry;
-use ferry_controller::crd::{EnvironmentStatus, HttpCheck, Placement, Rollout, condition, reason};
+use ferry_controller::crd::{
+    Applying, EnvironmentStatus, HttpCheck, Placement, Rollout, condition, reason,
+};
 use ferry_controller::failure::FailureClass;
 use ferry_controller::gate::checks::Attempt;
 use ferry_controller::gate::health::{self, Evidence, Verdict};
@@ -69,6 +71,9 @@ struct Commit {
 struct Cluster {
     running: Option<usize>,
     applied_at: i64,
+    /// The time lost to faults when `running` was applied: faults after
+    /// it (a crash right after the apply) are not the release's time.
+    applied_faulty: i64,
     drifted_since: Option<i64>,
 }
 
@@ -144,6 +149,8 @@ fn failed(class: FailureClass, why: &'static str, message: &str) -> Outcome {
 
 struct Sim<'a> {
     m: &'a mut Model,
+    /// The status as stored (what survives a crash or a failed write).
+    stored: &'a mut EnvironmentStatus,
     rng: &'a mut ChaCha8Rng,
     setup: &'a Setup,
     crashed: bool,
@@ -235,6 +242,12 @@ impl World for Sim<'_> {
 
     async fn superseded(&mut self, _: &Rendered) -> Vec<Revision> {
         Vec::new()
+    }
+
+    async fn intend(&mut self, applying: &Applying) -> Result<(), Outcome> {
+        self.effect("record the release applied")?;
+        self.stored.applying = Some(applying.clone());
+        Ok(())
     }
 
     async fn apply(
@@ -538,6 +551,7 @@ fn scenario(seed: u64, keep_trace: bool) -> Run {
         let active = if quiet { &quiet_setup } else { &setup };
         let mut sim = Sim {
             m: &mut m,
+            stored: &mut status,
             rng: &mut rng,
             setup: active,
             crashed: false,
@@ -547,6 +561,9 @@ fn scenario(seed: u64, keep_trace: bool) -> Run {
         };
         let stepped = futures::executor::block_on(machine::step(&facts, &mut sim));
         let (crashed, mut faulted, log) = (sim.crashed, sim.faulted, std::mem::take(&mut sim.log));
+        if m.cluster.applied_at == m.now {
+            m.cluster.applied_faulty = faulty;
+        }
         if stepped.head_seen {
             head_looked = Some(m.now);
         }
@@ -615,8 +632,11 @@ fn scenario(seed: u64, keep_trace: bool) -> Run {
         // A history that cannot be sealed leaves the status unwritten.
         let written = !faulted_journal && (quiet || !rng.random_bool(setup.status_fails));
         if written {
+            // Computed from the status as stored now (a release recorded
+            // during the step changed it), as the live write does after
+            // its conflict.
             status = status::status_after(
-                &before,
+                &status,
                 m.generation,
                 &stepped.outcome,
                 &now,
@@ -775,7 +795,7 @@ fn check(
                 ));
             }
         }
-        (true, _) => *bad_since = Some((m.cluster.applied_at, faulty)),
+        (true, _) => *bad_since = Some((m.cluster.applied_at, m.cluster.applied_faulty)),
         (false, _) => *bad_since = None,
     }
     // 2. The history: one chain, no entry lost from the status, none

@@ -272,6 +272,13 @@ pub struct EnvironmentStatus {
     /// rollback renders it the same way, whatever the spec says now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_healthy_placement: Option<Placement>,
+    /// A revision about to be applied, recorded before its apply starts
+    /// and cleared by the status that records what the apply did: found
+    /// set, it means an apply ran (in full, in part or not at all) that
+    /// the status does not tell of, and the next step applies it again
+    /// before anything else, so the status never stays behind what runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applying: Option<Applying>,
     /// The last 10 entries of the audit history; the whole chained log is
     /// in the ConfigMaps `ferry-history-<name>-NNNNN` beside the Environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -315,6 +322,15 @@ pub struct Rollout {
     /// Where `revision` was rendered from and placed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+}
+
+/// A release whose apply started: the revision and where it is placed.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Applying {
+    /// `ref@sha1:commit` being applied.
+    pub revision: String,
+    pub placement: Placement,
 }
 
 /// The path a revision was rendered from and the namespace it was placed

@@ -26,11 +26,10 @@ pub const JUDGE_EVERY: Duration = Duration::from_secs(2);
 /// A note for an Event: its type, reason and text.
 pub type Note = (EventType, &'static str, String);
 
-/// What a reconcile does with the revision git asks for.
+/// What a reconcile with no release in progress does with the revision
+/// git asks for (a release in progress is the state machine's to judge).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// A release is being judged: judge it (do not fetch or apply).
-    Judge,
     /// Git asks for the revision that failed and nobody asked to retry:
     /// leave the cluster on what it runs.
     Hold,
@@ -41,9 +40,6 @@ pub enum Decision {
 /// Decides for `head` (the `ref@sha1:` id git resolves to now) given the
 /// status and the current `ferry.dev/retry` annotation.
 pub fn decide(status: &EnvironmentStatus, head: &str, retry: Option<&str>) -> Decision {
-    if status.rollout.is_some() {
-        return Decision::Judge;
-    }
     let retry_asked = retry.is_some() && retry != status.last_handled_retry.as_deref();
     if status.failed_revision.as_deref() == Some(head) && !retry_asked {
         return Decision::Hold;
@@ -460,11 +456,5 @@ mod tests {
         status.last_handled_retry = Some("1".into());
         assert_eq!(decide(&status, "main@sha1:bad", Some("1")), Decision::Hold);
         assert_eq!(decide(&status, "main@sha1:bad", Some("2")), Decision::Apply);
-        status.rollout = Some(Rollout {
-            revision: "main@sha1:new".into(),
-            started_at: "2027-01-01T00:00:00Z".into(),
-            ..Rollout::default()
-        });
-        assert_eq!(decide(&status, "main@sha1:newer", None), Decision::Judge);
     }
 }

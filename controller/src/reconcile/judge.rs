@@ -6,11 +6,12 @@
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Client, ResourceExt};
 
 use crate::cluster::discovery::Resolver;
-use crate::crd::{Environment, Placement, RETRY, Rollout, parse_interval, reason};
+use crate::crd::{Applying, Environment, Placement, RETRY, Rollout, parse_interval, reason};
 use crate::failure::{self, FailureClass};
 use crate::gate::checks;
 use crate::gate::health::{self, Evidence, Verdict};
@@ -134,6 +135,31 @@ impl World for Live<'_> {
             &rendered.revision,
         )
         .await
+    }
+
+    async fn intend(&mut self, applying: &Applying) -> Result<(), Outcome> {
+        // A merge patch of this one field: it changes the
+        // resourceVersion, so the status write that ends the step
+        // re-reads and computes from the status that has it.
+        let api: Api<Environment> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.env.namespace().unwrap_or_default(),
+        );
+        let patch = serde_json::json!({ "status": { "applying": applying } });
+        api.patch_status(
+            &self.env.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            let message = format!(
+                "failed to record in the status the release about to be applied (nothing was applied): {}",
+                failure::describe(&e)
+            );
+            failed(None, failure::of_error(&e), reason::APPLY_FAILED, message)
+        })
     }
 
     async fn apply(

@@ -18,12 +18,18 @@
 //! `cancelOnNewRevision: false`); a failed revision is not applied again
 //! until git moves or `ferry.dev/retry` changes, while what runs keeps
 //! being corrected for drift; a rollback renders the healthy revision
-//! from the path and namespace it was healthy with.
+//! from the path and namespace it was healthy with; a release records
+//! what it is about to apply before it applies, and a step that finds
+//! that record unanswered (the status write after the apply failed, or
+//! the controller stopped) applies it again first, so the status never
+//! stays behind what runs.
 
 use std::time::Duration;
 
 use crate::cluster::apply::Applied;
-use crate::crd::{EnvironmentStatus, HttpCheck, Placement, Rollout, condition, parse_interval};
+use crate::crd::{
+    Applying, EnvironmentStatus, HttpCheck, Placement, Rollout, condition, parse_interval,
+};
 use crate::failure::FailureClass;
 use crate::gate::checks::{self, Attempt};
 use crate::gate::health::{self, Evidence, Verdict};
@@ -337,6 +343,9 @@ pub trait World {
     ) -> Result<Self::Rendered, Outcome>;
     /// Commits between the last one tried and `rendered`'s, never applied.
     async fn superseded(&mut self, rendered: &Self::Rendered) -> Vec<Revision>;
+    /// Records in the status the release about to be applied
+    /// (`status.applying`), before its apply.
+    async fn intend(&mut self, applying: &Applying) -> Result<(), Outcome>;
     /// Places, plans, applies and prunes.
     async fn apply(
         &mut self,
@@ -405,6 +414,11 @@ fn message_of(outcome: &Outcome) -> String {
 
 /// One step of the release: see the module docs.
 pub async fn step<W: World>(facts: &Facts<'_>, world: &mut W) -> Stepped {
+    if let Some(applying) = &facts.status.applying
+        && let Some(stepped) = apply_again(facts, applying, world).await
+    {
+        return stepped;
+    }
     let Some(rollout) = facts.status.rollout.clone() else {
         return from_git(facts, world).await;
     };
@@ -463,8 +477,43 @@ async fn from_git<W: World>(facts: &Facts<'_>, world: &mut W) -> Stepped {
     let revision = W::revision(&rendered).clone();
     match decide::decide(facts.status, &revision.id(), facts.retry) {
         Decision::Hold => hold(facts, revision, world).await,
-        Decision::Apply | Decision::Judge => release(facts, rendered, None, world).await,
+        Decision::Apply => release(facts, rendered, None, &facts.placement, world).await,
     }
+}
+
+/// A release whose apply the status does not tell of (`status.applying`):
+/// it may run in full or in part, so it is applied again, as the release
+/// it was (replacing the release or rollback in progress, if any), before
+/// git's head is looked at. `None` when it cannot ever be applied (its
+/// commit is gone, it no longer renders) or it is the failed revision
+/// with no retry asked: the step goes on as if it were not there, and
+/// the status it writes forgets it.
+async fn apply_again<W: World>(
+    facts: &Facts<'_>,
+    applying: &Applying,
+    world: &mut W,
+) -> Option<Stepped> {
+    let status = facts.status;
+    if status.failed_revision.as_deref() == Some(applying.revision.as_str()) && !retry_asked(facts)
+    {
+        return None;
+    }
+    let rendered = match world
+        .fetch_at(&applying.revision, &applying.placement)
+        .await
+    {
+        Ok(r) => r,
+        Err(outcome) if is_terminal(&outcome) => {
+            tracing::warn!(revision = %applying.revision, ?outcome, "a release whose apply was not recorded can no longer be applied; going on from git");
+            return None;
+        }
+        Err(outcome) => return Some(failure(outcome)),
+    };
+    let preempted = status
+        .rollout
+        .as_ref()
+        .filter(|r| r.revision != applying.revision);
+    Some(release(facts, rendered, preempted, &applying.placement, world).await)
 }
 
 /// Applies the running revision again when it is the one that passed its
@@ -512,12 +561,15 @@ async fn hold<W: World>(facts: &Facts<'_>, revision: Revision, world: &mut W) ->
     }
 }
 
-/// Applies `rendered` as a release; `preempted`: the release or rollback
-/// it replaces.
+/// Applies `rendered` at `placement` as a release; `preempted`: the
+/// release or rollback it replaces. A release that starts (not the
+/// running revision applied again) is recorded in `status.applying`
+/// first; when that record cannot be written, nothing is applied.
 async fn release<W: World>(
     facts: &Facts<'_>,
     rendered: W::Rendered,
     preempted: Option<&Rollout>,
+    placement: &Placement,
     world: &mut W,
 ) -> Stepped {
     let status = facts.status;
@@ -527,10 +579,19 @@ async fn release<W: World>(
         || status.failed_revision.is_some()
         || preempted.is_some()
     {
+        let applying = Applying {
+            revision: id.clone(),
+            placement: placement.clone(),
+        };
+        if status.applying.as_ref() != Some(&applying)
+            && let Err(outcome) = world.intend(&applying).await
+        {
+            return failure(outcome);
+        }
         world.started(&id, None);
     }
     let superseded = world.superseded(&rendered).await;
-    let released = match world.apply(rendered, &facts.placement).await {
+    let released = match world.apply(rendered, placement).await {
         Ok(r) => r,
         Err(outcome) => return failure(outcome),
     };
@@ -551,7 +612,7 @@ async fn release<W: World>(
         durations: released.durations,
         superseded,
         preempted: preempted.map(|r| r.revision.clone()),
-        placement: facts.placement.clone(),
+        placement: placement.clone(),
     };
     ended(outcome, event)
 }
@@ -582,7 +643,7 @@ async fn preempt<W: World>(facts: &Facts<'_>, rollout: &Rollout, world: &mut W) 
     {
         return Preempt::Unchanged;
     }
-    let stepped = release(facts, rendered, Some(rollout), world).await;
+    let stepped = release(facts, rendered, Some(rollout), &facts.placement, world).await;
     match &stepped.outcome {
         // A newer head that cannot be applied for good does not stop the
         // judging of what runs.

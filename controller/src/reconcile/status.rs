@@ -161,6 +161,19 @@ pub fn next_status(
 ) -> EnvironmentStatus {
     let mut status = previous.clone();
     status.observed_generation = Some(generation);
+    // The release being applied stays recorded until a step answers it:
+    // one that failed for now, or did not run, did not.
+    let unanswered = matches!(
+        outcome,
+        Outcome::Suspended
+            | Outcome::Failed {
+                class: FailureClass::Transient,
+                ..
+            }
+    );
+    if !unanswered {
+        status.applying = None;
+    }
     let at = Stamp { now, generation };
     match outcome {
         Outcome::Applied { .. } => applied(&mut status, outcome, at),
@@ -591,6 +604,31 @@ mod tests {
         );
         assert_eq!(short_id("main@sha1:ééééééééééééé"), "main@éééééééééééé");
         assert_eq!(short_id("odd"), "odd");
+    }
+
+    #[test]
+    fn the_release_being_applied_is_forgotten_only_once_a_step_answers_it() {
+        let recorded = EnvironmentStatus {
+            applying: Some(crate::crd::Applying {
+                revision: revision("b").id(),
+                placement: crate::crd::Placement {
+                    path: "environments/dev".into(),
+                    target_namespace: None,
+                },
+            }),
+            ..EnvironmentStatus::default()
+        };
+        let at = time(1000);
+        let transient = failed(FailureClass::Transient, reason::APPLY_FAILED, "503", None);
+        let terminal = failed(FailureClass::Terminal, reason::RENDER_FAILED, "bad", None);
+        for unanswered in [transient, Outcome::Suspended] {
+            let s = next_status(&recorded, 1, &unanswered, &at);
+            assert_eq!(s.applying, recorded.applying, "{unanswered:?}");
+        }
+        for answered in [applied("b", true, None), terminal] {
+            let s = next_status(&recorded, 1, &answered, &at);
+            assert_eq!(s.applying, None, "{answered:?}");
+        }
     }
 
     #[test]
