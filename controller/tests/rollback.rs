@@ -582,3 +582,110 @@ fn the_other_replica_takes_over_when_the_leader_dies_mid_rollout() {
     );
     lab.verified_history("test");
 }
+
+/// A leader paused past its lease (SIGSTOP: a frozen VM, a long GC, a
+/// partition) used to go on applying and writing when it resumed, until
+/// its next election round. Now the other replica takes the Lease after
+/// seeing it unchanged for 15 s by its own clock and releases a new
+/// commit, and the old leader, resumed, sends no write at all (its client
+/// refuses them past the renew deadline; its log of API writes shows
+/// none after the resume) and stops; the history has every entry once.
+#[test]
+fn a_paused_leader_writes_nothing_when_it_resumes() {
+    if !lab_enabled("a_paused_leader_writes_nothing_when_it_resumes") {
+        return;
+    }
+    register_images();
+    let mut lab = Lab::new("rb-paused", "rollout");
+    lab.controller_env.push((
+        "FERRY_LOG".into(),
+        "info,ferry_controller::cluster::client=debug".into(),
+    ));
+    let first = lab.commit("first release");
+    lab.start_replica("a");
+    std::thread::sleep(Duration::from_secs(1));
+    lab.start_replica("b");
+    lab.environment("test", "");
+    wait_healthy(&lab, &first);
+    let system = lab.system.clone();
+    let holder = || {
+        let out = ferry_lab_testkit::kubectl(
+            &[
+                "get",
+                "lease",
+                "-n",
+                &system,
+                "ferry-controller",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+            None,
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let leader = holder();
+    let follower = if leader == "a" { "b" } else { "a" };
+    let pid = lab
+        .replica_pid(&leader)
+        .expect("the leader runs")
+        .to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {name} {pid}");
+    };
+    signal("-STOP");
+    let paused = Instant::now();
+    let second = release(&lab, "ferry-lab-test/inference:2", "release: second");
+    lab.reconcile_now("test");
+    wait_until(
+        "the follower to take the Lease",
+        Duration::from_secs(60),
+        || holder() == follower,
+    );
+    let took_over = paused.elapsed().as_secs_f64();
+    wait_healthy(&lab, &second);
+    let resumed = k8s_openapi::jiff::Timestamp::now();
+    signal("-CONT");
+    wait_until(
+        "the old leader to stop",
+        Duration::from_secs(30),
+        || lab.replica_exited(&leader),
+    );
+    let log = std::fs::read_to_string(lab.work.join(format!("controller-{leader}.log"))).unwrap();
+    let after_resume = |message: &str| -> Vec<String> {
+        log.lines()
+            .filter(|line| line.contains(message))
+            .filter(|line| {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| v["timestamp"].as_str()?.parse().ok())
+                    .is_some_and(|at: k8s_openapi::jiff::Timestamp| at >= resumed)
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    let writes = after_resume("\"API write\"");
+    assert!(writes.is_empty(), "the resumed leader wrote: {writes:#?}");
+    assert!(
+        log.contains("lost the leader Lease") || log.contains("lost the lease"),
+        "{log}"
+    );
+    eprintln!(
+        "paused leader: the follower took the Lease {took_over:.1} s after the pause; after the resume, {} writes refused, 0 sent",
+        after_resume("refused a write").len()
+    );
+    let entries = lab.history("test");
+    let results: Vec<&str> = entries
+        .iter()
+        .map(|e| e["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        results,
+        ["Applied", "Healthy", "Applied", "Healthy"],
+        "{entries:#?}"
+    );
+    lab.verified_history("test");
+}

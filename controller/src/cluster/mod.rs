@@ -1,5 +1,5 @@
 //! The cluster side of a sync, over server-side apply: clients
-//! ([`client`]), discovery ([`discovery`]), where objects go
+//! ([`client`], writing only while [`leadership`] allows), discovery ([`discovery`]), where objects go
 //! ([`target`]), whose they are ([`ownership`]), what would change
 //! ([`plan`], with [`drift`]), and applying and pruning it ([`apply`]),
 //! in stages ([`sync`]).
@@ -8,6 +8,7 @@ pub mod apply;
 pub mod client;
 pub mod discovery;
 pub mod drift;
+pub mod leadership;
 pub mod ownership;
 pub mod plan;
 pub mod ssa;

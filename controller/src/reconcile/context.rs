@@ -9,7 +9,9 @@ use std::time::Instant;
 use kube::runtime::events::Recorder;
 use kube::{Client, ResourceExt};
 
+use crate::cluster::client::guarded;
 use crate::cluster::discovery::DiscoveryCache;
+use crate::cluster::leadership::Leadership;
 use crate::cluster::ownership;
 use crate::crd::Environment;
 use crate::github::Reporter;
@@ -29,6 +31,8 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Environments reconciled since the controller started.
     pub seen: Mutex<HashSet<String>>,
+    /// Whether this replica may write now: every client here checks it.
+    pub leadership: Leadership,
     /// Clients impersonating deployer accounts, by user name.
     pub impersonating: Mutex<HashMap<String, Client>>,
     /// Releases reported to GitHub (`spec.github`).
@@ -41,16 +45,20 @@ pub struct Context {
 }
 
 impl Context {
+    /// The context of the reconciles, with the controller's own client,
+    /// which (as every client made here) writes only while `leadership`
+    /// holds.
     pub fn new(
-        client: Client,
         config: kube::Config,
+        leadership: Leadership,
         cache_dir: PathBuf,
         metrics: Arc<Metrics>,
         public_url: Option<String>,
-    ) -> Self {
+    ) -> Result<Self, kube::Error> {
+        let client = guarded(config.clone(), metrics.clone(), leadership.clone())?;
         let recorder = Recorder::new(client.clone(), "ferry-controller".into());
         let github = Reporter::start(client.clone(), public_url, metrics.clone());
-        Context {
+        Ok(Context {
             client,
             config,
             cache: Cache::new(&cache_dir),
@@ -58,11 +66,12 @@ impl Context {
             metrics,
             http: reqwest::Client::new(),
             seen: Default::default(),
+            leadership,
             impersonating: Default::default(),
             github,
             discovery: Default::default(),
             heads: Default::default(),
-        }
+        })
     }
 
     /// Seconds since git's head was looked at for `key` while judging.
@@ -116,7 +125,7 @@ pub fn client_for(ctx: &Context, env: &Environment) -> Result<Client, String> {
     // system:serviceaccounts:NS, system:authenticated) itself.
     config.auth_info.impersonate = Some(user.clone());
     config.auth_info.impersonate_groups = None;
-    let client = crate::cluster::client::client(config, ctx.metrics.clone()).map_err(|e| {
+    let client = guarded(config, ctx.metrics.clone(), ctx.leadership.clone()).map_err(|e| {
         format!("failed to make a client impersonating {namespace}/{account}: {e}; check the controller's kubeconfig or in-cluster configuration")
     })?;
     if let Ok(mut clients) = ctx.impersonating.lock() {

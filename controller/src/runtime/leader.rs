@@ -1,19 +1,30 @@
 //! Leader election on a `coordination.k8s.io` Lease, so two replicas can
 //! run and only one reconciles and writes (both serve the status API).
 //!
-//! Written here rather than taken from a crate: the kept crates for it
-//! follow kube releases at their own pace (none targets kube 5 yet), and
-//! the protocol is small: read the Lease, and write it back with the
-//! resourceVersion read, either renewing our own hold or taking one that
-//! expired. The API server's optimistic concurrency makes two candidates
-//! race safely: one write wins, the other gets a conflict.
+//! Done as client-go's leaderelection does it, written here rather than
+//! taken from a crate: the kept crates for it follow kube releases at
+//! their own pace (none targets kube 5 yet), and several judge expiry by
+//! comparing the holder's `renewTime` with the local clock, which is what
+//! this module must not do. The protocol is small: read the Lease, and
+//! write it back with the resourceVersion read, either renewing our own
+//! hold or taking one that expired; the API server's optimistic
+//! concurrency makes two candidates race safely (one write wins, the
+//! other gets a conflict).
 //!
-//! Guarantees: at most one holder at a time, as long as clocks agree to
-//! within the lease duration; a leader that cannot renew before its lease
-//! runs out stops leading (the process exits, and its pod restarts as a
-//! follower), so two replicas never reconcile at once.
+//! Guarantees, with no assumption about clocks agreeing between nodes:
+//! - a candidate takes the Lease only after it saw the Lease unchanged for
+//!   a whole [`LEASE_DURATION`] by its own monotonic clock (the holder's
+//!   `renewTime` is written for people and never compared);
+//! - a leader that has not renewed within [`RENEW_DEADLINE`] (shorter
+//!   than the lease) of the start of its last successful renewal stops
+//!   leading; every Lease request has a timeout that ends by then, so a
+//!   hung request cannot hold it past the deadline;
+//! - from that deadline on, the reconcile's clients refuse to send any
+//!   write ([`Leadership`]), even in a process that was paused and has
+//!   just resumed, and the process stops (in-flight reconciles are
+//!   dropped) so its pod restarts as a follower.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -21,10 +32,17 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::watch;
 
-/// How long a hold lasts without renewal.
+use crate::cluster::leadership::Leadership;
+
+/// How long a hold lasts without renewal (client-go's default).
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// How long a leader keeps leading without a successful renewal
+/// (client-go's default); shorter than [`LEASE_DURATION`].
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 /// How often the holder renews, and a candidate looks.
 pub const RETRY_PERIOD: Duration = Duration::from_secs(2);
+/// The most one Lease request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What to do with the Lease as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,29 +51,49 @@ pub enum Step {
     Acquire,
     /// We hold it: renew.
     Renew,
-    /// Someone else holds it until then.
+    /// Someone else holds it.
     Wait { holder: String },
 }
 
-/// Decides from the Lease (pure).
-pub fn decide(lease: Option<&Lease>, identity: &str, now: Timestamp) -> Step {
+/// The Lease as last seen, and when (by this replica's clock) it was
+/// first seen so: expiry is measured from then.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    spec: Option<LeaseSpec>,
+    at: Option<Instant>,
+}
+
+/// Decides from the Lease as read at `now` (pure but for `observed`,
+/// which it brings up to date).
+pub fn decide(
+    lease: Option<&Lease>,
+    identity: &str,
+    observed: &mut Observed,
+    now: Instant,
+) -> Step {
     let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
         return Step::Acquire;
     };
+    if observed.spec.as_ref() != Some(spec) || observed.at.is_none() {
+        observed.spec = Some(spec.clone());
+        observed.at = Some(now);
+    }
     let holder = spec.holder_identity.clone().unwrap_or_default();
     if holder == identity {
         return Step::Renew;
     }
-    let duration = spec.lease_duration_seconds.map_or(LEASE_DURATION, |s| {
-        Duration::from_secs(u64::try_from(s).unwrap_or(0))
-    });
-    let expires = spec
-        .renew_time
-        .as_ref()
-        .and_then(|t| t.0.checked_add(duration).ok());
-    match expires {
-        Some(expires) if !holder.is_empty() && expires > now => Step::Wait { holder },
-        _ => Step::Acquire,
+    if holder.is_empty() {
+        return Step::Acquire;
+    }
+    let duration = spec
+        .lease_duration_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(LEASE_DURATION, |s| Duration::from_secs(s.clamp(1, 3600)));
+    let unchanged_since = observed.at.unwrap_or(now);
+    if now.saturating_duration_since(unchanged_since) >= duration {
+        Step::Acquire
+    } else {
+        Step::Wait { holder }
     }
 }
 
@@ -75,10 +113,15 @@ fn held_by(identity: &str, now: Timestamp, previous: Option<&Lease>, acquire: bo
 
 /// One round: read, then acquire or renew when allowed. True when we hold
 /// the Lease afterwards.
-pub async fn round(api: &Api<Lease>, name: &str, identity: &str) -> Result<bool, kube::Error> {
+pub async fn round(
+    api: &Api<Lease>,
+    name: &str,
+    identity: &str,
+    observed: &mut Observed,
+) -> Result<bool, kube::Error> {
     let current = api.get_opt(name).await?;
+    let step = decide(current.as_ref(), identity, observed, Instant::now());
     let now = Timestamp::now();
-    let step = decide(current.as_ref(), identity, now);
     let written = match (&step, &current) {
         (Step::Wait { .. }, _) => return Ok(false),
         (_, None) => {
@@ -95,41 +138,71 @@ pub async fn round(api: &Api<Lease>, name: &str, identity: &str) -> Result<bool,
         }
     };
     match written {
-        Ok(_) => Ok(true),
+        Ok(lease) => {
+            observed.spec = lease.spec;
+            observed.at = Some(Instant::now());
+            Ok(true)
+        }
         // Another candidate wrote first.
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(e),
     }
 }
 
-/// Runs the election for ever, publishing whether we lead. A leader that
-/// has not renewed for a whole lease duration publishes `false`.
-pub async fn run(api: Api<Lease>, name: String, identity: String, leading: watch::Sender<bool>) {
-    let mut last_renewal: Option<tokio::time::Instant> = None;
+/// Runs the election for ever: `leadership` says until when this replica
+/// may write, `leading` whether it leads (false once the renew deadline
+/// passed without a renewal, or another holds the Lease).
+pub async fn run(
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    leadership: Leadership,
+    leading: watch::Sender<bool>,
+) {
+    let mut observed = Observed::default();
     loop {
-        match round(&api, &name, &identity).await {
+        let started = Instant::now();
+        let led = *leading.borrow();
+        // A leader's request may not outlive its deadline.
+        let budget = match leadership.deadline().filter(|_| led) {
+            Some(until) => until
+                .saturating_duration_since(started)
+                .min(REQUEST_TIMEOUT),
+            None => REQUEST_TIMEOUT,
+        };
+        let result = tokio::time::timeout(budget, round(&api, &name, &identity, &mut observed))
+            .await
+            .unwrap_or_else(|_| Err(kube::Error::Service("the Lease request timed out".into())));
+        match result {
             Ok(true) => {
-                if !*leading.borrow() {
+                leadership.renewed(started, RENEW_DEADLINE);
+                if !led {
                     tracing::info!(%identity, lease = %name, "leading");
                 }
-                last_renewal = Some(tokio::time::Instant::now());
                 let _ = leading.send(true);
             }
             Ok(false) => {
-                if *leading.borrow() {
+                leadership.revoke();
+                if led {
                     tracing::warn!(%identity, lease = %name, "lost the lease");
                 }
                 let _ = leading.send(false);
             }
             Err(e) => {
                 tracing::warn!(error = %e, lease = %name, "failed to read or write the lease");
-                let expired = last_renewal.is_none_or(|t| t.elapsed() >= LEASE_DURATION);
-                if *leading.borrow() && expired {
-                    let _ = leading.send(false);
-                }
             }
         }
-        tokio::time::sleep(RETRY_PERIOD).await;
+        // Sleep, but wake at the deadline: a leader that could not renew
+        // stops leading then, not a retry period later.
+        let mut pause = RETRY_PERIOD;
+        if let Some(until) = leadership.deadline().filter(|_| *leading.borrow()) {
+            pause = pause.min(until.saturating_duration_since(Instant::now()));
+        }
+        tokio::time::sleep(pause).await;
+        if *leading.borrow() && !leadership.holds() {
+            tracing::warn!(%identity, lease = %name, deadline_s = RENEW_DEADLINE.as_secs(), "could not renew the lease by the renew deadline");
+            let _ = leading.send(false);
+        }
     }
 }
 
@@ -150,18 +223,62 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_is_taken_when_free_or_expired_and_renewed_by_its_holder() {
-        let now = Timestamp::from_second(1_800_000_000).unwrap();
-        let ago = |s: i64| Timestamp::from_second(1_800_000_000 - s).unwrap();
-        assert_eq!(decide(None, "a", now), Step::Acquire);
-        assert_eq!(decide(Some(&lease("a", ago(3))), "a", now), Step::Renew);
+    fn a_lease_is_taken_when_free_or_seen_unchanged_for_its_duration() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let renewed = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut seen = Observed::default();
+        assert_eq!(decide(None, "a", &mut seen, t0), Step::Acquire);
         assert_eq!(
-            decide(Some(&lease("b", ago(3))), "a", now),
-            Step::Wait { holder: "b".into() }
+            decide(Some(&lease("a", renewed)), "a", &mut seen, t0),
+            Step::Renew
         );
-        assert_eq!(decide(Some(&lease("b", ago(16))), "a", now), Step::Acquire);
-        assert_eq!(decide(Some(&lease("", ago(1))), "a", now), Step::Acquire);
-        assert_eq!(decide(Some(&Lease::default()), "a", now), Step::Acquire);
+        let b = lease("b", renewed);
+        let mut seen = Observed::default();
+        let wait = Step::Wait { holder: "b".into() };
+        assert_eq!(decide(Some(&b), "a", &mut seen, at(0)), wait);
+        assert_eq!(decide(Some(&b), "a", &mut seen, at(14)), wait);
+        assert_eq!(decide(Some(&b), "a", &mut seen, at(15)), Step::Acquire);
+        // A renewal seen restarts the wait.
+        let renewed_again = lease("b", Timestamp::from_second(1_800_000_010).unwrap());
+        assert_eq!(decide(Some(&renewed_again), "a", &mut seen, at(16)), wait);
+        assert_eq!(decide(Some(&renewed_again), "a", &mut seen, at(30)), wait);
+        assert_eq!(
+            decide(Some(&renewed_again), "a", &mut seen, at(31)),
+            Step::Acquire
+        );
+        assert_eq!(
+            decide(Some(&lease("", renewed)), "a", &mut seen, t0),
+            Step::Acquire
+        );
+        assert_eq!(
+            decide(Some(&Lease::default()), "a", &mut seen, t0),
+            Step::Acquire
+        );
+    }
+
+    #[test]
+    fn the_holder_s_clock_is_never_compared_with_ours() {
+        let t0 = Instant::now();
+        // Renewed "an hour ago" or "in an hour" by the holder's clock:
+        // only how long we saw it unchanged counts.
+        for skew in [-3600, 3600] {
+            let renewed = Timestamp::from_second(1_800_000_000 + skew).unwrap();
+            let mut seen = Observed::default();
+            let b = lease("b", renewed);
+            assert_eq!(
+                decide(Some(&b), "a", &mut seen, t0),
+                Step::Wait { holder: "b".into() },
+                "skew {skew}"
+            );
+            assert_eq!(
+                decide(Some(&b), "a", &mut seen, t0 + LEASE_DURATION),
+                Step::Acquire,
+                "skew {skew}"
+            );
+        }
+        assert!(RENEW_DEADLINE < LEASE_DURATION);
+        assert!(REQUEST_TIMEOUT < RENEW_DEADLINE);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cluster::leadership::Leadership;
 use crate::crd::{Environment, REQUESTED_AT, RETRY};
 use crate::reconcile::{self, Context};
 use crate::serve::api::{ApiState, Webhook, router};
@@ -59,13 +60,19 @@ pub async fn run(
     let config = kube::Config::infer().await?;
     let metrics = Arc::new(Metrics::default());
     let client = crate::cluster::client::client(config.clone(), metrics.clone())?;
+    // With leader election, the reconcile's writes go out only while this
+    // replica leads; the status API and the election use `client`.
+    let leadership = match &election {
+        Some(_) => Leadership::elected(),
+        None => Leadership::unelected(),
+    };
     let context = Arc::new(Context::new(
-        client.clone(),
         config,
+        leadership.clone(),
         cache_dir,
         metrics.clone(),
         tuning.public_url,
-    ));
+    )?);
     let environments: Api<Environment> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -94,6 +101,7 @@ pub async fn run(
             leases,
             "ferry-controller".into(),
             election.identity,
+            leadership,
             leading_tx,
         ));
         tokio::select! {

@@ -324,6 +324,22 @@ impl Lab {
         }
     }
 
+    /// The process id of replica `identity`, while it is there.
+    pub fn replica_pid(&self, identity: &str) -> Option<u32> {
+        self.replicas
+            .iter()
+            .find(|(id, _, _)| id == identity)
+            .map(|(_, _, child)| child.id())
+    }
+
+    /// Whether replica `identity`'s process has ended.
+    pub fn replica_exited(&mut self, identity: &str) -> bool {
+        self.replicas
+            .iter_mut()
+            .find(|(id, _, _)| id == identity)
+            .is_none_or(|(_, _, child)| child.try_wait().ok().flatten().is_some())
+    }
+
     /// The process id of the controller started by [`Lab::start_controller`].
     pub fn controller_pid(&self) -> Option<u32> {
         self.controller.as_ref().map(Child::id)
