@@ -176,19 +176,56 @@ fn a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked() {
         &lab,
     );
 
+    // Someone trims the newest entries: the chain left still links, the
+    // status names what is gone; the next entry recorded puts them back
+    // from the status first, and links after them.
+    let chunk = "ferry-history-test-00001";
+    let system = lab.system.clone();
+    let read_chunk = || -> Value {
+        serde_json::from_str(&k(&[
+            "get",
+            "configmap",
+            "-n",
+            &system,
+            chunk,
+            "-o",
+            "json",
+        ]))
+        .unwrap()
+    };
+    let mut configmap = read_chunk();
+    let mut stored: Vec<Value> =
+        serde_json::from_str(configmap["data"]["entries.json"].as_str().unwrap()).unwrap();
+    let total = stored.len();
+    stored.truncate(total - 2);
+    configmap["data"]["entries.json"] = serde_json::to_string(&stored).unwrap().into();
+    let out = ferry_lab_testkit::kubectl(&["replace", "-f", "-"], Some(&configmap.to_string()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trimmed = ferry(&["history", "verify", &format!("{}/test", lab.system)]);
+    let said = String::from_utf8_lossy(&trimmed.stdout);
+    assert_eq!(trimmed.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "entries {} to {total} are missing at the end",
+            total - 1
+        )),
+        "{said}"
+    );
+    lab.write("notes.txt", "not rendered\n");
+    let noted = lab.commit("notes");
+    wait_healthy(&lab, &noted);
+    let restored = lab.verified_history("test");
+    let entries = lab.history("test");
+    assert_eq!(entries.len(), total + 2, "{restored}");
+    assert_eq!(entries[total - 1]["sha256"], head.as_str());
+
     // Someone rewrites an entry in the cluster: verification names it.
     lab.stop_controller();
-    let chunk = "ferry-history-test-00001";
-    let mut configmap: Value = serde_json::from_str(&k(&[
-        "get",
-        "configmap",
-        "-n",
-        &lab.system,
-        chunk,
-        "-o",
-        "json",
-    ]))
-    .unwrap();
+    let mut configmap = read_chunk();
     let mut stored: Vec<Value> =
         serde_json::from_str(configmap["data"]["entries.json"].as_str().unwrap()).unwrap();
     stored[3]["summary"] = "nothing to see here".into();
@@ -649,11 +686,9 @@ fn a_paused_leader_writes_nothing_when_it_resumes() {
     wait_healthy(&lab, &second);
     let resumed = k8s_openapi::jiff::Timestamp::now();
     signal("-CONT");
-    wait_until(
-        "the old leader to stop",
-        Duration::from_secs(30),
-        || lab.replica_exited(&leader),
-    );
+    wait_until("the old leader to stop", Duration::from_secs(30), || {
+        lab.replica_exited(&leader)
+    });
     let log = std::fs::read_to_string(lab.work.join(format!("controller-{leader}.log"))).unwrap();
     let after_resume = |message: &str| -> Vec<String> {
         log.lines()

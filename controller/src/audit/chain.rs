@@ -62,6 +62,18 @@ pub enum Break {
         recorded: String,
         actual: String,
     },
+    #[error(
+        "entries {from} to {to} are missing at the end: the Environment's status names entry {to}, the history ends before it (its newest chunk was deleted or trimmed)"
+    )]
+    TailMissing { from: u64, to: u64 },
+    #[error(
+        "entry {sequence} is not the one the Environment's status names: the history holds {recorded}, the status {witnessed}"
+    )]
+    Replaced {
+        sequence: u64,
+        recorded: String,
+        witnessed: String,
+    },
 }
 
 /// What a verification found.
@@ -117,6 +129,38 @@ pub fn verify(entries: &[Entry], first: u64) -> Result<Verified, Break> {
         entries: entries.len(),
         head: previous.map_or_else(|| GENESIS.to_owned(), |p| p.sha256.clone()),
     })
+}
+
+/// [`verify`], and the entries a witness names (the Environment's
+/// `status.history`, written with every status write) are there, the
+/// same: a deleted or trimmed tail, which the chain alone cannot show (the
+/// entries left still link), is caught up to the witness's newest entry.
+pub fn verify_against(entries: &[Entry], first: u64, witness: &[Entry]) -> Result<Verified, Break> {
+    let verified = verify(entries, first)?;
+    let last = entries
+        .last()
+        .map_or(first.saturating_sub(1), |e| e.sequence);
+    if let Some(newest) = witness.iter().map(|w| w.sequence).max()
+        && newest > last
+    {
+        return Err(Break::TailMissing {
+            from: last + 1,
+            to: newest,
+        });
+    }
+    for w in witness {
+        let held = entries.iter().find(|e| e.sequence == w.sequence);
+        if let Some(e) = held
+            && e.sha256 != w.sha256
+        {
+            return Err(Break::Replaced {
+                sequence: w.sequence,
+                recorded: e.sha256.clone(),
+                witnessed: w.sha256.clone(),
+            });
+        }
+    }
+    Ok(verified)
 }
 
 #[cfg(test)]
@@ -200,6 +244,43 @@ mod tests {
                 expected: 3
             })
         ));
+    }
+
+    #[test]
+    fn a_truncated_tail_and_a_replaced_entry_are_named_against_the_status() {
+        let entries = chain(&["a", "b", "c", "d", "e"]);
+        let status = &entries[2..];
+        assert!(verify_against(&entries, 1, status).is_ok());
+        // The newest chunk deleted, or its last entries trimmed: the rest
+        // still links, the status names what is gone.
+        assert!(verify(&entries[..3], 1).is_ok());
+        assert_eq!(
+            verify_against(&entries[..3], 1, status),
+            Err(Break::TailMissing { from: 4, to: 5 })
+        );
+        assert_eq!(
+            verify_against(&[], 1, status),
+            Err(Break::TailMissing { from: 1, to: 5 })
+        );
+        // The tail rewritten by someone who re-sealed it: the chain holds,
+        // the status names other hashes.
+        let mut rewritten = entries[..3].to_vec();
+        let mut forged = entries[3].clone();
+        forged.result = "Healthy".into();
+        let forged = seal(forged, rewritten.last());
+        rewritten.push(forged);
+        rewritten.push(seal(entries[4].clone(), rewritten.last()));
+        assert!(verify(&rewritten, 1).is_ok());
+        assert!(matches!(
+            verify_against(&rewritten, 1, status),
+            Err(Break::Replaced { sequence: 4, .. })
+        ));
+        // A middle chunk dropped is the chain's own finding.
+        let dropped = [&entries[..1], &entries[3..]].concat();
+        assert_eq!(
+            verify_against(&dropped, 1, status),
+            Err(Break::Missing { from: 2, to: 3 })
+        );
     }
 
     proptest! {

@@ -155,26 +155,39 @@ async fn newest_chunk(
     }
 }
 
-/// The entries of the newest chunk sealed after sequence `acknowledged`
-/// (the newest the status shows; `None`: it shows none): sealed by a
-/// reconcile whose status write failed.
+/// The entries of the newest chunk sealed after the newest of
+/// `acknowledged` (the entries the status shows, oldest first): sealed by
+/// a reconcile whose status write failed. With them, the sequences put
+/// back.
+///
+/// A journal that ends before the status's newest entry lost its tail
+/// (its newest chunk deleted or trimmed): the entries the status still
+/// holds are written back as they were sealed, so the next entry links
+/// after the right one and no sequence number is used twice; what the
+/// status no longer holds stays missing, and `verify` names it.
 pub async fn unacknowledged(
     client: &Client,
     namespace: &str,
     name: &str,
-    acknowledged: Option<u64>,
-) -> Result<Vec<Entry>, JournalError> {
-    let acknowledged = acknowledged.unwrap_or(0);
+    acknowledged: &[Entry],
+) -> Result<(Vec<Entry>, Vec<u64>), JournalError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let newest = newest_chunk(&api, name, &format!("{namespace}/{name}")).await?;
     let entries = match &newest {
         Some(chunk) => parse_chunk(chunk)?,
         None => Vec::new(),
     };
-    Ok(entries
-        .into_iter()
-        .filter(|e| e.sequence > acknowledged)
-        .collect())
+    let last = entries.last().map_or(0, |e| e.sequence);
+    let mut restored = Vec::new();
+    for lost in acknowledged.iter().filter(|e| e.sequence > last) {
+        push(client, namespace, name, |_| lost.clone()).await?;
+        restored.push(lost.sequence);
+    }
+    let shown = acknowledged.last().map_or(0, |e| e.sequence);
+    Ok((
+        entries.into_iter().filter(|e| e.sequence > shown).collect(),
+        restored,
+    ))
 }
 
 /// How many of `new` (from the first) were sealed already: the longest
@@ -249,6 +262,20 @@ pub async fn append(
     name: &str,
     entry: Entry,
 ) -> Result<Entry, JournalError> {
+    push(client, namespace, name, |last| {
+        chain::seal(entry.clone(), last)
+    })
+    .await
+}
+
+/// Appends the entry `make` gives for the last one stored (read again
+/// when another writer appended first); the entry written.
+async fn push(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    make: impl Fn(Option<&Entry>) -> Entry,
+) -> Result<Entry, JournalError> {
     let environment = format!("{namespace}/{name}");
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let request = |verb: &'static str| {
@@ -267,7 +294,7 @@ pub async fn append(
             Some(c) => parse_chunk(c)?,
             None => Vec::new(),
         };
-        let sealed = chain::seal(entry.clone(), entries.last());
+        let sealed = make(entries.last());
         let full = entries.len() >= CHUNK_ENTRIES
             || chunk_bytes(newest) + serde_json::to_string(&sealed).map_or(0, |t| t.len() + 1)
                 > CHUNK_BYTES;

@@ -4,16 +4,18 @@
 use std::process::ExitCode;
 
 use crate::audit::chain::{self, Entry};
+use crate::crd::Environment;
 
 /// Prints the whole history of NAMESPACE/NAME as JSON, oldest first.
 pub fn export(environment: &str) -> anyhow::Result<ExitCode> {
-    let entries = read(environment)?;
+    let (entries, _) = read(environment)?;
     println!("{}", serde_json::to_string_pretty(&entries)?);
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads the history of `NAMESPACE/NAME` from the cluster.
-fn read(environment: &str) -> anyhow::Result<Vec<Entry>> {
+/// Reads the history of `NAMESPACE/NAME` from the cluster, and the
+/// entries its status names (none when the Environment is gone).
+fn read(environment: &str) -> anyhow::Result<(Vec<Entry>, Vec<Entry>)> {
     let (namespace, name) = environment
         .split_once('/')
         .ok_or_else(|| anyhow::anyhow!("{environment:?} is not NAMESPACE/NAME"))?;
@@ -22,7 +24,15 @@ fn read(environment: &str) -> anyhow::Result<Vec<Entry>> {
         .build()?;
     runtime.block_on(async {
         let client = kube::Client::try_default().await?;
-        anyhow::Ok(crate::audit::journal::read(&client, namespace, name).await?)
+        let entries = crate::audit::journal::read(&client, namespace, name).await?;
+        let api: kube::Api<Environment> = kube::Api::namespaced(client, namespace);
+        let witness = api
+            .get_opt(name)
+            .await?
+            .and_then(|e| e.status)
+            .map(|s| s.history)
+            .unwrap_or_default();
+        anyhow::Ok((entries, witness))
     })
 }
 
@@ -32,8 +42,13 @@ pub fn verify(environment: Option<&str>, file: Option<&std::path::Path>) -> anyh
     // so entries removed from its start are caught; a page of the API may
     // start anywhere.
     let mut first = 1;
+    let mut witness = Vec::new();
     let entries: Vec<Entry> = match (environment, file) {
-        (Some(environment), _) => read(environment)?,
+        (Some(environment), _) => {
+            let (entries, named) = read(environment)?;
+            witness = named;
+            entries
+        }
         (None, Some(file)) => {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| anyhow::anyhow!("failed to read {}: {e}", file.display()))?;
@@ -57,7 +72,7 @@ pub fn verify(environment: Option<&str>, file: Option<&std::path::Path>) -> anyh
         }
         (None, None) => anyhow::bail!("name the Environment (NAMESPACE/NAME) or --file"),
     };
-    match chain::verify(&entries, first) {
+    match chain::verify_against(&entries, first, &witness) {
         Ok(verified) => {
             println!(
                 "verified: {} entries, chain head {}",

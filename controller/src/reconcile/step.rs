@@ -156,11 +156,20 @@ async fn record_history(
         e
     };
     // Entries a previous attempt sealed before its status write failed
-    // are taken as they are, not appended (nor reported) again.
-    let acknowledged = before.history.last().map(|e| e.sequence);
-    let unacknowledged = journal::unacknowledged(&ctx.client, &ns, &name, acknowledged)
-        .await
-        .map_err(failed)?;
+    // are taken as they are, not appended (nor reported) again; a tail
+    // the journal lost is put back from the status first.
+    let (unacknowledged, restored) =
+        journal::unacknowledged(&ctx.client, &ns, &name, &before.history)
+            .await
+            .map_err(failed)?;
+    if let (Some(from), Some(to)) = (restored.first(), restored.last()) {
+        tracing::warn!(
+            from,
+            to,
+            "the history had lost its newest entries (a chunk deleted or trimmed); put back from the status"
+        );
+        ctx.metrics.record_error("transient", "HistoryTailRestored");
+    }
     let done = journal::already_sealed(&unacknowledged, &entries);
     let mut sealed = unacknowledged[unacknowledged.len() - done..].to_vec();
     for entry in entries.into_iter().skip(done) {

@@ -150,7 +150,7 @@ async fn status_page(State(state): State<Arc<ApiState>>) -> axum::response::Html
                 let namespace = env.namespace().unwrap_or_default();
                 Some(
                     match journal::read(client, &namespace, &env.name_any()).await {
-                        Ok(entries) => chain::verify(&entries, 1)
+                        Ok(entries) => chain::verify_against(&entries, 1, &witness_of(&env))
                             .map(|v| v.head)
                             .map_err(|b| b.to_string()),
                         Err(e) => Err(e.to_string()),
@@ -331,10 +331,24 @@ async fn verify(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let entries = read_history(&state, &namespace, &name).await?;
-    Ok(Json(match chain::verify(&entries, 1) {
+    let witness = state
+        .environments
+        .get(&ObjectRef::new(&name).within(&namespace))
+        .map(|env| witness_of(&env))
+        .unwrap_or_default();
+    Ok(Json(match chain::verify_against(&entries, 1, &witness) {
         Ok(v) => json!({"verified": true, "entries": v.entries, "chainHead": v.head}),
         Err(b) => json!({"verified": false, "entries": entries.len(), "break": b.to_string()}),
     }))
+}
+
+/// The history entries an Environment's status names: the witness a
+/// deleted tail is caught against.
+fn witness_of(env: &Environment) -> Vec<Entry> {
+    env.status
+        .as_ref()
+        .map(|s| s.history.clone())
+        .unwrap_or_default()
 }
 
 fn header<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
