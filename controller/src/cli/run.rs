@@ -86,10 +86,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 "the webhook secret {} is empty",
                 file.display()
             );
-            Some(crate::serve::api::Webhook {
-                secret,
-                deliveries: Default::default(),
-            })
+            Some(crate::serve::api::Webhook { secret })
         }
         None => None,
     };

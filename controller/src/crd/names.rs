@@ -15,7 +15,7 @@ pub const FINALIZER: &str = "ferry.dev/finalizer";
 
 /// Annotation naming who or what asked for the reconcile: the
 /// `requested-at` stamp it goes with, then who (`<stamp> github push by
-/// ada (delivery 72d3…)`).
+/// ada of 1f3c2ab0aaaa (body sha256:72d3…)`).
 pub const REQUESTED_BY: &str = "ferry.dev/requested-by";
 
 /// Condition types.

@@ -4,16 +4,19 @@
 //!
 //! Guarantees: only deliveries signed with the shared secret are acted on
 //! (`X-Hub-Signature-256`, HMAC-SHA256 over the raw body, compared in
-//! constant time; a delivery signed only with SHA-1 is refused); a
-//! delivery id seen before is ignored (replays do nothing); bodies over
-//! GitHub's 25 MB are refused; `ping` answers 204; other events answer 204
-//! and do nothing. A push reaches an Environment through its
+//! constant time; a delivery signed only with SHA-1 is refused); a push
+//! whose signed body an Environment was already triggered by is not
+//! acted on again for it, whatever its `X-GitHub-Delivery` (which the
+//! signature does not cover), on any replica and after restarts: the
+//! body's digest is kept, bounded, in the Environment's
+//! `ferry.dev/pushes-seen` annotation, written with the trigger itself,
+//! so a delivery that failed is not remembered and its redelivery is
+//! acted on; bodies over 5 MiB are refused; `ping` and other events
+//! answer 204 and do nothing. A push reaches an Environment through its
 //! `ferry.dev/requested-at` annotation (and `ferry.dev/requested-by`
-//! naming the pusher and delivery, for the history), so whichever
-//! controller leads acts on it.
-
-use std::collections::{HashSet, VecDeque};
-use std::sync::Mutex;
+//! naming, from the signed body, the pusher, the commit pushed and the
+//! body's digest, for the history), so whichever controller leads acts
+//! on it.
 
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -30,8 +33,10 @@ pub const BODY_LIMIT: usize = 5 * 1024 * 1024;
 /// make the controller hold (`CONCURRENT_DELIVERIES × BODY_LIMIT`); more
 /// wait their turn.
 pub const CONCURRENT_DELIVERIES: usize = 4;
-/// Delivery ids remembered against replays.
-const REMEMBERED: usize = 4096;
+/// Pushes remembered per Environment against replays.
+const REMEMBERED: usize = 20;
+/// The annotation that remembers them.
+pub const PUSHES_SEEN: &str = "ferry.dev/pushes-seen";
 
 /// Why a delivery is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,30 +70,33 @@ pub fn verify_signature(
         .map_err(|_| SignatureError::Mismatch)
 }
 
-/// Remembers recent delivery ids.
-#[derive(Debug, Default)]
-pub struct Deliveries {
-    seen: Mutex<(HashSet<String>, VecDeque<String>)>,
+/// The digest a push is remembered by: the first 16 hex digits of the
+/// sha256 of its body, which the signature covers.
+pub fn body_digest(body: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(Sha256::digest(body))[..16].to_owned()
 }
 
-impl Deliveries {
-    /// True the first time an id is offered, false for a replay.
-    pub fn first_time(&self, id: &str) -> bool {
-        let Ok(mut seen) = self.seen.lock() else {
-            return true;
-        };
-        let (set, order) = &mut *seen;
-        if !set.insert(id.to_owned()) {
-            return false;
-        }
-        order.push_back(id.to_owned());
-        while order.len() > REMEMBERED {
-            if let Some(old) = order.pop_front() {
-                set.remove(&old);
-            }
-        }
-        true
-    }
+/// Whether `env` was already triggered by the push of `digest`.
+pub fn seen(env: &Environment, digest: &str) -> bool {
+    env.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PUSHES_SEEN))
+        .is_some_and(|list| list.split(',').any(|d| d == digest))
+}
+
+/// The annotation's value with `digest` added, the oldest dropped past
+/// [`REMEMBERED`] (whatever was written there by hand).
+pub fn remember(existing: Option<&str>, digest: &str) -> String {
+    let mut list: Vec<&str> = existing
+        .unwrap_or("")
+        .split(',')
+        .filter(|d| d.len() == 16 && d.bytes().all(|b| b.is_ascii_hexdigit()) && *d != digest)
+        .collect();
+    list.push(digest);
+    let excess = list.len().saturating_sub(REMEMBERED);
+    list[excess..].join(",")
 }
 
 /// What a push says.
@@ -99,6 +107,8 @@ pub struct Push {
     /// `refs/heads/main`, `refs/tags/v1`.
     pub reference: String,
     pub pusher: String,
+    /// The commit pushed (`after`), when the body names one.
+    pub after: Option<String>,
 }
 
 /// Reads a push event's body (untrusted: missing fields are errors).
@@ -131,10 +141,16 @@ pub fn parse_push(body: &[u8]) -> Result<Push, String> {
         .and_then(Value::as_str)
         .unwrap_or("someone")
         .to_owned();
+    let after = value
+        .get("after")
+        .and_then(Value::as_str)
+        .filter(|a| a.len() == 40 && a.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned);
     Ok(Push {
         urls,
         reference,
         pusher,
+        after,
     })
 }
 
@@ -205,11 +221,25 @@ mod tests {
     }
 
     #[test]
-    fn a_delivery_is_acted_on_once() {
-        let d = Deliveries::default();
-        assert!(d.first_time("a"));
-        assert!(!d.first_time("a"));
-        assert!(d.first_time("b"));
+    fn a_push_is_remembered_by_its_signed_body_and_the_memory_is_bounded() {
+        let a = body_digest(b"{\"ref\": \"refs/heads/main\"}");
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, body_digest(b"{}"));
+        let mut env: Environment = serde_json::from_value(serde_json::json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Environment", "metadata": {"name": "dev", "namespace": "ferry-system"},
+            "spec": {"source": {"url": "https://github.com/ferry-dev/ferry", "path": "environments/dev"}}})).unwrap();
+        assert!(!seen(&env, &a));
+        let list = remember(None, &a);
+        env.metadata.annotations = Some([(PUSHES_SEEN.to_owned(), list.clone())].into());
+        assert!(seen(&env, &a));
+        assert!(!seen(&env, &body_digest(b"other")));
+        assert_eq!(remember(Some(&list), &a), a, "remembered once");
+        let mut list = "junk,<script>".to_owned();
+        for i in 0..30 {
+            list = remember(Some(&list), &body_digest(format!("{i}").as_bytes()));
+        }
+        let kept: Vec<&str> = list.split(',').collect();
+        assert_eq!(kept.len(), REMEMBERED);
+        assert_eq!(*kept.last().unwrap(), body_digest(b"29"));
     }
 
     #[test]
@@ -263,6 +293,7 @@ mod tests {
             let _ = verify_signature(b"k", &body, Some(&header));
             let _ = parse_push(&body);
             let _ = repository_key(&header);
+            let _ = remember(Some(&header), &body_digest(&body));
         }
     }
 }
