@@ -186,8 +186,9 @@ fn soak() {
         let at = seconds_since_epoch(SystemTime::now());
         let webhook = i % 2 == 0;
         if webhook {
+            // As GitHub's: each push names the commit it pushed.
             let body = format!(
-                r#"{{"ref": "refs/heads/main", "repository": {{"clone_url": "{}"}}, "pusher": {{"name": "soak"}}}}"#,
+                r#"{{"ref": "refs/heads/main", "after": "{commit}", "repository": {{"clone_url": "{}"}}, "pusher": {{"name": "soak"}}}}"#,
                 lab.url()
             );
             let code = webhook_post(
