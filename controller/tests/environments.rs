@@ -420,3 +420,145 @@ fn the_controller_install_passes_a_server_side_dry_run_on_the_lab() {
             .contains("environment.ferry.dev/prod serverside-applied (server dry run)")
     );
 }
+
+/// Removes the admission policy at the end of the test that installs it,
+/// even when the test fails: lab tests' fixtures do not run as
+/// `restricted` pods.
+struct PolicyInstalled(PathBuf);
+
+impl Drop for PolicyInstalled {
+    fn drop(&mut self) {
+        let _ = kubectl(
+            &[
+                "delete",
+                "--ignore-not-found",
+                "-f",
+                self.0.to_str().unwrap(),
+            ],
+            None,
+        );
+    }
+}
+
+/// The install's ValidatingAdmissionPolicy, on the lab's API server: a
+/// deployer cannot relax its Namespace's Pod Security nor write a
+/// privileged, host-namespace or hostPath pod template, whatever git
+/// says; its other changes, and an administrator's, go through.
+#[test]
+fn the_api_server_refuses_a_deployer_that_relaxes_pod_security() {
+    if !lab_enabled("the_api_server_refuses_a_deployer_that_relaxes_pod_security") {
+        return;
+    }
+    let _placement = PLACEMENT.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = "ferry-vap-test";
+    let _ = kubectl(
+        &["delete", "namespace", ns, "--wait=true", "--timeout=90s"],
+        None,
+    );
+    let setup = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{pod-security.kubernetes.io/enforce: restricted}}}}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: ferry-deployer, namespace: {ns}}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {ns}}}\nrules:\n- apiGroups: [\"\"]\n  resources: [namespaces]\n  verbs: [get, patch]\n  resourceNames: [{ns}]\n- apiGroups: [apps]\n  resources: [deployments]\n  verbs: [get, create, patch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {ns}}}\nsubjects: [{{kind: ServiceAccount, name: ferry-deployer, namespace: {ns}}}]\n"
+    );
+    let out = kubectl(&["apply", "--server-side", "-f", "-"], Some(&setup));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let policy = repo().join("environments/controller/admission-policy.yaml");
+    let _installed = PolicyInstalled(policy.clone());
+    let out = kubectl(
+        &["apply", "--server-side", "-f", policy.to_str().unwrap()],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deployer = format!("--as=system:serviceaccount:{ns}:ferry-deployer");
+    let label_with = |who: Option<&str>, value: &str, extra: &[&str]| {
+        let mut args = vec!["label", "namespace", ns, value, "--overwrite"];
+        args.extend_from_slice(extra);
+        if let Some(who) = who {
+            args.push(who);
+        }
+        kubectl(&args, None)
+    };
+    let label = |who: Option<&str>, value: &str| label_with(who, value, &[]);
+    let relax = "pod-security.kubernetes.io/enforce=privileged";
+    // The policy takes effect within a few seconds of its creation: wait
+    // with dry runs, which change nothing while it is not in force yet.
+    let mut refused = String::new();
+    wait_until(
+        "the policy to refuse the deployer",
+        Duration::from_secs(30),
+        || {
+            let out = label_with(Some(&deployer), relax, &["--dry-run=server"]);
+            refused = String::from_utf8_lossy(&out.stderr).into_owned();
+            !out.status.success()
+        },
+    );
+    assert!(
+        refused.contains("ferry-deployer-pod-security")
+            && refused.contains("may not relax Pod Security"),
+        "{refused}"
+    );
+    assert!(!label(Some(&deployer), relax).status.success());
+    for weaker in [
+        "pod-security.kubernetes.io/warn=baseline",
+        "pod-security.kubernetes.io/enforce-version=v1.20",
+    ] {
+        let out = label(Some(&deployer), weaker);
+        assert!(!out.status.success(), "{weaker} was allowed");
+    }
+    assert!(label(Some(&deployer), "team=placement").status.success());
+    let deployment = |pod: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n{pod}"
+        )
+    };
+    let container = "      containers: [{name: web, image: web:1}]\n";
+    let cases = [
+        (
+            "      containers: [{name: web, image: web:1, securityContext: {privileged: true}}]\n"
+                .to_owned(),
+            "may not run privileged containers",
+        ),
+        (
+            format!("{container}      hostPID: true\n"),
+            "host's network, PID or IPC",
+        ),
+        (
+            format!("{container}      volumes: [{{name: root, hostPath: {{path: /}}}}]\n"),
+            "may not mount hostPath volumes",
+        ),
+    ];
+    let apply = |manifest: &str| {
+        kubectl(
+            &[
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                &deployer,
+                "-f",
+                "-",
+            ],
+            Some(manifest),
+        )
+    };
+    for (pod, message) in &cases {
+        let out = apply(&deployment(pod));
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && said.contains(message), "{said}");
+    }
+    let out = apply(&deployment(container));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An administrator is not bound by it.
+    assert!(label(None, relax).status.success());
+    let _ = kubectl(&["delete", "namespace", ns, "--wait=false"], None);
+    let _ = kubectl(&["delete", "clusterrole,clusterrolebinding", ns], None);
+}
