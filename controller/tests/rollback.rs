@@ -63,9 +63,27 @@ fn a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked() {
             && events.contains("CrashLoopBackOff"),
         "{events}"
     );
+    // The crashing container's log lines are evidence too, but only for
+    // readers of its namespace: in an Event on the Deployment there, and
+    // not in the Environment's namespace.
     assert!(
-        events.contains("crashing on purpose"),
-        "the crashing container's log is in the evidence: {events}"
+        !events.contains("crashing on purpose")
+            && events.contains("last log lines: in the Events of Deployment.apps"),
+        "{events}"
+    );
+    let workload_events = k(&[
+        "get",
+        "events",
+        "-n",
+        &lab.target,
+        "--field-selector",
+        "involvedObject.kind=Deployment,involvedObject.name=placement",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        workload_events.contains("crashing on purpose"),
+        "the crashing container's log is in the Deployment's Events: {workload_events}"
     );
 
     // No flapping: three intervals later the failed revision is still not applied.

@@ -114,16 +114,27 @@ pub fn cap_marked(text: &str, limit: usize, mark: &str) -> String {
     format!("{}{mark}", &text[..end])
 }
 
-/// The evidence as text: the failing object, each pod's waiting reason and
-/// restarts, its last events, and the last log lines of a crashing
-/// container; capped at `limit` bytes.
+/// The evidence as text, in two parts by who may read them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Described {
+    /// The failing object, each pod's waiting reason and restarts, its
+    /// last events: for the Environment's Event.
+    pub text: String,
+    /// The last log lines of each crashing container (empty when none):
+    /// only for where readers of the pods' namespace look, since people
+    /// who may read the Environment may not read `pods/log` there.
+    pub logs: String,
+}
+
+/// The evidence: see [`Described`]; each part capped at `limit` bytes.
 pub async fn describe(
     client: &Client,
     namespace: Option<&str>,
     evidence: &Evidence,
     limit: usize,
-) -> String {
+) -> Described {
     let mut text = format!("{}: {}", evidence.object, evidence.summary);
+    let mut logs = String::new();
     for pod in evidence.pods.iter().take(3) {
         text.push_str(&format!(
             "\npod {} container {}: {} ({} restarts){}",
@@ -164,14 +175,24 @@ pub async fn describe(
                 if let Ok(log) = pods.logs(&pod.pod, &params).await
                     && !log.trim().is_empty()
                 {
-                    text.push_str("\n  log: ");
-                    text.push_str(&log.trim().replace('\n', "\n       "));
+                    if !logs.is_empty() {
+                        logs.push('\n');
+                    }
+                    logs.push_str(&format!(
+                        "pod {} container {} log: {}",
+                        pod.pod,
+                        pod.container,
+                        log.trim().replace('\n', "\n       ")
+                    ));
                     break;
                 }
             }
         }
     }
-    cap(&text, limit)
+    Described {
+        text: cap(&text, limit),
+        logs: cap(&logs, limit),
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -204,7 +205,7 @@ impl World for Live<'_> {
             .client
             .clone()
             .unwrap_or_else(|| self.ctx.client.clone());
-        failure_event(self.env, &client, rollout, evidence).await
+        failure_event(self.env, self.ctx, &client, rollout, evidence).await
     }
 }
 
@@ -260,10 +261,13 @@ async fn look(
     Ok((Look { verdict, attempts }, client))
 }
 
-/// The Warning Event of a failed gate: the evidence with the failing pods'
-/// events and last log lines.
+/// The Warning Event of a failed gate, on the Environment: the evidence
+/// with the failing pods' states and events. Their last log lines go into
+/// an Event on the failing workload, in its own namespace, where readers
+/// of that namespace look (and not readers of the Environment alone).
 async fn failure_event(
     env: &Environment,
+    ctx: &Context,
     client: &Client,
     rollout: &Rollout,
     evidence: Option<&Evidence>,
@@ -271,7 +275,35 @@ async fn failure_event(
     let mut note = String::new();
     if let Some(evidence) = evidence {
         let namespace = evidence_namespace(evidence, env);
-        note = observe::describe(client, namespace.as_deref(), evidence, observe::NOTE_LIMIT).await;
+        let described =
+            observe::describe(client, namespace.as_deref(), evidence, observe::NOTE_LIMIT).await;
+        note = described.text;
+        if !described.logs.is_empty()
+            && let Some(workload) = workload_of(env, evidence)
+        {
+            let event = kube::runtime::events::Event {
+                type_: EventType::Warning,
+                reason: reason::HEALTH_CHECK_FAILED.into(),
+                note: Some(observe::cap(
+                    &format!(
+                        "{} failed its health gate; the failing containers' last lines:\n{}",
+                        short_id(&rollout.revision),
+                        described.logs
+                    ),
+                    observe::NOTE_LIMIT,
+                )),
+                action: "Judge".into(),
+                secondary: None,
+            };
+            match ctx.recorder.publish(&event, &workload).await {
+                Ok(()) => note.push_str(&format!(
+                    "\n(the failing containers' last log lines: in the Events of {} in namespace {})",
+                    evidence.object,
+                    workload.namespace.as_deref().unwrap_or("")
+                )),
+                Err(e) => tracing::debug!(error = %e, "failed to publish the log lines' event"),
+            }
+        }
     }
     tracing::warn!(revision = %rollout.revision, evidence = %note, "health check failed");
     (
@@ -285,6 +317,24 @@ async fn failure_event(
             observe::NOTE_LIMIT,
         ),
     )
+}
+
+/// The failing object of `evidence` as an Event can name it: found in
+/// the Environment's inventory (which holds the version it was applied
+/// with).
+fn workload_of(env: &Environment, evidence: &Evidence) -> Option<ObjectReference> {
+    let status = env.status.as_ref()?;
+    let applied = status
+        .inventory
+        .iter()
+        .find(|r| r.to_string() == evidence.object)?;
+    Some(ObjectReference {
+        api_version: Some(applied.api_version()),
+        kind: Some(applied.kind.clone()),
+        namespace: applied.namespace.clone(),
+        name: Some(applied.name.clone()),
+        ..ObjectReference::default()
+    })
 }
 
 /// The namespace of the failing object, for its pods' events and logs.
