@@ -55,6 +55,7 @@ fn the_page_renders_in_chromium() {
         listed: Arc::new(AtomicBool::new(true)),
         webhook: None,
         token: None,
+        verifications: Default::default(),
     });
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

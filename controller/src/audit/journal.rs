@@ -124,6 +124,41 @@ async fn chunks(
     Ok(chunks.into_iter().map(|(_, c)| c).collect())
 }
 
+/// The name and resourceVersion of each of the Environment's history
+/// chunks, oldest first, from a list of their metadata only: what changes
+/// when anything in the history does, for a fraction of reading it.
+pub async fn versions(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<(String, String)>, JournalError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default().labels(&format!("{HISTORY_LABEL}={}", history_key(name)));
+    let list = api
+        .list_metadata(&params)
+        .await
+        .map_err(|source| JournalError::Request {
+            verb: "list",
+            environment: format!("{namespace}/{name}"),
+            source,
+        })?;
+    let mut versions: Vec<(u64, String, String)> = list
+        .items
+        .into_iter()
+        .filter_map(|c| {
+            let chunk = c.metadata.name?;
+            let index = index_of(&chunk, name)?;
+            Some((
+                index,
+                chunk,
+                c.metadata.resource_version.unwrap_or_default(),
+            ))
+        })
+        .collect();
+    versions.sort();
+    Ok(versions.into_iter().map(|(_, c, v)| (c, v)).collect())
+}
+
 /// The newest chunk only: its name from a list of metadata, then the one
 /// object, so an append does not read the whole history.
 async fn newest_chunk(

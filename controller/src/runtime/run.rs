@@ -189,6 +189,7 @@ async fn serve(
         listed: listed.clone(),
         webhook: api.webhook,
         token: api.token,
+        verifications: Default::default(),
     }));
     let listener = tokio::net::TcpListener::bind(addr)
         .await

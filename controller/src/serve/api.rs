@@ -31,9 +31,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::audit::chain::{self, Entry};
+use crate::audit::chain::Entry;
 use crate::audit::journal;
 use crate::crd::Environment;
+use crate::serve::verified::Verifications;
 use crate::serve::webhook;
 use crate::telemetry::metrics::Metrics;
 
@@ -52,7 +53,13 @@ pub struct ApiState {
     /// When set, `/` and `/api/` answer only requests with
     /// `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// The histories' verifications, kept until they change.
+    pub verifications: Verifications,
 }
+
+/// Requests to the page and the API served at once; more get 503 at
+/// once (rather than queueing without bound), each with what it holds.
+pub const API_CONCURRENCY: usize = 8;
 
 /// The GitHub webhook's shared secret.
 pub struct Webhook {
@@ -84,7 +91,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/api/v1/environments/{namespace}/{name}/history/verify",
             get(verify),
         )
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), bearer));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), bearer))
+        .layer(shed(API_CONCURRENCY));
     Router::new()
         .merge(guarded)
         .route("/healthz", get(healthz))
@@ -107,6 +115,53 @@ pub fn router(state: Arc<ApiState>) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// At most `limit` requests at once; more are answered 503 with a
+/// Retry-After at once.
+pub fn shed<S>(
+    limit: usize,
+) -> impl tower::Layer<
+    S,
+    Service = impl tower::Service<
+        axum::extract::Request,
+        Response = Response,
+        Error = std::convert::Infallible,
+        Future = impl Send + 'static,
+    > + Clone
+              + Send
+              + Sync
+              + 'static,
+> + Clone
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(
+            |_: tower::BoxError| async {
+                let mut answer = ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many requests at once; retry in a second".into(),
+                )
+                .into_response();
+                answer.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                answer
+            },
+        ))
+        .load_shed()
+        // One limit shared by every route the layer is applied to.
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limit))
 }
 
 /// Lets a request through when no token is configured or it carries it.
@@ -142,20 +197,15 @@ async fn bearer(
 async fn status_page(State(state): State<Arc<ApiState>>) -> axum::response::Html<String> {
     let mut environments: Vec<Arc<Environment>> = state.environments.state();
     environments.sort_by_key(|e| (e.namespace(), e.name_any()));
+    let present: std::collections::HashSet<String> = environments
+        .iter()
+        .map(|e| format!("{}/{}", e.namespace().unwrap_or_default(), e.name_any()))
+        .collect();
+    state.verifications.retain(|key| present.contains(key));
     let mut rows = Vec::new();
     for env in environments {
         let verification = match &state.client {
-            Some(client) => {
-                let namespace = env.namespace().unwrap_or_default();
-                Some(
-                    match journal::read(client, &namespace, &env.name_any()).await {
-                        Ok(entries) => chain::verify_against(&entries, 1, &witness_of(&env))
-                            .map(|v| v.head)
-                            .map_err(|b| b.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    },
-                )
-            }
+            Some(client) => Some(state.verifications.of(client, &env).await.map(|v| v.head)),
             None => None,
         };
         rows.push((env.as_ref().clone(), verification));
@@ -255,6 +305,11 @@ fn find(state: &ApiState, namespace: &str, name: &str) -> Result<Arc<Environment
 async fn list(State(state): State<Arc<ApiState>>) -> Json<Value> {
     let mut environments: Vec<Arc<Environment>> = state.environments.state();
     environments.sort_by_key(|e| (e.namespace(), e.name_any()));
+    let present: std::collections::HashSet<String> = environments
+        .iter()
+        .map(|e| format!("{}/{}", e.namespace().unwrap_or_default(), e.name_any()))
+        .collect();
+    state.verifications.retain(|key| present.contains(key));
     Json(json!({ "environments": environments.iter().map(|e| summary(e)).collect::<Vec<_>>() }))
 }
 
@@ -329,25 +384,17 @@ async fn verify(
     State(state): State<Arc<ApiState>>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let entries = read_history(&state, &namespace, &name).await?;
-    let witness = state
-        .environments
-        .get(&ObjectRef::new(&name).within(&namespace))
-        .map(|env| witness_of(&env))
-        .unwrap_or_default();
-    Ok(Json(match chain::verify_against(&entries, 1, &witness) {
+    let env = find(&state, &namespace, &name)?;
+    let Some(client) = &state.client else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the history is not readable here".into(),
+        ));
+    };
+    Ok(Json(match state.verifications.of(client, &env).await {
         Ok(v) => json!({"verified": true, "entries": v.entries, "chainHead": v.head}),
-        Err(b) => json!({"verified": false, "entries": entries.len(), "break": b.to_string()}),
+        Err(b) => json!({"verified": false, "break": b}),
     }))
-}
-
-/// The history entries an Environment's status names: the witness a
-/// deleted tail is caught against.
-fn witness_of(env: &Environment) -> Vec<Entry> {
-    env.status
-        .as_ref()
-        .map(|s| s.history.clone())
-        .unwrap_or_default()
 }
 
 fn header<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
@@ -552,6 +599,7 @@ mod tests {
                 secret: b"s3cr3t".to_vec(),
             }),
             token: None,
+            verifications: Default::default(),
         })
     }
 
@@ -739,6 +787,44 @@ mod tests {
             post(app, Some(sign(bad)), "6", "push", bad).await,
             StatusCode::BAD_REQUEST
         );
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_limit_are_turned_away_at_once() {
+        let (entered, release) = (
+            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        let (e, r) = (entered.clone(), release.clone());
+        let app: Router = Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(move || {
+                    let (e, r) = (e.clone(), r.clone());
+                    async move {
+                        e.notify_one();
+                        r.notified().await;
+                        "done"
+                    }
+                }),
+            )
+            .layer(shed(1));
+        let first = tokio::spawn(
+            app.clone()
+                .oneshot(Request::get("/slow").body(Body::empty()).unwrap()),
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(5), entered.notified())
+            .await
+            .expect("the first request reached its handler");
+        let second = app
+            .clone()
+            .oneshot(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(second.headers()["retry-after"], "1");
+        release.notify_one();
+        assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
     }
 
     #[tokio::test]
