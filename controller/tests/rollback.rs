@@ -118,12 +118,8 @@ fn a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked() {
 
     // The audit history tells the whole story, in order, and verifies.
     let entries = lab.history("test");
-    let results: Vec<&str> = entries
-        .iter()
-        .map(|e| e["result"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        results,
+        results(&entries),
         [
             "Applied",
             "Healthy", // the first release
@@ -567,30 +563,10 @@ fn the_other_replica_takes_over_when_the_leader_dies_mid_rollout() {
     }
     register_images();
     let mut lab = Lab::new("rb-ha", "rollout");
-    let first = lab.commit("first release");
-    let port_a = lab.start_replica("a");
-    std::thread::sleep(Duration::from_secs(1));
-    let port_b = lab.start_replica("b");
-    lab.environment("test", "");
-    wait_healthy(&lab, &first);
+    let (first, [port_a, port_b]) = two_replicas(&mut lab);
     let system = lab.system.clone();
-    let holder = || {
-        let out = ferry_lab_testkit::kubectl(
-            &[
-                "get",
-                "lease",
-                "-n",
-                &system,
-                "ferry-controller",
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-            ],
-            None,
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let holder = || lease_holder(&system);
     let leader = holder();
-    assert!(leader == "a" || leader == "b", "{leader:?}");
     let follower = if leader == "a" { "b" } else { "a" };
     // The follower serves the status API from its own cache.
     let follower_port = if follower == "a" { port_a } else { port_b };
@@ -619,12 +595,8 @@ fn the_other_replica_takes_over_when_the_leader_dies_mid_rollout() {
     );
     assert_eq!(holder(), follower);
     let entries = lab.history("test");
-    let results: Vec<&str> = entries
-        .iter()
-        .map(|e| e["result"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        results,
+        results(&entries),
         [
             "Applied",
             "Healthy",
@@ -656,28 +628,9 @@ fn a_paused_leader_writes_nothing_when_it_resumes() {
         "FERRY_LOG".into(),
         "info,ferry_controller::cluster::client=debug".into(),
     ));
-    let first = lab.commit("first release");
-    lab.start_replica("a");
-    std::thread::sleep(Duration::from_secs(1));
-    lab.start_replica("b");
-    lab.environment("test", "");
-    wait_healthy(&lab, &first);
+    two_replicas(&mut lab);
     let system = lab.system.clone();
-    let holder = || {
-        let out = ferry_lab_testkit::kubectl(
-            &[
-                "get",
-                "lease",
-                "-n",
-                &system,
-                "ferry-controller",
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-            ],
-            None,
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let holder = || lease_holder(&system);
     let leader = holder();
     let follower = if leader == "a" { "b" } else { "a" };
     let pid = lab
@@ -731,14 +684,45 @@ fn a_paused_leader_writes_nothing_when_it_resumes() {
         after_resume("refused a write").len()
     );
     let entries = lab.history("test");
-    let results: Vec<&str> = entries
-        .iter()
-        .map(|e| e["result"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        results,
+        results(&entries),
         ["Applied", "Healthy", "Applied", "Healthy"],
         "{entries:#?}"
     );
     lab.verified_history("test");
+}
+
+/// Replicas `a` and `b` with leader election, and a first release
+/// healthy: its commit, and the replicas' HTTP ports.
+fn two_replicas(lab: &mut Lab) -> (String, [u16; 2]) {
+    let first = lab.commit("first release");
+    let port_a = lab.start_replica("a");
+    std::thread::sleep(Duration::from_secs(1));
+    let port_b = lab.start_replica("b");
+    lab.environment("test", "");
+    wait_healthy(lab, &first);
+    let leader = lease_holder(&lab.system);
+    assert!(leader == "a" || leader == "b", "{leader:?}");
+    (first, [port_a, port_b])
+}
+
+/// Who holds the controller's Lease in `namespace`.
+fn lease_holder(namespace: &str) -> String {
+    k(&[
+        "get",
+        "lease",
+        "-n",
+        namespace,
+        "ferry-controller",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+}
+
+/// The results of history entries, in order.
+fn results(entries: &[Value]) -> Vec<&str> {
+    entries
+        .iter()
+        .map(|e| e["result"].as_str().unwrap_or_default())
+        .collect()
 }

@@ -198,7 +198,9 @@ pub fn healthy_release_with(
     std::fs::write(lab.work.join("bystander-version"), version).unwrap();
     wait_healthy(&lab, &first);
     let mut address = String::new();
-    wait_until("the load balancer", Duration::from_secs(30), || {
+    // On a loaded 2-core machine, after API server restarts by the fault
+    // tests, the first answer through the load balancer took over 30 s once.
+    wait_until("the load balancer", Duration::from_secs(60), || {
         let ip = lab.get("service", "placement").and_then(|s| {
             s["status"]["loadBalancer"]["ingress"][0]["ip"]
                 .as_str()
