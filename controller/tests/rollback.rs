@@ -195,30 +195,11 @@ fn a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked() {
     // from the status first, and links after them.
     let chunk = "ferry-history-test-00001";
     let system = lab.system.clone();
-    let read_chunk = || -> Value {
-        serde_json::from_str(&k(&[
-            "get",
-            "configmap",
-            "-n",
-            &system,
-            chunk,
-            "-o",
-            "json",
-        ]))
-        .unwrap()
-    };
-    let mut configmap = read_chunk();
-    let mut stored: Vec<Value> =
-        serde_json::from_str(configmap["data"]["entries.json"].as_str().unwrap()).unwrap();
-    let total = stored.len();
-    stored.truncate(total - 2);
-    configmap["data"]["entries.json"] = serde_json::to_string(&stored).unwrap().into();
-    let out = ferry_lab_testkit::kubectl(&["replace", "-f", "-"], Some(&configmap.to_string()));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut total = 0;
+    edit_chunk(&system, chunk, |entries| {
+        total = entries.len();
+        entries.truncate(total - 2);
+    });
     let trimmed = ferry(&["history", "verify", &format!("{}/test", lab.system)]);
     let said = String::from_utf8_lossy(&trimmed.stdout);
     assert_eq!(trimmed.status.code(), Some(1), "{said}");
@@ -239,17 +220,9 @@ fn a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked() {
 
     // Someone rewrites an entry in the cluster: verification names it.
     lab.stop_controller();
-    let mut configmap = read_chunk();
-    let mut stored: Vec<Value> =
-        serde_json::from_str(configmap["data"]["entries.json"].as_str().unwrap()).unwrap();
-    stored[3]["summary"] = "nothing to see here".into();
-    configmap["data"]["entries.json"] = serde_json::to_string(&stored).unwrap().into();
-    let out = ferry_lab_testkit::kubectl(&["replace", "-f", "-"], Some(&configmap.to_string()));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut stored = edit_chunk(&system, chunk, |entries| {
+        entries[3]["summary"] = "nothing to see here".into();
+    });
     let broken = ferry(&["history", "verify", &format!("{}/test", lab.system)]);
     assert_eq!(broken.status.code(), Some(1));
     assert!(
@@ -690,6 +663,33 @@ fn a_paused_leader_writes_nothing_when_it_resumes() {
         "{entries:#?}"
     );
     lab.verified_history("test");
+}
+
+/// Rewrites the entries of history chunk `chunk` in `namespace` as `edit`
+/// says, as someone with write access to its ConfigMaps could; the
+/// entries written.
+fn edit_chunk(namespace: &str, chunk: &str, edit: impl FnOnce(&mut Vec<Value>)) -> Vec<Value> {
+    let mut configmap: Value = serde_json::from_str(&k(&[
+        "get",
+        "configmap",
+        "-n",
+        namespace,
+        chunk,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let mut entries: Vec<Value> =
+        serde_json::from_str(configmap["data"]["entries.json"].as_str().unwrap()).unwrap();
+    edit(&mut entries);
+    configmap["data"]["entries.json"] = serde_json::to_string(&entries).unwrap().into();
+    let out = ferry_lab_testkit::kubectl(&["replace", "-f", "-"], Some(&configmap.to_string()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    entries
 }
 
 /// Replicas `a` and `b` with leader election, and a first release
