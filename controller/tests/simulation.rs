@@ -633,8 +633,7 @@ fn scenario(seed: u64, keep_trace: bool) -> Run {
         let written = !faulted_journal && (quiet || !rng.random_bool(setup.status_fails));
         if written {
             // Computed from the status as stored now (a release recorded
-            // during the step changed it), as the live write does after
-            // its conflict.
+            // during the step changed it), as the live write does.
             status = status::status_after(
                 &status,
                 m.generation,

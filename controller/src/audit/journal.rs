@@ -133,16 +133,27 @@ pub async fn versions(
     name: &str,
 ) -> Result<Vec<(String, String)>, JournalError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let chunks = chunk_names(&api, name, &format!("{namespace}/{name}")).await?;
+    Ok(chunks.into_iter().map(|(_, c, v)| (c, v)).collect())
+}
+
+/// Index, name and resourceVersion of each chunk, oldest first, from a
+/// list of metadata.
+async fn chunk_names(
+    api: &Api<ConfigMap>,
+    name: &str,
+    environment: &str,
+) -> Result<Vec<(u64, String, String)>, JournalError> {
     let params = ListParams::default().labels(&format!("{HISTORY_LABEL}={}", history_key(name)));
     let list = api
         .list_metadata(&params)
         .await
         .map_err(|source| JournalError::Request {
             verb: "list",
-            environment: format!("{namespace}/{name}"),
+            environment: environment.to_owned(),
             source,
         })?;
-    let mut versions: Vec<(u64, String, String)> = list
+    let mut chunks: Vec<(u64, String, String)> = list
         .items
         .into_iter()
         .filter_map(|c| {
@@ -155,8 +166,8 @@ pub async fn versions(
             ))
         })
         .collect();
-    versions.sort();
-    Ok(versions.into_iter().map(|(_, c, v)| (c, v)).collect())
+    chunks.sort();
+    Ok(chunks)
 }
 
 /// The newest chunk only: its name from a list of metadata, then the one
@@ -166,28 +177,16 @@ async fn newest_chunk(
     name: &str,
     environment: &str,
 ) -> Result<Option<ConfigMap>, JournalError> {
-    let request = |verb: &'static str| {
-        let environment = environment.to_owned();
-        move |source| JournalError::Request {
-            verb,
-            environment,
-            source,
-        }
+    let Some((_, chunk, _)) = chunk_names(api, name, environment).await?.pop() else {
+        return Ok(None);
     };
-    let params = ListParams::default().labels(&format!("{HISTORY_LABEL}={}", history_key(name)));
-    let names = api.list_metadata(&params).await.map_err(request("list"))?;
-    let newest = names
-        .items
-        .iter()
-        .filter_map(|m| {
-            let chunk = m.metadata.name.as_deref()?;
-            Some((index_of(chunk, name)?, chunk.to_owned()))
+    api.get_opt(&chunk)
+        .await
+        .map_err(|source| JournalError::Request {
+            verb: "read",
+            environment: environment.to_owned(),
+            source,
         })
-        .max();
-    match newest {
-        Some((_, chunk)) => api.get_opt(&chunk).await.map_err(request("read")),
-        None => Ok(None),
-    }
 }
 
 /// The entries of the newest chunk sealed after the newest of

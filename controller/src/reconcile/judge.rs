@@ -38,8 +38,14 @@ pub const TEST_PANIC_ENV: &str = "FERRY_TEST_PANIC";
 
 /// One step of the release of `env` ([`machine::step`]) against the live
 /// world; `interval`: the Environment's, already checked. The notes are
-/// for Events.
-pub async fn step(env: &Environment, ctx: &Context, interval: Duration) -> Stepped {
+/// for Events. With it, the Environment as the step's own status patch
+/// (the release about to be applied) left it, so the status write that
+/// follows starts from there instead of meeting a conflict.
+pub async fn step(
+    env: &Environment,
+    ctx: &Context,
+    interval: Duration,
+) -> (Stepped, Option<Environment>) {
     #[cfg(debug_assertions)]
     if let Ok(target) = std::env::var(TEST_PANIC_ENV) {
         let this = format!(
@@ -81,12 +87,13 @@ pub async fn step(env: &Environment, ctx: &Context, interval: Duration) -> Stepp
         ctx,
         health_timeout,
         client: None,
+        stored: None,
     };
     let stepped = machine::step(&facts, &mut world).await;
     if stepped.head_seen {
         ctx.head_looked(&key);
     }
-    stepped
+    (stepped, world.stored)
 }
 
 /// The world a step acts on: git through the repository cache, the
@@ -97,6 +104,8 @@ struct Live<'a> {
     health_timeout: Duration,
     /// The deployer's client of the last look, which reads the evidence.
     client: Option<Client>,
+    /// The Environment as [`World::intend`]'s status patch left it.
+    stored: Option<Environment>,
 }
 
 impl World for Live<'_> {
@@ -139,9 +148,8 @@ impl World for Live<'_> {
     }
 
     async fn intend(&mut self, applying: &Applying) -> Result<(), Outcome> {
-        // A merge patch of this one field: it changes the
-        // resourceVersion, so the status write that ends the step
-        // re-reads and computes from the status that has it.
+        // A merge patch of this one field; the Environment it returns is
+        // what the status write that ends the step starts from.
         let api: Api<Environment> = Api::namespaced(
             self.ctx.client.clone(),
             &self.env.namespace().unwrap_or_default(),
@@ -153,7 +161,7 @@ impl World for Live<'_> {
             &Patch::Merge(&patch),
         )
         .await
-        .map(|_| ())
+        .map(|stored| self.stored = Some(stored))
         .map_err(|e| {
             let message = format!(
                 "failed to record in the status the release about to be applied (nothing was applied): {}",

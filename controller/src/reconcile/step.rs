@@ -39,19 +39,20 @@ pub async fn run(
     let trigger = trigger(env, ctx.first_since_start(env));
     let before = env.status.clone().unwrap_or_default();
     let interval = parse_interval(&env.spec.interval).map(|i| i.max(MIN_INTERVAL));
-    let (outcome, mut events) = match interval {
-        _ if env.spec.suspend => (Outcome::Suspended, Vec::new()),
+    // With the Environment as the step's own status patch left it, if any.
+    let (outcome, mut events, stored) = match interval {
+        _ if env.spec.suspend => (Outcome::Suspended, Vec::new(), None),
         None => {
             let message = format!(
                 "spec.interval {:?} is not a duration of at most 168h such as 30s, 5m or 1h30m",
                 env.spec.interval
             );
             let invalid = failed(None, FailureClass::Terminal, reason::INVALID_SPEC, message);
-            (invalid, Vec::new())
+            (invalid, Vec::new(), None)
         }
         Some(interval) => contained(judge::step(env, ctx, interval))
             .await
-            .map(|stepped| (stepped.outcome, stepped.notes))
+            .map(|(stepped, stored)| (stepped.outcome, stepped.notes, stored))
             .unwrap_or_else(|message| {
                 let message = format!(
                     "the controller panicked reconciling this Environment: {message}; \
@@ -63,7 +64,7 @@ pub async fn run(
                     reason::RECONCILE_PANICKED,
                     message,
                 );
-                (panicked, Vec::new())
+                (panicked, Vec::new(), None)
             }),
     };
     let interval = interval.unwrap_or(Duration::from_secs(300));
@@ -90,7 +91,7 @@ pub async fn run(
     events.extend(follow.events);
     publish(env, ctx, events, sealed.last()).await;
 
-    let written = write_status(api, env, &outcome, &sealed)
+    let written = write_status(api, env, stored.as_ref(), &outcome, &sealed)
         .await
         .map_err(|source| ReconcileError::Status {
             name: format!("{ns}/{name}"),

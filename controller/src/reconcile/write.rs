@@ -16,17 +16,20 @@ use super::status::status_after;
 /// Status writes that lose a race are recomputed and retried this often.
 const STATUS_ATTEMPTS: usize = 3;
 
-/// Writes the status `outcome` leads to; when someone wrote in between (a
-/// status write or a change of the spec or annotations), reads again and
-/// recomputes.
+/// Writes the status `outcome` leads to, over `stored` (the Environment
+/// as the step's own status patch left it, if it made one; else `env` as
+/// read); when someone else wrote in between (a status write or a change
+/// of the spec or annotations), reads again and recomputes. The request
+/// and retry handled are those of `env`, which the step acted on.
 pub async fn write_status(
     api: &Api<Environment>,
     env: &Environment,
+    stored: Option<&Environment>,
     outcome: &Outcome,
     sealed: &[Entry],
 ) -> Result<EnvironmentStatus, kube::Error> {
     let name = env.name_any();
-    let mut current = env.clone();
+    let mut current = stored.unwrap_or(env).clone();
     for attempt in 1..=STATUS_ATTEMPTS {
         let previous = current.status.clone().unwrap_or_default();
         let status = status_after(

@@ -58,10 +58,7 @@ pub enum Step {
 /// The Lease as last seen, and when (by this replica's clock) it was
 /// first seen so: expiry is measured from then.
 #[derive(Debug, Clone, Default)]
-pub struct Observed {
-    spec: Option<LeaseSpec>,
-    at: Option<Instant>,
-}
+pub struct Observed(Option<(LeaseSpec, Instant)>);
 
 /// Decides from the Lease as read at `now` (pure but for `observed`,
 /// which it brings up to date).
@@ -74,10 +71,13 @@ pub fn decide(
     let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
         return Step::Acquire;
     };
-    if observed.spec.as_ref() != Some(spec) || observed.at.is_none() {
-        observed.spec = Some(spec.clone());
-        observed.at = Some(now);
-    }
+    let unchanged_since = match &observed.0 {
+        Some((seen, at)) if seen == spec => *at,
+        _ => {
+            observed.0 = Some((spec.clone(), now));
+            now
+        }
+    };
     let holder = spec.holder_identity.clone().unwrap_or_default();
     if holder == identity {
         return Step::Renew;
@@ -89,7 +89,6 @@ pub fn decide(
         .lease_duration_seconds
         .and_then(|s| u64::try_from(s).ok())
         .map_or(LEASE_DURATION, |s| Duration::from_secs(s.clamp(1, 3600)));
-    let unchanged_since = observed.at.unwrap_or(now);
     if now.saturating_duration_since(unchanged_since) >= duration {
         Step::Acquire
     } else {
@@ -139,8 +138,7 @@ pub async fn round(
     };
     match written {
         Ok(lease) => {
-            observed.spec = lease.spec;
-            observed.at = Some(Instant::now());
+            observed.0 = lease.spec.map(|spec| (spec, Instant::now()));
             Ok(true)
         }
         // Another candidate wrote first.

@@ -197,15 +197,14 @@ async fn bearer(
 async fn status_page(State(state): State<Arc<ApiState>>) -> axum::response::Html<String> {
     let mut environments: Vec<Arc<Environment>> = state.environments.state();
     environments.sort_by_key(|e| (e.namespace(), e.name_any()));
-    let present: std::collections::HashSet<String> = environments
-        .iter()
-        .map(|e| format!("{}/{}", e.namespace().unwrap_or_default(), e.name_any()))
-        .collect();
-    state.verifications.retain(|key| present.contains(key));
+    state.verifications.keep_only(&environments);
     let mut rows = Vec::new();
     for env in environments {
         let verification = match &state.client {
-            Some(client) => Some(state.verifications.of(client, &env).await.map(|v| v.head)),
+            Some(client) => Some(match state.verifications.of(client, &env).await {
+                Ok(v) => v.result.map(|v| v.head).map_err(|b| b.to_string()),
+                Err(e) => Err(e.to_string()),
+            }),
             None => None,
         };
         rows.push((env.as_ref().clone(), verification));
@@ -305,11 +304,6 @@ fn find(state: &ApiState, namespace: &str, name: &str) -> Result<Arc<Environment
 async fn list(State(state): State<Arc<ApiState>>) -> Json<Value> {
     let mut environments: Vec<Arc<Environment>> = state.environments.state();
     environments.sort_by_key(|e| (e.namespace(), e.name_any()));
-    let present: std::collections::HashSet<String> = environments
-        .iter()
-        .map(|e| format!("{}/{}", e.namespace().unwrap_or_default(), e.name_any()))
-        .collect();
-    state.verifications.retain(|key| present.contains(key));
     Json(json!({ "environments": environments.iter().map(|e| summary(e)).collect::<Vec<_>>() }))
 }
 
@@ -327,20 +321,30 @@ async fn read_history(
     name: &str,
 ) -> Result<Vec<Entry>, ApiError> {
     find(state, namespace, name)?;
-    let Some(client) = &state.client else {
-        return Err(ApiError(
+    journal::read(history_client(state)?, namespace, name)
+        .await
+        .map_err(unreadable)
+}
+
+/// The client the histories are read with.
+fn history_client(state: &ApiState) -> Result<&kube::Client, ApiError> {
+    state.client.as_ref().ok_or_else(|| {
+        ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "the history is not readable here".into(),
-        ));
-    };
-    journal::read(client, namespace, name)
-        .await
-        .map_err(|e| match e {
-            journal::JournalError::Corrupt { .. } => {
-                ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-            }
-            _ => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        })
+        )
+    })
+}
+
+/// A history that could not be read: 422 when a chunk is not a history,
+/// 503 when the cluster did not answer.
+fn unreadable(e: journal::JournalError) -> ApiError {
+    match e {
+        journal::JournalError::Corrupt { .. } => {
+            ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+        _ => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }
 
 /// Query of the history page.
@@ -385,15 +389,16 @@ async fn verify(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let env = find(&state, &namespace, &name)?;
-    let Some(client) = &state.client else {
-        return Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the history is not readable here".into(),
-        ));
-    };
-    Ok(Json(match state.verifications.of(client, &env).await {
+    let verification = state
+        .verifications
+        .of(history_client(&state)?, &env)
+        .await
+        .map_err(unreadable)?;
+    Ok(Json(match verification.result {
         Ok(v) => json!({"verified": true, "entries": v.entries, "chainHead": v.head}),
-        Err(b) => json!({"verified": false, "break": b}),
+        Err(b) => {
+            json!({"verified": false, "entries": verification.entries, "break": b.to_string()})
+        }
     }))
 }
 

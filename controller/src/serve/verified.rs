@@ -5,18 +5,23 @@
 //! names did, so a page view over many Environments reads their
 //! histories once, not on every request.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use kube::{Client, ResourceExt};
 
-use crate::audit::chain;
-use crate::audit::journal;
+use crate::audit::chain::{self, Break, Verified};
+use crate::audit::journal::{self, JournalError};
 use crate::crd::Environment;
 
-/// What a verification found: the entries and the chain head, or the
-/// break (or why the history could not be read).
-pub type Verification = Result<chain::Verified, String>;
+/// What a verification of a history that could be read found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// The entries read.
+    pub entries: usize,
+    /// The chain head, or where the chain breaks.
+    pub result: Result<Verified, Break>,
+}
 
 /// What a cached verification was made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +39,13 @@ pub struct Verifications {
 
 impl Verifications {
     /// The verification of `env`'s history against its status: from the
-    /// cache when neither changed, else read and verified (and kept).
-    pub async fn of(&self, client: &Client, env: &Environment) -> Verification {
+    /// cache when neither changed, else read and verified (and kept). An
+    /// error when the history could not be read (nothing is kept then).
+    pub async fn of(
+        &self,
+        client: &Client,
+        env: &Environment,
+    ) -> Result<Verification, JournalError> {
         let (namespace, name) = (env.namespace().unwrap_or_default(), env.name_any());
         let key = format!("{namespace}/{name}");
         let witness = env
@@ -43,11 +53,8 @@ impl Verifications {
             .as_ref()
             .map(|s| s.history.clone())
             .unwrap_or_default();
-        let chunks = journal::versions(client, &namespace, &name)
-            .await
-            .map_err(|e| e.to_string())?;
         let inputs = Inputs {
-            chunks,
+            chunks: journal::versions(client, &namespace, &name).await?,
             witness: witness
                 .iter()
                 .map(|e| (e.sequence, e.sha256.clone()))
@@ -56,20 +63,24 @@ impl Verifications {
         if let Some((cached_inputs, verification)) = self.lock().get(&key)
             && *cached_inputs == inputs
         {
-            return verification.clone();
+            return Ok(verification.clone());
         }
-        let verification = match journal::read(client, &namespace, &name).await {
-            Ok(entries) => chain::verify_against(&entries, 1, &witness).map_err(|b| b.to_string()),
-            // A read that failed says nothing about the history: not kept.
-            Err(e) => return Err(e.to_string()),
+        let entries = journal::read(client, &namespace, &name).await?;
+        let verification = Verification {
+            entries: entries.len(),
+            result: chain::verify_against(&entries, 1, &witness),
         };
         self.lock().insert(key, (inputs, verification.clone()));
-        verification
+        Ok(verification)
     }
 
-    /// Forgets Environments that are gone.
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.lock().retain(|key, _| keep(key));
+    /// Forgets the Environments not in `present` (deleted since).
+    pub fn keep_only(&self, present: &[Arc<Environment>]) {
+        let present: HashSet<String> = present
+            .iter()
+            .map(|e| format!("{}/{}", e.namespace().unwrap_or_default(), e.name_any()))
+            .collect();
+        self.lock().retain(|key, _| present.contains(key));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Inputs, Verification)>> {
