@@ -100,21 +100,29 @@ pub fn parse_chunk(configmap: &ConfigMap) -> Result<Vec<Entry>, JournalError> {
     })
 }
 
+/// Selects Environment `name`'s history chunks.
+fn of_environment(name: &str) -> ListParams {
+    ListParams::default().labels(&format!("{HISTORY_LABEL}={}", history_key(name)))
+}
+
+fn listing_failed(environment: &str, source: kube::Error) -> JournalError {
+    JournalError::Request {
+        verb: "list",
+        environment: environment.to_owned(),
+        source,
+    }
+}
+
 /// The Environment's history chunks, oldest first.
 async fn chunks(
     api: &Api<ConfigMap>,
     name: &str,
     environment: &str,
 ) -> Result<Vec<ConfigMap>, JournalError> {
-    let params = ListParams::default().labels(&format!("{HISTORY_LABEL}={}", history_key(name)));
     let list = api
-        .list(&params)
+        .list(&of_environment(name))
         .await
-        .map_err(|source| JournalError::Request {
-            verb: "list",
-            environment: environment.to_owned(),
-            source,
-        })?;
+        .map_err(|source| listing_failed(environment, source))?;
     let mut chunks: Vec<(u64, ConfigMap)> = list
         .items
         .into_iter()
@@ -144,15 +152,10 @@ async fn chunk_names(
     name: &str,
     environment: &str,
 ) -> Result<Vec<(u64, String, String)>, JournalError> {
-    let params = ListParams::default().labels(&format!("{HISTORY_LABEL}={}", history_key(name)));
     let list = api
-        .list_metadata(&params)
+        .list_metadata(&of_environment(name))
         .await
-        .map_err(|source| JournalError::Request {
-            verb: "list",
-            environment: environment.to_owned(),
-            source,
-        })?;
+        .map_err(|source| listing_failed(environment, source))?;
     let mut chunks: Vec<(u64, String, String)> = list
         .items
         .into_iter()
