@@ -164,7 +164,7 @@ fn what_kustomize_refuses_ferry_refuses_naming_the_file() {
         );
         cases += 1;
     }
-    assert!(cases >= 8, "only {cases} cases in {}", dir.display());
+    assert!(cases >= 11, "only {cases} cases in {}", dir.display());
 }
 
 /// What `ferry-controller render` prints, fed to kubectl (a YAML 1.1

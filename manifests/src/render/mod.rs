@@ -144,8 +144,7 @@ fn build(files: &dyn Files, dir: &str, depth: usize) -> Result<Vec<Value>, Rende
         return plain_folder(files, dir);
     };
     let text = read_text(files, &file, &file)?;
-    let k: Kustomization = serde_norway::from_str(&text).map_err(|e| {
-        let message = e.to_string();
+    let k: Kustomization = kustomization::parse(&text).map_err(|message| {
         match message
             .split("unknown field `")
             .nth(1)
@@ -457,7 +456,11 @@ fn apply_patch(
                     meta.remove("name");
                     meta.remove("namespace");
                 }
-                patch::strategic_merge(object, &body);
+                patch::strategic_merge(object, &body).map_err(|message| RenderError::Patch {
+                    file: source.clone(),
+                    object: object_id(object),
+                    message,
+                })?;
             }
             if !delete.contains(&i) {
                 let object = &objects[i];

@@ -5,9 +5,11 @@
 //! Guarantees: an object that passes has a non-empty string `apiVersion`
 //! and `kind`, a `metadata` mapping with a non-empty string `name`, a
 //! string `namespace` when set, string-to-string `labels` and
-//! `annotations` when set, and a mapping `spec` when set. kustomize
-//! refuses the objects this refuses; the error names the file, the object
-//! and the field.
+//! `annotations` when set, and a mapping `spec` when set; in workloads,
+//! every field on the way to a name kustomize may rewrite (ConfigMaps,
+//! Secrets, volumes, service accounts in the pod template) is a mapping
+//! or a list of mappings, never a scalar. kustomize refuses the objects
+//! this refuses; the error names the file, the object and the field.
 
 use serde_json::Value;
 
@@ -134,7 +136,82 @@ pub fn check(object: &Value) -> Result<(), String> {
             format!("`spec` must be a mapping, found {}", describe(spec)),
         ));
     }
+    if let Some(pod) = kind.and_then(pod_spec_path) {
+        for reference in POD_REFERENCES {
+            let path: Vec<&str> = pod.iter().chain(reference.iter()).copied().collect();
+            walk(object, &path, "").map_err(|message| invalid(&what, message))?;
+        }
+    }
     Ok(())
+}
+
+/// Where a workload kind keeps its pod spec.
+fn pod_spec_path(kind: &str) -> Option<&'static [&'static str]> {
+    match kind {
+        "Pod" => Some(&["spec"]),
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" => {
+            Some(&["spec", "template", "spec"])
+        }
+        "CronJob" => Some(&["spec", "jobTemplate", "spec", "template", "spec"]),
+        _ => None,
+    }
+}
+
+/// The names in a pod spec that kustomize's name references rewrite (the
+/// last segment is the name itself).
+const POD_REFERENCES: &[&[&str]] = &[
+    &["containers", "env", "valueFrom", "configMapKeyRef", "name"],
+    &["containers", "env", "valueFrom", "secretKeyRef", "name"],
+    &["containers", "envFrom", "configMapRef", "name"],
+    &["containers", "envFrom", "secretRef", "name"],
+    &[
+        "initContainers",
+        "env",
+        "valueFrom",
+        "configMapKeyRef",
+        "name",
+    ],
+    &["initContainers", "env", "valueFrom", "secretKeyRef", "name"],
+    &["initContainers", "envFrom", "configMapRef", "name"],
+    &["initContainers", "envFrom", "secretRef", "name"],
+    &["volumes", "configMap", "name"],
+    &["volumes", "secret", "secretName"],
+    &["volumes", "persistentVolumeClaim", "claimName"],
+    &["volumes", "projected", "sources", "configMap", "name"],
+    &["volumes", "projected", "sources", "secret", "name"],
+    &["imagePullSecrets", "name"],
+    &["serviceAccountName"],
+];
+
+/// Follows `path` through mappings and every item of lists, as kustomize
+/// does when it looks for a name: a scalar on the way is an error, a
+/// missing or null field ends the walk.
+fn walk(value: &Value, path: &[&str], at: &str) -> Result<(), String> {
+    let Some((first, rest)) = path.split_first() else {
+        return Ok(());
+    };
+    match value {
+        Value::Null => Ok(()),
+        Value::Object(map) => match map.get(*first) {
+            Some(next) => {
+                let at = if at.is_empty() {
+                    (*first).to_owned()
+                } else {
+                    format!("{at}.{first}")
+                };
+                walk(next, rest, &at)
+            }
+            None => Ok(()),
+        },
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| walk(item, path, &format!("{at}[{i}]"))),
+        scalar => Err(format!(
+            "`{at}` must be a mapping or a list of mappings, found {} (kustomize looks for the names of ConfigMaps, Secrets and volumes there)",
+            describe(scalar)
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +227,23 @@ mod tests {
     fn well_formed_objects_pass() {
         object(
             &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"a": "b"}}, "data": {}}),
+            "f",
+        )
+        .unwrap();
+        // A mapping or null where kustomize expects a list is accepted, as
+        // kustomize accepts it; so is a scalar in a kind without a pod.
+        for spec in [
+            json!({"template": {"spec": {"containers": {"name": "a"}, "volumes": null}}}),
+            json!({"template": {"spec": {"containers": [{"name": "a", "args": "x"}]}}}),
+        ] {
+            object(
+                &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": spec}),
+                "f",
+            )
+            .unwrap();
+        }
+        object(
+            &json!({"apiVersion": "x/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"template": 7}}),
             "f",
         )
         .unwrap();
@@ -185,6 +279,18 @@ mod tests {
             (
                 json!(["a"]),
                 "expected a Kubernetes object (a mapping), found a list",
+            ),
+            (
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": "hello"}}}}),
+                "Deployment d: `spec.template.spec.containers` must be a mapping or a list of mappings, found a string",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "env": [7]}]}}),
+                "`spec.containers[0].env[0]` must be a mapping or a list of mappings, found a number",
+            ),
+            (
+                json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"}, "spec": {"jobTemplate": {"spec": {"template": "x"}}}}),
+                "`spec.jobTemplate.spec.template` must be a mapping",
             ),
         ] {
             let message = error(value);
