@@ -1,7 +1,8 @@
 //! The GitHub webhook against the lab: a signed push makes the
 //! Environments that follow the repository reconcile at once, and the
 //! history records who pushed; unsigned, wrongly signed and replayed
-//! deliveries change nothing.
+//! deliveries change nothing, and fifty unsigned 25 MB bodies at once do
+//! not grow the controller past 128 MiB (the install's limit is 256 MiB).
 
 mod common;
 
@@ -17,10 +18,22 @@ fn a_signed_push_triggers_the_environments_that_follow_it() {
     }
     // A long interval: only the webhook can explain a quick reconcile.
     let (lab, _) = Lab::running("hook", "ctrl-test", "\n  interval: 1h");
-    // A verdict is followed by one more look at git 2 s later (so a
-    // commit pushed while a release was judged waits no interval): let
-    // it pass first.
-    std::thread::sleep(Duration::from_secs(4));
+    // Unsigned floods first; the signed push below must still work after
+    // them. A verdict is followed by one more look at git 2 s later (so a
+    // commit pushed while a release was judged waits no interval): that
+    // passes during the floods, or after.
+    let settled = Instant::now() + Duration::from_secs(4);
+    let peaks = flood(&lab);
+    std::thread::sleep(settled.saturating_duration_since(Instant::now()));
+    eprintln!(
+        "50 parallel unsigned 25 MB POSTs: peak resident memory {peaks:?} MiB (content-length, chunked)"
+    );
+    for peak in peaks {
+        assert!(
+            peak < 128.0,
+            "the controller grew to {peak} MiB under unsigned POSTs"
+        );
+    }
     lab.edit("config.yaml", "mode: fast", "mode: pushed");
     let pushed = lab.commit("pushed");
     let body = format!(
@@ -76,4 +89,57 @@ fn a_signed_push_triggers_the_environments_that_follow_it() {
             && !trigger.contains("d-4"),
         "{trigger}"
     );
+}
+
+/// Sends 50 unsigned 25 MB POSTs at once, with a Content-Length and then
+/// chunked, and returns the controller's peak resident memory (MiB) in
+/// each round, sampled every 20 ms.
+fn flood(lab: &Lab) -> [f64; 2] {
+    let pid = lab.controller_pid().expect("the controller runs");
+    let body = lab.work.join("flood-body");
+    std::fs::write(&body, vec![b'x'; 25_000_000]).unwrap();
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    let round = |chunked: bool| {
+        let mut curls: Vec<_> = (0..50)
+            .map(|i| {
+                let mut curl = std::process::Command::new("curl");
+                curl.args(["-s", "-o", "/dev/null", "-H", "Expect:"])
+                    .args(["-H", "X-GitHub-Event: push"])
+                    .args(["-H", &format!("X-GitHub-Delivery: flood-{chunked}-{i}")])
+                    .arg("--data-binary")
+                    .arg(format!("@{}", body.display()));
+                if chunked {
+                    curl.args(["-H", "Transfer-Encoding: chunked"]);
+                }
+                curl.arg(format!(
+                    "http://127.0.0.1:{}/hooks/github",
+                    lab.metrics_port
+                ))
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+            })
+            .collect();
+        let mut peak = rss();
+        let started = Instant::now();
+        while curls.iter_mut().any(|c| c.try_wait().unwrap().is_none()) {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the POSTs did not finish"
+            );
+            peak = peak.max(rss());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak
+    };
+    let peaks = [round(false), round(true)];
+    let _ = std::fs::remove_file(&body);
+    peaks
 }
