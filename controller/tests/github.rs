@@ -1,13 +1,21 @@
 //! The GitHub client against a local server that records what it
 //! receives: the requests GitHub's Deployments and Statuses APIs expect,
-//! both ways of signing in, and which failures are worth a retry. No lab
-//! needed; the whole path (history -> statuses) is in rollback.rs.
+//! both ways of signing in, and which failures are worth a retry (no lab
+//! needed); then, on the lab, GitHub as the history's witness: what it
+//! refused is posted later, and `history verify --against-github` catches
+//! a tail removed together with the status. The whole release path
+//! (history -> statuses) is in rollback.rs.
 
+mod common;
 mod fake_github;
 
+use std::time::Duration;
+
+use common::{Lab, edit_chunk};
 use fake_github::FakeGitHub;
 use ferry_controller::github::State;
 use ferry_controller::github::client::{Auth, Repository, StatusText};
+use ferry_lab_testkit::{k, lab_enabled, wait_until};
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
@@ -168,4 +176,142 @@ fn rate_limits_and_outages_are_retried_refusals_are_not() {
         .unwrap_err();
     assert!(error.is_retryable(), "{error:?}");
     assert!(Repository::new(&github.url(), &Auth::Token("t".into()), "no-slash").is_err());
+}
+
+#[test]
+fn what_github_refused_is_posted_later_and_witnesses_a_trimmed_history() {
+    if !lab_enabled("what_github_refused_is_posted_later_and_witnesses_a_trimmed_history") {
+        return;
+    }
+    let github = FakeGitHub::start();
+    // A bad token at first: every status of the first release is refused.
+    github.fail_next(100_000, 401);
+    let spec = format!(
+        "\n  interval: 1h\n  github: {{repository: acme/placement, secretRef: {{name: github}}, apiUrl: \"{}\"}}",
+        github.url()
+    );
+    let (mut lab, first) = Lab::running_with("gh-witness", "ctrl-test", &spec, |lab| {
+        k(&[
+            "create",
+            "secret",
+            "generic",
+            "github",
+            "-n",
+            &lab.system,
+            "--from-literal=token=ghp_lab",
+        ]);
+    });
+    lab.wait_condition("test", "Healthy", "True", "Healthy", Some(&first));
+    wait_until(
+        "the statuses to be dropped",
+        Duration::from_secs(30),
+        || {
+            lab.metrics()
+                .contains("ferry_github_reports_total{result=\"dropped\"}")
+        },
+    );
+    assert!(github.statuses().is_empty());
+    let entries = lab.history("test");
+    let head = entries.last().unwrap().clone();
+    let witness = format!(
+        "[#{} {}]",
+        head["sequence"],
+        head["sha256"].as_str().unwrap()
+    );
+
+    // The token is fixed: a later reconcile posts what GitHub missed, the
+    // commit's last status with the newest chain head, once.
+    github.fail_next(0, 200);
+    wait_until(
+        "GitHub to get the missed status",
+        Duration::from_secs(60),
+        || {
+            lab.reconcile_now("test");
+            std::thread::sleep(Duration::from_secs(2));
+            github
+                .statuses()
+                .iter()
+                .any(|(_, _, d)| d.ends_with(&witness))
+        },
+    );
+    let statuses = github.statuses();
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
+    assert_eq!(statuses[0].1, "success", "{statuses:?}");
+    assert_eq!(github.deployments()[0].1, first);
+
+    // A restart finds GitHub up to date: it reads, and posts nothing.
+    let reads = |github: &FakeGitHub| {
+        github
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with("/statuses"))
+            .count()
+    };
+    let before = reads(&github);
+    lab.start_controller();
+    wait_until(
+        "the restarted controller to read GitHub",
+        Duration::from_secs(60),
+        || {
+            lab.reconcile_now("test");
+            std::thread::sleep(Duration::from_secs(1));
+            reads(&github) > before
+        },
+    );
+    assert_eq!(github.statuses().len(), 1, "{:?}", github.statuses());
+    lab.stop_controller();
+
+    let target = format!("{}/test", lab.system);
+    let verify = |against_github: bool| {
+        let mut args = vec!["history", "verify", &target];
+        if against_github {
+            args.push("--against-github");
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry-controller"))
+            .args(&args)
+            .env("GITHUB_TOKEN", "ghp_lab")
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), said)
+    };
+    let (code, said) = verify(true);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains(&format!("the newest #{}", head["sequence"])),
+        "{said}"
+    );
+
+    // Someone removes the newest entry from the journal and from the
+    // status: the chain left links and the status agrees; GitHub does not.
+    edit_chunk(&lab.system, "ferry-history-test-00001", |entries| {
+        entries.pop();
+    });
+    let last = lab.status("test")["history"].as_array().unwrap().len() - 1;
+    k(&[
+        "patch",
+        "environment",
+        "test",
+        "-n",
+        &lab.system,
+        "--subresource=status",
+        "--type=json",
+        "-p",
+        &format!(r#"[{{"op": "remove", "path": "/status/history/{last}"}}]"#),
+    ]);
+    let (code, said) = verify(false);
+    assert_eq!(code, Some(0), "the status alone cannot tell: {said}");
+    let (code, said) = verify(true);
+    assert_eq!(code, Some(1), "{said}");
+    let n = head["sequence"].as_u64().unwrap();
+    assert!(
+        said.contains(&format!(
+            "entries {n} to {n} are missing at the end: GitHub deployment"
+        )),
+        "{said}"
+    );
 }

@@ -13,7 +13,7 @@ mod rollout;
 
 use std::time::{Duration, Instant};
 
-use common::{Lab, condition, ferry};
+use common::{Lab, condition, edit_chunk, ferry};
 use fake_github::FakeGitHub;
 use ferry_lab_testkit::{k, lab_enabled, wait_until};
 use rollout::*;
@@ -663,33 +663,6 @@ fn a_paused_leader_writes_nothing_when_it_resumes() {
         "{entries:#?}"
     );
     lab.verified_history("test");
-}
-
-/// Rewrites the entries of history chunk `chunk` in `namespace` as `edit`
-/// says, as someone with write access to its ConfigMaps could; the
-/// entries written.
-fn edit_chunk(namespace: &str, chunk: &str, edit: impl FnOnce(&mut Vec<Value>)) -> Vec<Value> {
-    let mut configmap: Value = serde_json::from_str(&k(&[
-        "get",
-        "configmap",
-        "-n",
-        namespace,
-        chunk,
-        "-o",
-        "json",
-    ]))
-    .unwrap();
-    let mut entries: Vec<Value> =
-        serde_json::from_str(configmap["data"]["entries.json"].as_str().unwrap()).unwrap();
-    edit(&mut entries);
-    configmap["data"]["entries.json"] = serde_json::to_string(&entries).unwrap().into();
-    let out = ferry_lab_testkit::kubectl(&["replace", "-f", "-"], Some(&configmap.to_string()));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    entries
 }
 
 /// Replicas `a` and `b` with leader election, and a first release

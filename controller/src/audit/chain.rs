@@ -63,17 +63,41 @@ pub enum Break {
         actual: String,
     },
     #[error(
-        "entries {from} to {to} are missing at the end: the Environment's status names entry {to}, the history ends before it (its newest chunk was deleted or trimmed)"
+        "entries {from} to {to} are missing at the end: {by} names entry {to}, the history ends before it (its newest chunk was deleted or trimmed)"
     )]
-    TailMissing { from: u64, to: u64 },
+    TailMissing { from: u64, to: u64, by: String },
     #[error(
-        "entry {sequence} is not the one the Environment's status names: the history holds {recorded}, the status {witnessed}"
+        "entry {sequence} is not the one {by} names: the history holds {recorded}, the witness {witnessed}"
     )]
     Replaced {
         sequence: u64,
         recorded: String,
         witnessed: String,
+        by: String,
     },
+}
+
+/// A chain head seen outside the journal: in the Environment's
+/// `status.history`, or in a GitHub deployment status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witnessed {
+    pub sequence: u64,
+    pub sha256: String,
+    /// Who saw it, for the message ("the Environment's status", "GitHub
+    /// deployment 12").
+    pub by: String,
+}
+
+/// The heads the Environment's `status.history` names.
+pub fn witnessed_by_status(entries: &[Entry]) -> Vec<Witnessed> {
+    entries
+        .iter()
+        .map(|e| Witnessed {
+            sequence: e.sequence,
+            sha256: e.sha256.clone(),
+            by: "the Environment's status".to_owned(),
+        })
+        .collect()
 }
 
 /// What a verification found.
@@ -131,21 +155,27 @@ pub fn verify(entries: &[Entry], first: u64) -> Result<Verified, Break> {
     })
 }
 
-/// [`verify`], and the entries a witness names (the Environment's
-/// `status.history`, written with every status write) are there, the
-/// same: a deleted or trimmed tail, which the chain alone cannot show (the
-/// entries left still link), is caught up to the witness's newest entry.
-pub fn verify_against(entries: &[Entry], first: u64, witness: &[Entry]) -> Result<Verified, Break> {
+/// [`verify`], and the entries the witnesses name (the Environment's
+/// `status.history`, written with every status write; the heads in GitHub's
+/// deployment statuses) are there, the same: a deleted or trimmed tail,
+/// which the chain alone cannot show (the entries left still link), is
+/// caught up to the newest witnessed entry.
+pub fn verify_against(
+    entries: &[Entry],
+    first: u64,
+    witness: &[Witnessed],
+) -> Result<Verified, Break> {
     let verified = verify(entries, first)?;
     let last = entries
         .last()
         .map_or(first.saturating_sub(1), |e| e.sequence);
-    if let Some(newest) = witness.iter().map(|w| w.sequence).max()
-        && newest > last
+    if let Some(newest) = witness.iter().max_by_key(|w| w.sequence)
+        && newest.sequence > last
     {
         return Err(Break::TailMissing {
             from: last + 1,
-            to: newest,
+            to: newest.sequence,
+            by: newest.by.clone(),
         });
     }
     for w in witness {
@@ -157,6 +187,7 @@ pub fn verify_against(entries: &[Entry], first: u64, witness: &[Entry]) -> Resul
                 sequence: w.sequence,
                 recorded: e.sha256.clone(),
                 witnessed: w.sha256.clone(),
+                by: w.by.clone(),
             });
         }
     }
@@ -249,18 +280,26 @@ mod tests {
     #[test]
     fn a_truncated_tail_and_a_replaced_entry_are_named_against_the_status() {
         let entries = chain(&["a", "b", "c", "d", "e"]);
-        let status = &entries[2..];
+        let status = &witnessed_by_status(&entries[2..]);
         assert!(verify_against(&entries, 1, status).is_ok());
         // The newest chunk deleted, or its last entries trimmed: the rest
         // still links, the status names what is gone.
         assert!(verify(&entries[..3], 1).is_ok());
         assert_eq!(
             verify_against(&entries[..3], 1, status),
-            Err(Break::TailMissing { from: 4, to: 5 })
+            Err(Break::TailMissing {
+                from: 4,
+                to: 5,
+                by: "the Environment's status".into()
+            })
         );
         assert_eq!(
             verify_against(&[], 1, status),
-            Err(Break::TailMissing { from: 1, to: 5 })
+            Err(Break::TailMissing {
+                from: 1,
+                to: 5,
+                by: "the Environment's status".into()
+            })
         );
         // The tail rewritten by someone who re-sealed it: the chain holds,
         // the status names other hashes.

@@ -91,7 +91,10 @@ enum HistoryAction {
         environment: String,
     },
     /// Recompute the hash chain and name the first entry that was changed,
-    /// removed or reordered. Exit 0 verified, 1 broken, 3 error.
+    /// removed or reordered; with NAMESPACE/NAME also the entries missing
+    /// after the newest one the Environment's status (and, with
+    /// --against-github, a GitHub deployment status) names. Exit 0
+    /// verified, 1 broken, 3 error.
     Verify {
         /// NAMESPACE/NAME: read the history from the cluster.
         environment: Option<String>,
@@ -99,6 +102,17 @@ enum HistoryAction {
         /// first (`history export`), or a page of the status API.
         #[arg(long, conflicts_with = "environment")]
         file: Option<PathBuf>,
+        /// Also compare with the chain heads in the statuses of the
+        /// Environment's GitHub deployments (`spec.github`), the witness
+        /// outside the cluster: a history trimmed or rewritten together
+        /// with the status is caught there. Signs in with GITHUB_TOKEN when
+        /// set, else with the Secret `spec.github.secretRef` names (which
+        /// KUBECONFIG must let you read).
+        #[arg(long, requires = "environment")]
+        against_github: bool,
+        /// How many of the environment's newest GitHub deployments to read.
+        #[arg(long, default_value_t = 300, requires = "against_github")]
+        github_deployments: usize,
     },
 }
 
@@ -130,10 +144,17 @@ fn check(passed: anyhow::Result<bool>) -> ExitCode {
 fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::History {
-            action: HistoryAction::Verify { environment, file },
+            action:
+                HistoryAction::Verify {
+                    environment,
+                    file,
+                    against_github,
+                    github_deployments,
+                },
         } => Ok(check(history::verify(
             environment.as_deref(),
             file.as_deref(),
+            against_github.then_some(github_deployments),
         ))),
         // Changes to make are a failed check.
         Command::Diff { path, revision } => Ok(check(

@@ -6,7 +6,8 @@ use octocrab::Octocrab;
 use octocrab::models::{AppId, InstallationId};
 use serde_json::{Value, json};
 
-use super::report::State;
+use super::report::{State, witnessed};
+use crate::audit::chain::Witnessed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -212,6 +213,8 @@ impl Repository {
         Ok(())
     }
 
+    /// Sets the commit status that says what `state` says; a state with no
+    /// commit status (`inactive`) sets none.
     pub async fn commit_status(
         &self,
         sha: &str,
@@ -219,8 +222,11 @@ impl Repository {
         context: &str,
         text: &StatusText<'_>,
     ) -> Result<(), ClientError> {
+        let Some(commit_state) = state.commit() else {
+            return Ok(());
+        };
         let mut body = json!({
-            "state": state.commit(),
+            "state": commit_state,
             "context": context,
             "description": text.description,
         });
@@ -233,5 +239,78 @@ impl Repository {
             .await
             .map_err(self.failed("set a commit status"))?;
         Ok(())
+    }
+
+    /// The ids of `environment`'s deployments, newest first, one page of
+    /// at most 100.
+    pub async fn deployments(
+        &self,
+        environment: &str,
+        page: u32,
+        per_page: u8,
+    ) -> Result<Vec<u64>, ClientError> {
+        let found: Value = self
+            .client
+            .get(
+                self.route("deployments"),
+                Some(&json!({"environment": environment, "per_page": per_page.min(100), "page": page})),
+            )
+            .await
+            .map_err(self.failed("list deployments"))?;
+        Ok(found
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.get("id").and_then(Value::as_u64))
+            .collect())
+    }
+
+    /// The descriptions of a deployment's newest statuses (at most 100),
+    /// newest first.
+    pub async fn status_descriptions(&self, deployment: u64) -> Result<Vec<String>, ClientError> {
+        let found: Value = self
+            .client
+            .get(
+                self.route(&format!("deployments/{deployment}/statuses")),
+                Some(&json!({"per_page": 100})),
+            )
+            .await
+            .map_err(self.failed("list deployment statuses"))?;
+        Ok(found
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.get("description").and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// The chain heads named by the statuses of `environment`'s newest
+    /// `limit` deployments, and how many deployments were read. A commit
+    /// deployed again gets statuses on its older deployment, so the newest
+    /// head is looked for in several.
+    pub async fn witnessed_heads(
+        &self,
+        environment: &str,
+        limit: usize,
+    ) -> Result<(Vec<Witnessed>, usize), ClientError> {
+        let mut ids = Vec::new();
+        for page in 1.. {
+            let found = self.deployments(environment, page, 100).await?;
+            let last_page = found.len() < 100;
+            ids.extend(found);
+            if last_page || ids.len() >= limit {
+                break;
+            }
+        }
+        ids.truncate(limit);
+        let mut heads = Vec::new();
+        for id in &ids {
+            let by = format!("GitHub deployment {id} ({environment})");
+            for description in self.status_descriptions(*id).await? {
+                heads.extend(witnessed(&description, &by));
+            }
+        }
+        Ok((heads, ids.len()))
     }
 }

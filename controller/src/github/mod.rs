@@ -10,8 +10,15 @@
 //! another's. Rate limits, 5xx and network errors are retried with
 //! back-off (up to [`ATTEMPTS`] times, about 17 minutes); refusals (bad
 //! token, unknown repository or commit) are logged and dropped. Counted in
-//! `ferry_github_reports_total{result}`. Statuses still queued when the
-//! controller stops are lost (the history keeps what happened).
+//! `ferry_github_reports_total{result}`.
+//!
+//! What GitHub missed is posted later, re-derived from the journal: a
+//! worker starts behind (statuses still queued when a controller stopped
+//! were lost with it) and falls behind when it drops a status; while
+//! behind, at its next step (every reconcile sends one) it reads the
+//! newest chain head GitHub holds and posts the last status of each
+//! commit the history names after it ([`report::catch_up`]). A catch-up
+//! that fails is tried again with back-off, from 10 s up to 10 minutes.
 
 pub mod client;
 pub mod report;
@@ -26,6 +33,7 @@ use kube::api::Api;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::audit::journal::{self, JournalError};
 use crate::crd::{Environment, GitHubReporting};
 use crate::telemetry::metrics::Metrics;
 use client::{Auth, ClientError, Repository, StatusText};
@@ -35,6 +43,11 @@ pub use report::{Post, State, Step};
 /// [`FIRST_WAIT`] (2 s, 4 s, ... 512 s: about 17 minutes in all).
 pub const ATTEMPTS: u32 = 10;
 const FIRST_WAIT: Duration = Duration::from_secs(2);
+/// The first wait after a failed catch-up, doubled up to [`CATCH_UP_MAX_WAIT`].
+const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+const CATCH_UP_MAX_WAIT: Duration = Duration::from_secs(600);
+/// Deployments whose statuses are read to find the newest head GitHub holds.
+const CATCH_UP_DEPLOYMENTS: usize = 10;
 
 /// One step for one Environment.
 struct Job {
@@ -118,6 +131,11 @@ struct Worker {
     /// reconcile that is retried (queued again after a failed apply) is
     /// not posted twice.
     last_posted: HashMap<String, (State, String)>,
+    /// GitHub may lack statuses the history has (see the module's doc).
+    behind: bool,
+    /// When the next catch-up may run, and the wait after that one fails.
+    catch_up_at: tokio::time::Instant,
+    catch_up_wait: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +155,8 @@ enum ReportError {
         name: String,
         problem: String,
     },
+    #[error("failed to read the history to post what GitHub missed")]
+    Journal(#[source] JournalError),
 }
 
 impl ReportError {
@@ -147,6 +167,7 @@ impl ReportError {
                 crate::failure::of_error(source) == crate::failure::FailureClass::Transient
             }
             ReportError::Secret { .. } => false,
+            ReportError::Journal(_) => true,
         }
     }
 }
@@ -158,22 +179,92 @@ impl Worker {
             repository: None,
             deployments: HashMap::new(),
             last_posted: HashMap::new(),
+            behind: true,
+            catch_up_at: tokio::time::Instant::now(),
+            catch_up_wait: CATCH_UP_WAIT,
         }
     }
 
     async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
         while let Some(job) = jobs.recv().await {
+            if self.behind && tokio::time::Instant::now() >= self.catch_up_at {
+                self.catch_up(&job).await;
+            }
             for post in report::posts(&job.step) {
-                self.post_with_retries(&job, &post).await;
+                if !self.post_with_retries(&job, &post).await {
+                    self.behind = true;
+                }
             }
         }
     }
 
+    /// Posts what GitHub missed before `job`'s own statuses.
+    #[tracing::instrument(skip_all, fields(environment = %job.key))]
+    async fn catch_up(&mut self, job: &Job) {
+        let missed = match self.missed(job).await {
+            Ok(missed) => missed,
+            Err(e) => {
+                tracing::info!(error = %crate::failure::describe(&e), wait_s = self.catch_up_wait.as_secs(), "could not find what GitHub missed; trying again later");
+                self.catch_up_at = tokio::time::Instant::now() + self.catch_up_wait;
+                self.catch_up_wait = (self.catch_up_wait * 2).min(CATCH_UP_MAX_WAIT);
+                return;
+            }
+        };
+        if !missed.is_empty() {
+            tracing::info!(
+                statuses = missed.len(),
+                "posting the statuses GitHub missed"
+            );
+        }
+        let mut dropped = false;
+        for post in &missed {
+            if self.post_with_retries(job, post).await {
+                self.shared.metrics.record_github("caught_up");
+            } else {
+                dropped = true;
+            }
+        }
+        // What was dropped again is not retried at once: a later status
+        // witnesses it, or the next catch-up after the wait tries it.
+        self.behind = dropped;
+        if dropped {
+            self.catch_up_at = tokio::time::Instant::now() + self.catch_up_wait;
+            self.catch_up_wait = (self.catch_up_wait * 2).min(CATCH_UP_MAX_WAIT);
+        } else {
+            self.catch_up_wait = CATCH_UP_WAIT;
+        }
+    }
+
+    /// The statuses the history has after the newest head GitHub holds,
+    /// before `job`'s own entry.
+    async fn missed(&mut self, job: &Job) -> Result<Vec<Post>, ReportError> {
+        let repository = self.repository(job).await?;
+        let environment = job.spec.environment.clone().unwrap_or(job.name.clone());
+        let (heads, _) = repository
+            .witnessed_heads(&environment, CATCH_UP_DEPLOYMENTS)
+            .await?;
+        let newest = heads.iter().map(|h| h.sequence).max().unwrap_or(0);
+        let before = match &job.step {
+            Step::Recorded(entry) => entry.sequence,
+            _ => u64::MAX,
+        };
+        let entries = journal::read(&self.shared.kube, &job.namespace, &job.name)
+            .await
+            .map_err(ReportError::Journal)?;
+        let entries: Vec<_> = entries
+            .into_iter()
+            .filter(|e| e.sequence < before)
+            .collect();
+        Ok(report::catch_up(&entries, newest))
+    }
+
+    /// Posts one status, trying again on failures worth it; false when it
+    /// was dropped.
     #[tracing::instrument(skip_all, fields(environment = %job.key, commit = %post.commit, state = post.state.deployment()))]
-    async fn post_with_retries(&mut self, job: &Job, post: &Post) {
+    async fn post_with_retries(&mut self, job: &Job, post: &Post) -> bool {
         let this = (post.state, post.description.clone());
         if !post.new_deployment && self.last_posted.get(&post.commit) == Some(&this) {
-            return;
+            return true;
         }
         let mut wait = FIRST_WAIT;
         // A rollback's deployment is opened once, even when its status is
@@ -184,7 +275,7 @@ impl Worker {
                 Ok(()) => {
                     self.shared.metrics.record_github("posted");
                     self.last_posted.insert(post.commit.clone(), this);
-                    return;
+                    return true;
                 }
                 Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
                     tracing::info!(error = %crate::failure::describe(&e), attempt, wait_s = wait.as_secs(), "GitHub did not take the status; trying again");
@@ -193,12 +284,13 @@ impl Worker {
                     wait *= 2;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %crate::failure::describe(&e), "dropping a GitHub deployment status");
+                    tracing::warn!(error = %crate::failure::describe(&e), "dropping a GitHub deployment status; it is posted again once GitHub takes statuses");
                     self.shared.metrics.record_github("dropped");
-                    return;
+                    return false;
                 }
             }
         }
+        false
     }
 
     async fn post(

@@ -4,10 +4,13 @@
 //!
 //! Guarantees: every status names its verdict and the history's chain
 //! head at that moment (the outside witness of the history), within
-//! GitHub's 140 characters; only a rollback opens a second deployment of
-//! a commit; entries that are not about a commit are not reported.
+//! GitHub's 140 characters, and [`witnessed`] reads that head back; only
+//! a rollback opens a second deployment of a commit; a commit superseded
+//! before it was applied is reported `inactive`; entries that are not
+//! about a commit are not reported (the next one that is witnesses them,
+//! as each head covers every entry before it).
 
-use crate::audit::chain::Entry;
+use crate::audit::chain::{Entry, Witnessed};
 
 /// GitHub's limit on a status description.
 pub const DESCRIPTION_LIMIT: usize = 140;
@@ -20,6 +23,8 @@ pub enum State {
     Success,
     Failure,
     Error,
+    /// Never applied: a newer commit came first.
+    Inactive,
 }
 
 impl State {
@@ -30,16 +35,19 @@ impl State {
             State::Success => "success",
             State::Failure => "failure",
             State::Error => "error",
+            State::Inactive => "inactive",
         }
     }
 
-    /// The commit status that says the same.
-    pub fn commit(self) -> &'static str {
+    /// The commit status that says the same, if one does (a commit that
+    /// was never applied gets none).
+    pub fn commit(self) -> Option<&'static str> {
         match self {
-            State::Queued | State::InProgress => "pending",
-            State::Success => "success",
-            State::Failure => "failure",
-            State::Error => "error",
+            State::Queued | State::InProgress => Some("pending"),
+            State::Success => Some("success"),
+            State::Failure => Some("failure"),
+            State::Error => Some("error"),
+            State::Inactive => None,
         }
     }
 }
@@ -55,6 +63,10 @@ pub enum Step {
     },
     /// An entry was appended to the history.
     Recorded(Box<Entry>),
+    /// Nothing new: the Environment was reconciled. Lets the reporter
+    /// post what GitHub missed (after a restart, or statuses it dropped)
+    /// even when nothing happens.
+    Reconciled,
 }
 
 /// One status to post.
@@ -126,11 +138,8 @@ pub fn posts(step: &Step) -> Vec<Post> {
             let Some(commit) = entry.revision.as_deref().and_then(commit_of) else {
                 return Vec::new();
             };
-            // A commit that was never tried has no deployment.
-            if entry.result == "Superseded" {
-                return Vec::new();
-            }
             let (state, verdict) = match entry.result.as_str() {
+                "Superseded" => (State::Inactive, format!("never applied: {}", entry.summary)),
                 "Applied" => (
                     State::InProgress,
                     format!("applied ({}); health gate running", entry.summary),
@@ -156,7 +165,45 @@ pub fn posts(step: &Step) -> Vec<Post> {
                 sequence: Some(entry.sequence),
             }]
         }
+        Step::Reconciled => Vec::new(),
     }
+}
+
+/// The chain head a status description names (`... [#12 sha256:...]`), if
+/// it names one. Descriptions are read back from GitHub: untrusted.
+pub fn witnessed(description: &str, by: &str) -> Option<Witnessed> {
+    let (_, head) = description.trim_end().rsplit_once("[#")?;
+    let (sequence, sha256) = head.strip_suffix(']')?.split_once(' ')?;
+    let hex = sha256.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(())?;
+    Some(Witnessed {
+        sequence: sequence.parse().ok().filter(|s| *s > 0)?,
+        sha256: sha256.to_owned(),
+        by: by.to_owned(),
+    })
+}
+
+/// At most this many commits get their statuses posted again by
+/// [`catch_up`]; older ones keep what GitHub has (the newest head still
+/// witnesses every entry before it).
+pub const CATCH_UP_COMMITS: usize = 10;
+
+/// What to post so GitHub tells what the history after entry `witnessed`
+/// (the newest head GitHub holds) tells: the last status of each commit
+/// named there, oldest first. When GitHub holds no head at all, only the
+/// newest commit's (an Environment that starts reporting does not open a
+/// deployment for each commit it ever applied).
+pub fn catch_up(entries: &[Entry], witnessed: u64) -> Vec<Post> {
+    let mut last_of_commit: Vec<Post> = Vec::new();
+    for entry in entries.iter().filter(|e| e.sequence > witnessed) {
+        for post in posts(&Step::Recorded(Box::new(entry.clone()))) {
+            last_of_commit.retain(|p| p.commit != post.commit);
+            last_of_commit.push(post);
+        }
+    }
+    let keep = if witnessed == 0 { 1 } else { CATCH_UP_COMMITS };
+    let skip = last_of_commit.len().saturating_sub(keep);
+    last_of_commit.split_off(skip)
 }
 
 /// `ref@sha1:0123456789ab…` as `ref@0123456`.
@@ -234,7 +281,19 @@ mod tests {
 
     #[test]
     fn failures_before_the_gate_are_errors_and_entries_without_a_commit_are_skipped() {
-        assert!(posts(&recorded(entry(1, BAD, "Superseded", "never applied"))).is_empty());
+        let superseded = posts(&recorded(entry(
+            1,
+            BAD,
+            "Superseded",
+            "main@3333333 came first",
+        )));
+        assert_eq!(superseded[0].state, State::Inactive);
+        assert_eq!(superseded[0].state.commit(), None);
+        assert!(
+            superseded[0]
+                .description
+                .starts_with("never applied: main@3333333 came first [#1 ")
+        );
         let render = posts(&recorded(entry(1, BAD, "RenderFailed", "no kind")));
         assert_eq!(render[0].state, State::Error);
         assert!(render[0].description.starts_with("RenderFailed: no kind"));
@@ -260,7 +319,60 @@ mod tests {
         assert!(text.contains('…'));
     }
 
+    #[test]
+    fn the_head_a_status_names_is_read_back() {
+        let post = &posts(&recorded(entry(42, BAD, "HealthCheckFailed", "x ]")))[0];
+        let head = witnessed(&post.description, "GitHub").unwrap();
+        assert_eq!((head.sequence, head.sha256.len()), (42, 71));
+        for text in [
+            "fetched and rendered; applying",
+            "[#0 sha256:abab]",
+            "healthy [#x sha256:abababababababababababababababababababababababababababababababab]",
+            "healthy [#3 sha1:abababababababababababababababababababababababababababababababab]",
+            "healthy [#3 sha256:zbababababababababababababababababababababababababababababababab]",
+        ] {
+            assert_eq!(witnessed(text, "GitHub"), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn catching_up_posts_the_last_status_of_each_commit_github_missed() {
+        let history = [
+            entry(1, GOOD, "Applied", "1 created"),
+            entry(2, GOOD, "Healthy", ""),
+            entry(3, BAD, "Applied", "1 updated"),
+            entry(4, BAD, "HealthCheckFailed", "crash loop"),
+            entry(5, GOOD, "RollingBack", "back to good"),
+            entry(6, GOOD, "RolledBack", "bad failed"),
+        ];
+        let missed = catch_up(&history, 2);
+        let told: Vec<_> = missed
+            .iter()
+            .map(|p| (p.commit.chars().next(), p.state, p.sequence))
+            .collect();
+        assert_eq!(
+            told,
+            [
+                (Some('2'), State::Failure, Some(4)),
+                (Some('1'), State::Success, Some(6))
+            ]
+        );
+        assert!(catch_up(&history, 6).is_empty());
+        // GitHub knows nothing yet: only the newest commit.
+        assert_eq!(catch_up(&history, 0).len(), 1);
+        let many: Vec<Entry> = (1..=30)
+            .map(|i| entry(i, &format!("main@sha1:{:040x}", i), "Healthy", ""))
+            .collect();
+        assert_eq!(catch_up(&many, 5).len(), CATCH_UP_COMMITS);
+        assert_eq!(catch_up(&many, 5).last().unwrap().sequence, Some(30));
+    }
+
     proptest! {
+        #[test]
+        fn any_description_is_read_without_panic(text in "\\PC{0,200}") {
+            let _ = witnessed(&text, "GitHub");
+        }
+
         #[test]
         fn descriptions_always_fit(verdict in ".{0,400}", sequence in any::<u64>()) {
             let e = entry(sequence, GOOD, "Healthy", "");

@@ -80,6 +80,9 @@ pub async fn run(
             name: format!("{ns}/{name}"),
             source: Box::new(source),
         })?;
+    // After this step's own reports: lets the reporter post what GitHub
+    // missed even when nothing new happened.
+    ctx.github.report(env, Step::Reconciled);
     log_and_count(ctx, &outcome);
     if matches!(outcome, Outcome::RollbackStarted { .. }) {
         ctx.metrics.record_rollback();

@@ -68,7 +68,7 @@ impl Verifications {
         let entries = journal::read(client, &namespace, &name).await?;
         let verification = Verification {
             entries: entries.len(),
-            result: chain::verify_against(&entries, 1, &witness),
+            result: chain::verify_against(&entries, 1, &chain::witnessed_by_status(&witness)),
         };
         self.lock().insert(key, (inputs, verification.clone()));
         Ok(verification)

@@ -97,7 +97,7 @@ impl Default for Metrics {
         let github = Family::<ResultLabels, Counter>::default();
         registry.register(
             "ferry_github_reports",
-            "GitHub deployment statuses: posted, retried (rate limit, 5xx, network) or dropped (refused, or retried too long)",
+            "GitHub deployment statuses: posted, retried (rate limit, 5xx, network), dropped (refused, or retried too long; posted later by a catch-up) or caught_up (posted by a catch-up, counted in posted too)",
             github.clone(),
         );
         let api_requests = Family::<MethodLabels, Counter>::default();

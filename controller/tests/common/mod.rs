@@ -708,3 +708,30 @@ pub fn history_results(lab: &Lab, name: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Rewrites the entries of history chunk `chunk` in `namespace` as `edit`
+/// says, as someone with write access to its ConfigMaps could; the
+/// entries written.
+pub fn edit_chunk(namespace: &str, chunk: &str, edit: impl FnOnce(&mut Vec<Value>)) -> Vec<Value> {
+    let mut configmap: Value = serde_json::from_str(&k(&[
+        "get",
+        "configmap",
+        "-n",
+        namespace,
+        chunk,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let mut entries: Vec<Value> =
+        serde_json::from_str(configmap["data"]["entries.json"].as_str().unwrap()).unwrap();
+    edit(&mut entries);
+    configmap["data"]["entries.json"] = serde_json::to_string(&entries).unwrap().into();
+    let out = ferry_lab_testkit::kubectl(&["replace", "-f", "-"], Some(&configmap.to_string()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    entries
+}

@@ -50,7 +50,7 @@ impl FakeGitHub {
             )
             .route(
                 "/repos/{owner}/{repo}/deployments/{id}/statuses",
-                post(created),
+                get(list_statuses).post(created),
             )
             .route("/repos/{owner}/{repo}/statuses/{sha}", post(created))
             .route(
@@ -85,7 +85,7 @@ impl FakeGitHub {
     }
 
     /// The next `n` requests get `status` (503, or 403 "API rate limit
-    /// exceeded").
+    /// exceeded", or a refusal such as 401).
     pub fn fail_next(&self, n: usize, status: u16) {
         let mut inner = self.inner.lock().unwrap();
         inner.failures = n;
@@ -128,10 +128,10 @@ async fn record(
         if inner.failures > 0 {
             inner.failures -= 1;
             let status = StatusCode::from_u16(inner.fail_with).unwrap();
-            let message = if status == StatusCode::FORBIDDEN {
-                "API rate limit exceeded for installation"
-            } else {
-                "Service unavailable"
+            let message = match status {
+                StatusCode::FORBIDDEN => "API rate limit exceeded for installation",
+                StatusCode::UNAUTHORIZED => "Bad credentials",
+                _ => "Service unavailable",
             };
             return (status, Json(json!({"message": message}))).into_response();
         }
@@ -160,6 +160,13 @@ async fn list_deployments(
     Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Json<Value> {
     let inner = inner.lock().unwrap();
+    let number = |key: &str, default: usize| {
+        query
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (page, per_page) = (number("page", 1).max(1), number("per_page", 30));
     let found: Vec<Value> = inner
         .deployments
         .iter()
@@ -168,7 +175,25 @@ async fn list_deployments(
             query.get("sha").is_none_or(|s| s == sha)
                 && query.get("environment").is_none_or(|e| e == env)
         })
+        .skip((page - 1) * per_page)
+        .take(per_page)
         .map(|(id, sha, env)| json!({"id": id, "sha": sha, "environment": env}))
+        .collect();
+    Json(Value::Array(found))
+}
+
+/// A deployment's statuses as GitHub lists them: newest first.
+async fn list_statuses(
+    State(inner): State<Shared>,
+    Path((_, _, id)): Path<(String, String, u64)>,
+) -> Json<Value> {
+    let inner = inner.lock().unwrap();
+    let found: Vec<Value> = inner
+        .requests
+        .iter()
+        .rev()
+        .filter(|r| r.method == "POST" && r.path.ends_with(&format!("/deployments/{id}/statuses")))
+        .map(|r| json!({"state": r.body["state"], "description": r.body["description"]}))
         .collect();
     Json(Value::Array(found))
 }
