@@ -16,6 +16,7 @@ use fake_github::FakeGitHub;
 use ferry_controller::github::State;
 use ferry_controller::github::client::{Auth, Repository, StatusText};
 use ferry_lab_testkit::{k, lab_enabled, wait_until};
+use serde_json::Value;
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
@@ -259,6 +260,34 @@ fn what_github_refused_is_posted_later_and_witnesses_a_trimmed_history() {
         },
     );
     assert_eq!(github.statuses().len(), 1, "{:?}", github.statuses());
+
+    // The API's kept verification follows the journal (through its watch
+    // of the chunks): a rewrite is seen, and so is its undoing.
+    let verified = || {
+        lab.http(&format!(
+            "/api/v1/environments/{}/test/history/verify",
+            lab.system
+        ))["verified"]
+            .as_bool()
+    };
+    assert_eq!(verified(), Some(true));
+    let chunk = "ferry-history-test-00001";
+    let mut summary = Value::Null;
+    edit_chunk(&lab.system, chunk, |entries| {
+        summary = entries[0]["summary"].take();
+        entries[0]["summary"] = "rewritten".into();
+    });
+    wait_until(
+        "the API to see the rewrite",
+        Duration::from_secs(20),
+        || verified() == Some(false),
+    );
+    edit_chunk(&lab.system, chunk, |entries| {
+        entries[0]["summary"] = summary
+    });
+    wait_until("the API to see it undone", Duration::from_secs(20), || {
+        verified() == Some(true)
+    });
     lab.stop_controller();
 
     let target = format!("{}/test", lab.system);
@@ -288,7 +317,7 @@ fn what_github_refused_is_posted_later_and_witnesses_a_trimmed_history() {
 
     // Someone removes the newest entry from the journal and from the
     // status: the chain left links and the status agrees; GitHub does not.
-    edit_chunk(&lab.system, "ferry-history-test-00001", |entries| {
+    edit_chunk(&lab.system, chunk, |entries| {
         entries.pop();
     });
     let last = lab.status("test")["history"].as_array().unwrap().len() - 1;

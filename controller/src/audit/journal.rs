@@ -156,21 +156,46 @@ async fn chunk_names(
         .list_metadata(&of_environment(name))
         .await
         .map_err(|source| listing_failed(environment, source))?;
-    let mut chunks: Vec<(u64, String, String)> = list
-        .items
-        .into_iter()
-        .filter_map(|c| {
-            let chunk = c.metadata.name?;
+    Ok(ordered(list.items.iter().map(|c| &c.metadata), name))
+}
+
+/// Index, name and resourceVersion of the chunks of Environment `name`
+/// among `chunks` (the metadata of ConfigMaps of its namespace), oldest
+/// first.
+fn ordered<'a>(
+    chunks: impl Iterator<Item = &'a ObjectMeta>,
+    name: &str,
+) -> Vec<(u64, String, String)> {
+    let key = history_key(name);
+    let mut found: Vec<(u64, String, String)> = chunks
+        .filter(|m| m.labels.as_ref().and_then(|l| l.get(HISTORY_LABEL)) == Some(&key))
+        .filter_map(|m| {
+            let chunk = m.name.clone()?;
             let index = index_of(&chunk, name)?;
-            Some((
-                index,
-                chunk,
-                c.metadata.resource_version.unwrap_or_default(),
-            ))
+            Some((index, chunk, m.resource_version.clone().unwrap_or_default()))
         })
         .collect();
-    chunks.sort();
-    Ok(chunks)
+    found.sort();
+    found
+}
+
+/// [`versions`] from the metadata of ConfigMaps already at hand (a watch's
+/// cache of the history chunks) instead of a list request.
+pub fn versions_among<'a>(
+    chunks: impl Iterator<Item = &'a ObjectMeta>,
+    namespace: &str,
+    name: &str,
+) -> Vec<(String, String)> {
+    let in_namespace = chunks.filter(|m| m.namespace.as_deref() == Some(namespace));
+    ordered(in_namespace, name)
+        .into_iter()
+        .map(|(_, c, v)| (c, v))
+        .collect()
+}
+
+/// Selects every history chunk, of any Environment (for a watch).
+pub fn all_chunks() -> String {
+    HISTORY_LABEL.to_owned()
 }
 
 /// The newest chunk only: its name from a list of metadata, then the one

@@ -9,15 +9,19 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::PartialObjectMeta;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::audit::journal;
 use crate::cluster::leadership::Leadership;
 use crate::crd::{Environment, REQUESTED_AT, RETRY};
 use crate::reconcile::{self, Context};
 use crate::serve::api::{ApiState, Webhook, router};
+use crate::serve::verified::Verifications;
 use crate::telemetry::metrics::Metrics;
 
 /// What `run` is told besides where to listen and whom to watch.
@@ -89,7 +93,12 @@ pub async fn run(
         webhook,
         token,
     };
-    let serving = serve(api, environments.clone(), http_addr).await?;
+    // Metadata only: the API server sends no ConfigMap data on this watch.
+    let chunks: Api<PartialObjectMeta<ConfigMap>> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let serving = serve(api, environments.clone(), chunks, http_addr).await?;
     tracing::info!(%http_addr, namespace = namespace.as_deref().unwrap_or("<all>"), "ferry-controller running");
 
     // With leader election, only the holder of the Lease reconciles.
@@ -172,12 +181,34 @@ struct StatusApi {
 }
 
 /// Starts the status API on `addr`, on every replica, with a cache of
-/// Environments fed by its own watch (ready once the first list is in).
+/// Environments fed by its own watch (ready once the first list is in),
+/// and one of the history chunks' metadata (`chunks`: ConfigMaps in the
+/// same scope) that tells when a kept verification is out of date.
 async fn serve(
     api: StatusApi,
     environments: Api<Environment>,
+    chunks: Api<PartialObjectMeta<ConfigMap>>,
     addr: SocketAddr,
 ) -> anyhow::Result<Serving> {
+    let (chunk_cache, chunk_writer) = reflector::store();
+    let chunks_current = Arc::new(AtomicBool::new(false));
+    let current = chunks_current.clone();
+    let chunk_feed = watcher(
+        chunks,
+        watcher::Config::default().labels(&journal::all_chunks()),
+    )
+    .default_backoff()
+    .inspect(move |event| match event {
+        Ok(watcher::Event::InitDone) => current.store(true, Ordering::Relaxed),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "the watch of history chunks failed; the API lists them until it recovers");
+            current.store(false, Ordering::Relaxed);
+        }
+    })
+    .reflect(chunk_writer)
+    .for_each(|_| async {});
+    tokio::spawn(chunk_feed);
     let (cache, writer) = reflector::store();
     let listed = Arc::new(AtomicBool::new(false));
     let watching = api.watching.clone();
@@ -189,7 +220,7 @@ async fn serve(
         listed: listed.clone(),
         webhook: api.webhook,
         token: api.token,
-        verifications: Default::default(),
+        verifications: Verifications::watching(chunk_cache, chunks_current),
     }));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
