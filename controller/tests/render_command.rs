@@ -67,3 +67,32 @@ fn render_works_on_any_path() {
     assert!(message.contains("is not in a git repository"), "{message}");
     let _ = std::fs::remove_dir_all(&outside);
 }
+
+/// `--before-traffic` shows the readiness gate the controller adds for an
+/// Environment with `healthCheck.beforeTraffic`: on the Deployment's pod
+/// template, nowhere else, and kubectl takes the result as a Deployment.
+#[test]
+fn before_traffic_shows_the_readiness_gate() {
+    let plain = ferry_render(&["environments/dev"], &repo());
+    let gated = ferry_render(&["environments/dev", "--before-traffic"], &repo());
+    assert!(gated.status.success(), "{}", String::from_utf8_lossy(&gated.stderr));
+    let (plain, gated) = (
+        String::from_utf8_lossy(&plain.stdout).into_owned(),
+        String::from_utf8_lossy(&gated.stdout).into_owned(),
+    );
+    assert!(!plain.contains("readinessGates"));
+    let documents: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&gated)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let gated_kinds: Vec<&str> = documents
+        .iter()
+        .filter(|o| o.pointer("/spec/template/spec/readinessGates").is_some())
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(gated_kinds, ["Deployment"], "{gated}");
+    let deployment = documents.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["readinessGates"],
+        serde_json::json!([{"conditionType": "ferry.dev/verified"}])
+    );
+}

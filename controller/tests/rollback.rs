@@ -420,6 +420,58 @@ fn a_release_that_is_ready_but_wrong_is_caught_by_an_http_check() {
     assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:1");
 }
 
+/// The same release with `beforeTraffic`: its pods carry the readiness
+/// gate, so none takes traffic before ferry has made the prediction check
+/// against it; the first fails it, and the release is rolled back with no
+/// client having seen a failure.
+#[test]
+fn a_release_that_is_ready_but_wrong_reaches_no_client_when_verified_before_traffic() {
+    if !lab_enabled(
+        "a_release_that_is_ready_but_wrong_reaches_no_client_when_verified_before_traffic",
+    ) {
+        return;
+    }
+    let check = format!(
+        "\n  healthCheck:\n    beforeTraffic: true\n    http:\n    - url: \"http://{{{{.podIP}}}}:9696/predict\"\n      method: POST\n      body: '{CANDIDATE}'\n      headers: {{Content-Type: application/json}}\n      successThreshold: 2\n      period: 1s"
+    );
+    let (lab, address, good) = healthy_release("rb-verified", &check);
+    // The good release's pods were verified, then took traffic.
+    let pods = k(&["get", "pods", "-n", &lab.target, "-o", "json"]);
+    let pods: Value = serde_json::from_str(&pods).unwrap();
+    let verified = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["type"] == "ferry.dev/verified" && c["status"] == "True")
+        })
+        .count();
+    assert!(verified >= 1, "{pods:#}");
+    let (_, seconds, ok, failed) = bad_release_episode(
+        &lab,
+        &address,
+        &good,
+        "ferry-lab-test/wrong:1",
+        "release: ready, but every prediction fails",
+    );
+    eprintln!(
+        "ready but wrong, verified before traffic: rolled back {seconds:.1} s after the commit; {ok} requests ok, {failed} failed"
+    );
+    assert_eq!(failed, 0, "a client reached a pod before it was verified");
+    assert!(ok > 10);
+    let s = lab.status("test");
+    let reason = s["failedReason"].as_str().unwrap();
+    assert!(
+        reason.contains("failed its verification before traffic") && reason.contains("status 500"),
+        "{s}"
+    );
+    assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:1");
+}
+
 #[test]
 fn a_bad_first_release_is_reported_and_left_alone() {
     if !lab_enabled("a_bad_first_release_is_reported_and_left_alone") {

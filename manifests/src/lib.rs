@@ -9,6 +9,7 @@
 //! - [`object`]: object identities and inventories, [`order`]: the order
 //!   kinds are applied in;
 //! - [`diff`]: `kubectl diff`-style text, Secret values redacted;
+//! - [`readiness`]: the readiness gate of `healthCheck.beforeTraffic`;
 //! - [`git`] (feature `git`): a commit's tree as [`render::Files`].
 //!
 //! No Kubernetes client and no async runtime: everything here is a plain
@@ -20,4 +21,5 @@ pub mod git;
 pub mod object;
 pub mod order;
 pub mod policy;
+pub mod readiness;
 pub mod render;

@@ -42,6 +42,11 @@ enum Command {
         /// the git repository around PATH) instead of the working tree.
         #[arg(long)]
         revision: Option<String>,
+        /// Add the readiness gate `ferry.dev/verified` to every pod
+        /// template, as the controller does for an Environment with
+        /// `healthCheck.beforeTraffic: true`.
+        #[arg(long)]
+        before_traffic: bool,
     },
     /// Run the controller: reconcile every `Environment` (or those of one
     /// namespace) in the cluster of KUBECONFIG or the pod's service
@@ -173,6 +178,10 @@ fn try_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run::run(args),
-        Command::Render { path, revision } => render::render(&path, revision.as_deref()),
+        Command::Render {
+            path,
+            revision,
+            before_traffic,
+        } => render::render(&path, revision.as_deref(), before_traffic),
     }
 }

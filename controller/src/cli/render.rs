@@ -8,12 +8,16 @@ use std::process::ExitCode;
 use ferry_manifests::git::GitFiles;
 use ferry_manifests::render::{self, Disk};
 
-/// Prints PATH rendered, and its digest to stderr.
-pub fn render(path: &Path, revision: Option<&str>) -> anyhow::Result<ExitCode> {
-    let objects: Vec<serde_json::Value> = render_path(path, revision)?
+/// Prints PATH rendered (with the readiness gate of `beforeTraffic` when
+/// asked), and its digest to stderr.
+pub fn render(path: &Path, revision: Option<&str>, before_traffic: bool) -> anyhow::Result<ExitCode> {
+    let mut objects: Vec<serde_json::Value> = render_path(path, revision)?
         .into_iter()
         .map(|(o, _)| o)
         .collect();
+    if before_traffic {
+        ferry_manifests::readiness::add_verified_gate(objects.iter_mut());
+    }
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(render::to_yaml(&objects).as_bytes()) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {

@@ -126,6 +126,16 @@ pub struct HealthCheck {
     /// recorded `Superseded`.
     #[serde(default = "default_true")]
     pub cancel_on_new_revision: bool,
+    /// Verify each pod before it takes traffic (default false): ferry adds
+    /// the readiness gate `ferry.dev/verified` to the pod template of every
+    /// Deployment, StatefulSet and DaemonSet it applies, and once a new
+    /// pod's containers are ready, makes the `{{.podIP}}` HTTP checks
+    /// against that pod; it then sets the pod's condition
+    /// `ferry.dev/verified` to True (the pod becomes Ready and joins its
+    /// Services) or False (the release fails at once and is rolled back).
+    /// The deployer needs `patch` on `pods/status`.
+    #[serde(default)]
+    pub before_traffic: bool,
 }
 
 impl Default for HealthCheck {
@@ -134,6 +144,7 @@ impl Default for HealthCheck {
             timeout: default_health_timeout(),
             http: Vec::new(),
             cancel_on_new_revision: true,
+            before_traffic: false,
         }
     }
 }

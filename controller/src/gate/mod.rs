@@ -1,7 +1,9 @@
 //! The health gate: kstatus rules and fail-fast evidence ([`health`],
-//! pure), reading what they judge from the cluster ([`observe`]), and
-//! the HTTP checks ([`checks`]).
+//! pure), reading what they judge from the cluster ([`observe`]), the
+//! HTTP checks ([`checks`]), and each new pod verified before it takes
+//! traffic ([`verify`]).
 
 pub mod checks;
 pub mod health;
 pub mod observe;
+pub mod verify;

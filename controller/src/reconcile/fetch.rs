@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ferry_manifests::render;
+use ferry_manifests::{readiness, render};
 use serde_json::Value;
 
 use crate::crd::{Environment, parse_interval, reason};
@@ -117,12 +117,17 @@ pub async fn fetch_and_render(
         }
     };
     match rendered {
-        Ok(desired) => Ok(Fetched {
+        Ok(mut desired) => {
+            if spec.health_check.before_traffic {
+                readiness::add_verified_gate(desired.iter_mut().map(|(object, _)| object));
+            }
+            Ok(Fetched {
             revision,
             desired,
             durations,
             source: fetched_from,
-        }),
+            })
+        }
         Err(e) => Err(failed(
             Some(&revision),
             Terminal,

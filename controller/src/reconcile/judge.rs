@@ -16,7 +16,8 @@ use crate::crd::{Applying, Environment, Placement, RETRY, Rollout, parse_interva
 use crate::failure::{self, FailureClass};
 use crate::gate::checks;
 use crate::gate::health::{self, Evidence, Verdict};
-use crate::gate::observe;
+use crate::gate::observe::{self, Observation};
+use crate::gate::verify;
 use crate::github::Step;
 use crate::source::cache::Revision;
 
@@ -247,7 +248,7 @@ async fn look(
         })?;
     let now = Timestamp::now().as_second();
     let since = health::seconds(&rollout.started_at).unwrap_or(now);
-    let verdict = health::assess(
+    let mut verdict = health::assess(
         &observation.objects,
         &observation.replica_sets,
         &observation.pods,
@@ -255,6 +256,12 @@ async fn look(
         now,
         timeout,
     );
+    if env.spec.health_check.before_traffic
+        && !matches!(verdict, Verdict::Failed(_))
+        && let Some(evidence) = before_traffic(env, ctx, &client, &observation).await?
+    {
+        verdict = Verdict::Failed(evidence);
+    }
     tracing::debug!(revision = %rollout.revision, ?verdict, "judged");
     let http = &env.spec.health_check.http;
     let mut attempts = vec![None; http.len()];
@@ -267,6 +274,54 @@ async fn look(
         }
     }
     Ok((Look { verdict, attempts }, client))
+}
+
+/// Verifies the new pods whose containers became ready (see
+/// [`verify`]) and sets their condition; the evidence of the first pod
+/// that failed, now or before. A condition that cannot be set fails the
+/// look (a pod left without it would never take traffic).
+async fn before_traffic(
+    env: &Environment,
+    ctx: &Context,
+    client: &Client,
+    observation: &Observation,
+) -> Result<Option<Evidence>, Outcome> {
+    if let Some(evidence) = verify::refused(observation) {
+        return Ok(Some(evidence));
+    }
+    let checks = verify::per_pod(&env.spec.health_check.http);
+    let pending = verify::pending(observation);
+    let verdicts = futures::future::join_all(
+        pending
+            .iter()
+            .map(|pod| verify::verify(&ctx.http, &checks, &pod.ip)),
+    )
+    .await;
+    let mut refused = None;
+    for (pod, verdict) in pending.iter().zip(verdicts) {
+        verify::set_verdict(client, pod, &verdict)
+            .await
+            .map_err(|e| {
+                let mut message = format!(
+                    "failed to set condition ferry.dev/verified of pod {}/{}: {}",
+                    pod.namespace,
+                    pod.name,
+                    failure::describe(&e)
+                );
+                if failure::is_forbidden(&e) {
+                    message = format!(
+                        "{message}; healthCheck.beforeTraffic needs `patch` on `pods/status`: {}",
+                        failure::FORBIDDEN_HINT
+                    );
+                }
+                failed(None, failure::of_error(&e), reason::APPLY_FAILED, message)
+            })?;
+        tracing::info!(pod = %pod.name, verified = verdict.is_ok(), "verified a pod before traffic");
+        if let Err(why) = verdict {
+            refused.get_or_insert(verify::refusal(pod, &why));
+        }
+    }
+    Ok(refused)
 }
 
 /// The Warning Event of a failed gate, on the Environment: the evidence

@@ -695,6 +695,7 @@ impl PodWorker {
             &self.start_time,
             &now(),
         );
+        status::apply_readiness_gates(&mut status, &self.pod);
         let policy = self.restart_policy();
         if policy != "Always"
             && views
@@ -712,10 +713,12 @@ impl PodWorker {
                 return;
             }
         }
+        // A strategic merge, as the kubelet sends: conditions merge by
+        // type, so a readiness gate's condition set by someone else stays.
         let patch = serde_json::json!({ "status": status });
         match self
             .api()
-            .patch_status(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(&self.name(), &PatchParams::default(), &Patch::Strategic(&patch))
             .await
         {
             Ok(_) => {

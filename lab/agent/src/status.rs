@@ -1,9 +1,15 @@
 //! A pod's status as the kubelet reports it, computed from what the agent
 //! knows about its containers. Pure: no clock reads, no I/O.
+//!
+//! Guarantees: a pod is Ready only when every container is ready and the
+//! condition of every readiness gate in its spec is True, as the kubelet
+//! decides; the agent reports only the conditions it owns (the caller
+//! merges them by type), so a gate's condition set by someone else is
+//! never overwritten.
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, PodCondition, PodIP, PodStatus,
+    ContainerStatus, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -153,6 +159,52 @@ pub fn pod_status(
     }
 }
 
+/// Holds the Ready condition False while a readiness gate of `pod` is not
+/// True (its condition missing or of another status), with the kubelet's
+/// reason and message.
+pub fn apply_readiness_gates(status: &mut PodStatus, pod: &Pod) {
+    let gates = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.readiness_gates.iter().flatten());
+    let conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref());
+    let mut unmet = None;
+    for gate in gates {
+        let found = conditions
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == gate.condition_type);
+        match found {
+            Some(c) if c.status == "True" => {}
+            Some(c) => {
+                unmet = Some(format!(
+                    "the status of pod readiness gate {:?} is not \"True\", but {}",
+                    gate.condition_type, c.status
+                ));
+                break;
+            }
+            None => {
+                unmet = Some(format!(
+                    "corresponding condition of pod readiness gate {:?} does not exist.",
+                    gate.condition_type
+                ));
+                break;
+            }
+        }
+    }
+    let Some(message) = unmet else { return };
+    for c in status.conditions.iter_mut().flatten() {
+        if c.type_ == "Ready" && c.status == "True" {
+            c.status = "False".to_owned();
+            c.reason = Some("ReadinessGatesNotReady".to_owned());
+            c.message = Some(message.clone());
+        }
+    }
+}
+
 /// Keeps a condition's previous `lastTransitionTime` when its status did
 /// not change, as the kubelet does.
 pub fn keep_transition_times(new: &mut PodStatus, old: &PodStatus) {
@@ -235,6 +287,44 @@ mod tests {
         );
         assert_eq!(condition_of(&s, "Ready"), "False");
         assert_eq!(condition_of(&s, "ContainersReady"), "False");
+    }
+
+    #[test]
+    fn a_readiness_gate_holds_ready_until_its_condition_is_true() {
+        let running = Phase::Running {
+            started_at: time(1),
+        };
+        let ready = pod_status(&[view(running, true)], "h", Some("p"), &time(0), &time(2));
+        let pod = |conditions: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "spec": {"containers": [], "readinessGates": [{"conditionType": "ferry.dev/verified"}]},
+                "status": {"conditions": conditions}
+            }))
+            .unwrap()
+        };
+        let ready_with = |conditions| {
+            let mut s = ready.clone();
+            apply_readiness_gates(&mut s, &pod(conditions));
+            s
+        };
+        let missing = ready_with(serde_json::json!([]));
+        assert_eq!(condition_of(&missing, "Ready"), "False");
+        assert_eq!(condition_of(&missing, "ContainersReady"), "True");
+        let reason = |s: &PodStatus| {
+            let c = s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").unwrap();
+            (c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default())
+        };
+        assert_eq!(reason(&missing).0, "ReadinessGatesNotReady");
+        assert!(reason(&missing).1.contains("does not exist"));
+        let refused = ready_with(serde_json::json!([{"type": "ferry.dev/verified", "status": "False"}]));
+        assert_eq!(condition_of(&refused, "Ready"), "False");
+        assert!(reason(&refused).1.contains("but False"));
+        let verified = ready_with(serde_json::json!([{"type": "ferry.dev/verified", "status": "True"}]));
+        assert_eq!(condition_of(&verified, "Ready"), "True");
+        // No gates: the containers decide.
+        let mut plain = ready.clone();
+        apply_readiness_gates(&mut plain, &Pod::default());
+        assert_eq!(plain, ready);
     }
 
     #[test]
