@@ -355,6 +355,12 @@ fn the_controller_install_renders_and_passes_the_policy() {
         prod["spec"]["suspend"], true,
         "prod waits for its first promotion"
     );
+    for environment in &environments {
+        assert_eq!(
+            environment["spec"]["healthCheck"]["beforeTraffic"], true,
+            "no client reaches an unverified pod: {environment}"
+        );
+    }
 }
 
 #[test]

@@ -75,7 +75,11 @@ fn render_works_on_any_path() {
 fn before_traffic_shows_the_readiness_gate() {
     let plain = ferry_render(&["environments/dev"], &repo());
     let gated = ferry_render(&["environments/dev", "--before-traffic"], &repo());
-    assert!(gated.status.success(), "{}", String::from_utf8_lossy(&gated.stderr));
+    assert!(
+        gated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gated.stderr)
+    );
     let (plain, gated) = (
         String::from_utf8_lossy(&plain.stdout).into_owned(),
         String::from_utf8_lossy(&gated.stdout).into_owned(),
@@ -90,7 +94,10 @@ fn before_traffic_shows_the_readiness_gate() {
         .map(|o| o["kind"].as_str().unwrap())
         .collect();
     assert_eq!(gated_kinds, ["Deployment"], "{gated}");
-    let deployment = documents.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let deployment = documents
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .unwrap();
     assert_eq!(
         deployment["spec"]["template"]["spec"]["readinessGates"],
         serde_json::json!([{"conditionType": "ferry.dev/verified"}])

@@ -470,6 +470,47 @@ fn a_release_that_is_ready_but_wrong_reaches_no_client_when_verified_before_traf
         "{s}"
     );
     assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:1");
+
+    // A pod replaced outside a release (deleted here) is verified too, at
+    // the next reconcile, before it takes traffic.
+    let names = |pods: &Value| -> Vec<String> {
+        pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let pods: Value =
+        serde_json::from_str(&k(&["get", "pods", "-n", &lab.target, "-o", "json"])).unwrap();
+    let before = names(&pods);
+    k(&[
+        "delete",
+        "pod",
+        "-n",
+        &lab.target,
+        &before[0],
+        "--wait=false",
+    ]);
+    wait_until(
+        "the replacement pod to be verified",
+        Duration::from_secs(60),
+        || {
+            lab.reconcile_now("test");
+            std::thread::sleep(Duration::from_secs(1));
+            let pods: Value =
+                serde_json::from_str(&k(&["get", "pods", "-n", &lab.target, "-o", "json"]))
+                    .unwrap();
+            pods["items"].as_array().unwrap().iter().any(|p| {
+                !before.contains(&p["metadata"]["name"].as_str().unwrap().to_owned())
+                    && p["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        },
+    );
 }
 
 #[test]

@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn workloads_get_the_gate_once_and_other_kinds_none() {
-        let mut objects = vec![
+        let mut objects = [
             json!({"kind": "Deployment", "spec": {"template": {"spec": {"containers": []}}}}),
             json!({"kind": "StatefulSet", "spec": {"template": {"spec": {"readinessGates": [{"conditionType": "other"}]}}}}),
             json!({"kind": "DaemonSet", "spec": {"template": {"spec": {"readinessGates": null}}}}),

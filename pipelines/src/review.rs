@@ -85,10 +85,39 @@ fn images(objects: &[Value]) -> BTreeMap<String, String> {
     out
 }
 
+/// Where the controller's Environments are defined: their specs decide
+/// what the controller adds to a render (the readiness gate of
+/// `healthCheck.beforeTraffic`).
+pub const ENVIRONMENTS_FILE: &str = "environments/controller/environments.yaml";
+
+/// Whether the Environment that applies `path` in `files`'s
+/// [`ENVIRONMENTS_FILE`] verifies pods before traffic.
+pub fn before_traffic(files: &dyn Files, path: &str) -> bool {
+    let Ok(Some(text)) = files.read(ENVIRONMENTS_FILE) else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&text);
+    policy::parse_documents(&text)
+        .unwrap_or_default()
+        .iter()
+        .filter(|d| d.get("kind").and_then(Value::as_str) == Some("Environment"))
+        .filter(|d| d.pointer("/spec/source/path").and_then(Value::as_str) == Some(path))
+        .any(|d| d.pointer("/spec/healthCheck/beforeTraffic") == Some(&Value::Bool(true)))
+}
+
+/// `path` rendered as the controller would apply it from `files`.
+fn render_as_applied(files: &dyn Files, path: &str) -> Result<Vec<Value>, render::RenderError> {
+    let mut objects = render::render(files, path)?;
+    if before_traffic(files, path) {
+        ferry_manifests::readiness::add_verified_gate(objects.iter_mut());
+    }
+    Ok(objects)
+}
+
 /// Compares one environment at two trees.
 pub fn review(base: &dyn Files, head: &dyn Files, env: &str) -> EnvironmentReview {
     let path = format!("environments/{env}");
-    let before = render::render(base, &path).unwrap_or_default();
+    let before = render_as_applied(base, &path).unwrap_or_default();
     let mut review = EnvironmentReview {
         name: env.to_owned(),
         changes: Vec::new(),
@@ -96,7 +125,7 @@ pub fn review(base: &dyn Files, head: &dyn Files, env: &str) -> EnvironmentRevie
         findings: Vec::new(),
         error: None,
     };
-    let after = match render::render(head, &path) {
+    let after = match render_as_applied(head, &path) {
         Ok(a) => a,
         Err(e) => {
             review.error = Some(e.to_string());
@@ -305,6 +334,25 @@ mod tests {
         }
         m.insert("environments/cluster/cluster.yaml", "kind: ClusterConfig\n");
         m
+    }
+
+    #[test]
+    fn turning_before_traffic_on_shows_the_readiness_gate() {
+        let mut on = tree("1", false);
+        on.insert(
+            ENVIRONMENTS_FILE,
+            "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {name: dev}\nspec:\n  source: {url: x, path: environments/dev}\n  healthCheck: {beforeTraffic: true}\n",
+        );
+        assert!(before_traffic(&on, "environments/dev"));
+        assert!(!before_traffic(&on, "environments/prod"));
+        let r = review(&tree("1", false), &on, "dev");
+        let verbs: Vec<&str> = r.changes.iter().map(|c| c.verb).collect();
+        assert_eq!(verbs, ["changed"]);
+        let text = markdown(&[r], None, COMMENT_LIMIT);
+        assert!(
+            text.contains("+      - conditionType: ferry.dev/verified"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -10,7 +10,11 @@ use ferry_manifests::render::{self, Disk};
 
 /// Prints PATH rendered (with the readiness gate of `beforeTraffic` when
 /// asked), and its digest to stderr.
-pub fn render(path: &Path, revision: Option<&str>, before_traffic: bool) -> anyhow::Result<ExitCode> {
+pub fn render(
+    path: &Path,
+    revision: Option<&str>,
+    before_traffic: bool,
+) -> anyhow::Result<ExitCode> {
     let mut objects: Vec<serde_json::Value> = render_path(path, revision)?
         .into_iter()
         .map(|(o, _)| o)

@@ -32,6 +32,9 @@ use super::checks::{self, HTTP_FAILURES};
 use super::health::{Evidence, new_pods};
 use super::observe::{Observation, cap};
 
+/// The reason of a pod's condition, and of the Warning, when it failed.
+pub const REFUSED: &str = "VerificationFailed";
+
 /// A gated pod of a release's new revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatedPod {
@@ -179,7 +182,7 @@ pub async fn set_verdict(
 ) -> Result<(), kube::Error> {
     let (status, reason, message) = match verdict {
         Ok(()) => ("True", "Verified", "ferry verified this pod".to_owned()),
-        Err(why) => ("False", "VerificationFailed", cap(why, 1000)),
+        Err(why) => ("False", REFUSED, cap(why, 1000)),
     };
     let patch = json!({"status": {"conditions": [{
         "type": VERIFIED,
@@ -189,9 +192,13 @@ pub async fn set_verdict(
         "lastTransitionTime": Timestamp::now().to_string(),
     }]}});
     let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
-    pods.patch_status(&pod.name, &PatchParams::default(), &Patch::Strategic(&patch))
-        .await
-        .map(|_| ())
+    pods.patch_status(
+        &pod.name,
+        &PatchParams::default(),
+        &Patch::Strategic(&patch),
+    )
+    .await
+    .map(|_| ())
 }
 
 #[cfg(test)]
@@ -202,9 +209,11 @@ mod tests {
         Observation {
             objects: vec![json!({"apiVersion": "apps/v1", "kind": "Deployment",
                 "metadata": {"name": "web", "namespace": "dev", "uid": "d1"}})],
-            replica_sets: vec![json!({"metadata": {"name": "web-2", "namespace": "dev", "uid": "rs2",
+            replica_sets: vec![
+                json!({"metadata": {"name": "web-2", "namespace": "dev", "uid": "rs2",
                 "annotations": {"deployment.kubernetes.io/revision": "2"},
-                "ownerReferences": [{"uid": "d1"}]}})],
+                "ownerReferences": [{"uid": "d1"}]}}),
+            ],
             pods,
         }
     }
@@ -225,9 +234,17 @@ mod tests {
         let ready = json!([{"type": "ContainersReady", "status": "True"}]);
         let seen = observation(vec![
             pod("a", true, ready.clone()),
-            pod("b", true, json!([{"type": "ContainersReady", "status": "False"}])),
+            pod(
+                "b",
+                true,
+                json!([{"type": "ContainersReady", "status": "False"}]),
+            ),
             pod("c", false, ready.clone()),
-            pod("d", true, json!([{"type": "ContainersReady", "status": "True"}, {"type": VERIFIED, "status": "True"}])),
+            pod(
+                "d",
+                true,
+                json!([{"type": "ContainersReady", "status": "True"}, {"type": VERIFIED, "status": "True"}]),
+            ),
         ]);
         let names: Vec<String> = pending(&seen).into_iter().map(|p| p.name).collect();
         assert_eq!(names, ["a"]);
@@ -243,7 +260,11 @@ mod tests {
         )]);
         let evidence = refused(&seen).unwrap();
         assert_eq!(evidence.object, "Deployment.apps dev/web");
-        assert!(evidence.summary.contains("pod a failed its verification before traffic: POST"));
+        assert!(
+            evidence
+                .summary
+                .contains("pod a failed its verification before traffic: POST")
+        );
         assert!(pending(&seen).is_empty());
     }
 

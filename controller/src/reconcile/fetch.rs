@@ -122,10 +122,10 @@ pub async fn fetch_and_render(
                 readiness::add_verified_gate(desired.iter_mut().map(|(object, _)| object));
             }
             Ok(Fetched {
-            revision,
-            desired,
-            durations,
-            source: fetched_from,
+                revision,
+                desired,
+                durations,
+                source: fetched_from,
             })
         }
         Err(e) => Err(failed(

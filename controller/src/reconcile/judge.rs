@@ -90,11 +90,57 @@ pub async fn step(
         client: None,
         stored: None,
     };
-    let stepped = machine::step(&facts, &mut world).await;
+    let mut stepped = machine::step(&facts, &mut world).await;
     if stepped.head_seen {
         ctx.head_looked(&key);
     }
+    if env.spec.health_check.before_traffic && status.rollout.is_none() {
+        stepped
+            .notes
+            .extend(verify_running(env, ctx, &status).await);
+    }
     (stepped, world.stored)
+}
+
+/// With `beforeTraffic`, the gated pods of what runs that were created
+/// outside a release (rescheduled, scaled up, replaced) are verified at
+/// each step while no release is judged; one that fails stays out of
+/// traffic, and a Warning says so. Nothing here fails the step: the
+/// release that runs passed its gate.
+async fn verify_running(
+    env: &Environment,
+    ctx: &Context,
+    status: &crate::crd::EnvironmentStatus,
+) -> Vec<Note> {
+    let Ok(client) = client_for(ctx, env) else {
+        return Vec::new();
+    };
+    let mut resolver = Resolver::shared(client.clone(), ctx.discovery.clone());
+    let observation = match observe::observe(&mut resolver, &client, &status.inventory).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::debug!(error = %failure::describe(&e), "could not look for pods to verify");
+            return Vec::new();
+        }
+    };
+    match verify_pending(env, ctx, &client, &observation).await {
+        Ok(Some(evidence)) => vec![(
+            EventType::Warning,
+            verify::REFUSED,
+            format!(
+                "{}: {}; it takes no traffic (delete it to try again)",
+                evidence.object, evidence.summary
+            ),
+        )],
+        Ok(None) => Vec::new(),
+        Err(outcome) => {
+            tracing::warn!(
+                ?outcome,
+                "could not verify the pods of the running revision"
+            );
+            Vec::new()
+        }
+    }
 }
 
 /// The world a step acts on: git through the repository cache, the
@@ -256,11 +302,14 @@ async fn look(
         now,
         timeout,
     );
-    if env.spec.health_check.before_traffic
-        && !matches!(verdict, Verdict::Failed(_))
-        && let Some(evidence) = before_traffic(env, ctx, &client, &observation).await?
-    {
-        verdict = Verdict::Failed(evidence);
+    if env.spec.health_check.before_traffic && !matches!(verdict, Verdict::Failed(_)) {
+        let refused = match verify::refused(&observation) {
+            Some(evidence) => Some(evidence),
+            None => verify_pending(env, ctx, &client, &observation).await?,
+        };
+        if let Some(evidence) = refused {
+            verdict = Verdict::Failed(evidence);
+        }
     }
     tracing::debug!(revision = %rollout.revision, ?verdict, "judged");
     let http = &env.spec.health_check.http;
@@ -278,17 +327,14 @@ async fn look(
 
 /// Verifies the new pods whose containers became ready (see
 /// [`verify`]) and sets their condition; the evidence of the first pod
-/// that failed, now or before. A condition that cannot be set fails the
-/// look (a pod left without it would never take traffic).
-async fn before_traffic(
+/// that failed. A condition that cannot be set fails the look (a pod left
+/// without it would never take traffic).
+async fn verify_pending(
     env: &Environment,
     ctx: &Context,
     client: &Client,
     observation: &Observation,
 ) -> Result<Option<Evidence>, Outcome> {
-    if let Some(evidence) = verify::refused(observation) {
-        return Ok(Some(evidence));
-    }
     let checks = verify::per_pod(&env.spec.health_check.http);
     let pending = verify::pending(observation);
     let verdicts = futures::future::join_all(

@@ -718,7 +718,11 @@ impl PodWorker {
         let patch = serde_json::json!({ "status": status });
         match self
             .api()
-            .patch_status(&self.name(), &PatchParams::default(), &Patch::Strategic(&patch))
+            .patch_status(
+                &self.name(),
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
             .await
         {
             Ok(_) => {

@@ -167,10 +167,7 @@ pub fn apply_readiness_gates(status: &mut PodStatus, pod: &Pod) {
         .spec
         .iter()
         .flat_map(|s| s.readiness_gates.iter().flatten());
-    let conditions = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref());
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
     let mut unmet = None;
     for gate in gates {
         let found = conditions
@@ -311,15 +308,26 @@ mod tests {
         assert_eq!(condition_of(&missing, "Ready"), "False");
         assert_eq!(condition_of(&missing, "ContainersReady"), "True");
         let reason = |s: &PodStatus| {
-            let c = s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").unwrap();
-            (c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default())
+            let c = s
+                .conditions
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|c| c.type_ == "Ready")
+                .unwrap();
+            (
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            )
         };
         assert_eq!(reason(&missing).0, "ReadinessGatesNotReady");
         assert!(reason(&missing).1.contains("does not exist"));
-        let refused = ready_with(serde_json::json!([{"type": "ferry.dev/verified", "status": "False"}]));
+        let refused =
+            ready_with(serde_json::json!([{"type": "ferry.dev/verified", "status": "False"}]));
         assert_eq!(condition_of(&refused, "Ready"), "False");
         assert!(reason(&refused).1.contains("but False"));
-        let verified = ready_with(serde_json::json!([{"type": "ferry.dev/verified", "status": "True"}]));
+        let verified =
+            ready_with(serde_json::json!([{"type": "ferry.dev/verified", "status": "True"}]));
         assert_eq!(condition_of(&verified, "Ready"), "True");
         // No gates: the containers decide.
         let mut plain = ready.clone();
