@@ -13,7 +13,7 @@ mod rollout;
 
 use std::time::{Duration, Instant};
 
-use common::{Lab, condition, edit_chunk, ferry};
+use common::{Lab, condition, edit_chunk, ferry, repo_root};
 use fake_github::FakeGitHub;
 use ferry_lab_testkit::{k, lab_enabled, wait_until};
 use rollout::*;
@@ -511,6 +511,121 @@ fn a_release_that_is_ready_but_wrong_reaches_no_client_when_verified_before_traf
             })
         },
     );
+}
+
+/// A model that answers every request with 200, but not as the model CI
+/// gated (trained with two feature columns swapped: a feature-order bug
+/// that still scores 0.95 in cross-validation): with `beforeTraffic` and
+/// the prediction check, no client gets one of its answers, and it is
+/// rolled back.
+#[test]
+fn a_release_of_the_wrong_model_answers_no_client_and_is_rolled_back() {
+    if !lab_enabled("a_release_of_the_wrong_model_answers_no_client_and_is_rolled_back") {
+        return;
+    }
+    let work = std::env::temp_dir().join(format!("ferry-wrong-model-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let train = std::fs::read_to_string(repo_root().join("inference/data/Train_Data.csv")).unwrap();
+    let (header, rows) = train.split_once('\n').unwrap();
+    let swapped = header
+        .replace("ssc_p", "SWAP")
+        .replace("mba_p", "ssc_p")
+        .replace("SWAP", "mba_p");
+    std::fs::write(work.join("swapped.csv"), format!("{swapped}\n{rows}")).unwrap();
+    let model = work.join("swapped.json");
+    let trained = std::process::Command::new(inference_bin())
+        .args(["train", "--trees", "64", "--data"])
+        .arg(work.join("swapped.csv"))
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    image(
+        "ferry-lab-test/swapped:1",
+        &[
+            &inference_bin(),
+            "serve",
+            "--model",
+            model.to_str().unwrap(),
+        ],
+    );
+    let golden = golden_cases(&work, 30);
+    let spec = "\n  healthCheck:\n    beforeTraffic: true\n    predictions:\n      url: \"http://{{.podIP}}:9696/predict\"\n      cases: env/golden.jsonl\n      compareWithRunning: {maxDisagreement: 0.2}";
+    let (lab, address, good) =
+        healthy_release_with("rb-model", spec, |lab| lab.write("golden.jsonl", &golden));
+    let events = lab.events("test");
+    assert!(
+        events.contains("30 of 30 predictions as CI's model"),
+        "{events}"
+    );
+
+    let expected = predict_outcome(&address).unwrap();
+    let traffic = Traffic::expecting(address.clone(), Some(expected));
+    let bad = release(
+        &lab,
+        "ferry-lab-test/swapped:1",
+        "release: a model trained with two columns swapped",
+    );
+    let since = Instant::now();
+    lab.reconcile_now("test");
+    let seconds = wait_rolled_back(&lab, &good, &bad, since);
+    let (ok, failed, wrong) = traffic.stop_counting_wrong();
+    eprintln!(
+        "wrong model, verified before traffic: rolled back {seconds:.1} s after the commit; {ok} requests ok, {failed} failed; requests answered by the wrong model: {wrong}"
+    );
+    assert_eq!((failed, wrong), (0, 0));
+    assert!(ok > 10);
+    let s = lab.status("test");
+    let reason = s["failedReason"].as_str().unwrap();
+    assert!(reason.contains("not the model CI gated"), "{s}");
+    assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:1");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The first `count` rows of the held-out data with the answers of the
+/// model CI gated (inference/model/placement.json), as `ferry-pipelines
+/// golden` writes them: JSON lines of the request and the answer.
+fn golden_cases(work: &std::path::Path, count: usize) -> String {
+    let test = std::fs::read_to_string(repo_root().join("inference/data/Test_Data.csv")).unwrap();
+    let rows: Vec<&str> = test.lines().take(count + 1).collect();
+    let csv = work.join("cases.csv");
+    std::fs::write(&csv, rows.join("\n")).unwrap();
+    let predicted = std::process::Command::new(inference_bin())
+        .args(["predict", "--model"])
+        .arg(repo_root().join("inference/model/placement.json"))
+        .arg("--data")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(predicted.status.success());
+    let predicted = String::from_utf8(predicted.stdout).unwrap();
+    let header: Vec<&str> = rows[0].split(',').collect();
+    let mut text = String::new();
+    for (row, answer) in rows[1..].iter().zip(predicted.lines().skip(1)) {
+        let request: serde_json::Map<String, Value> = header
+            .iter()
+            .zip(row.split(','))
+            .map(|(k, v)| {
+                let value = v
+                    .parse::<f64>()
+                    .map_or_else(|_| Value::from(v), Value::from);
+                (k.to_string(), value)
+            })
+            .collect();
+        let fields: Vec<&str> = answer.split(',').collect();
+        let answer = serde_json::json!({
+            "Placement": fields[2] == "true",
+            "Placement_Probability": fields[1].parse::<f64>().unwrap(),
+        });
+        text.push_str(&serde_json::json!({"request": request, "answer": answer}).to_string());
+        text.push('\n');
+    }
+    text
 }
 
 #[test]

@@ -14,7 +14,7 @@ use ferry_inference::train::Step;
 use ferry_manifests::git::GitFiles;
 use ferry_manifests::render::Files;
 use ferry_pipelines::github::{GitHub, Upsert};
-use ferry_pipelines::{bump, gate, review};
+use ferry_pipelines::{bump, gate, golden, review};
 
 #[derive(Parser)]
 #[command(
@@ -73,10 +73,34 @@ enum Command {
     },
     /// Point environments/ENV at a new image tag (and digest), changing
     /// nothing else in its kustomization.yaml. Running it twice changes
-    /// nothing the second time.
+    /// nothing the second time. With --golden-model, also write the
+    /// prediction cases of that model to environments/ENV/golden.jsonl.
     Bump {
         #[command(flatten)]
         bump: BumpArgs,
+        /// The model the new image serves: its answers to the rows of
+        /// --golden-data become the cases the controller verifies each new
+        /// pod with (`healthCheck.predictions`).
+        #[arg(long, requires = "golden_data")]
+        golden_model: Option<PathBuf>,
+        /// Rows the model was not trained on (CSV, any column order).
+        #[arg(long, requires = "golden_model")]
+        golden_data: Option<PathBuf>,
+    },
+    /// Write the prediction cases of a model: the first N rows of a CSV
+    /// the model was not trained on, each with the model's answer, as JSON
+    /// lines `{"request": ..., "answer": ...}` (what the controller's
+    /// `healthCheck.predictions` sends each new pod and expects back).
+    Golden {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// How many rows.
+        #[arg(long, default_value_t = 50)]
+        cases: usize,
     },
     /// Point environments/ENV at a released image on the tip of BRANCH and
     /// push it there: fetch, bump, commit, push, and start again from the
@@ -193,6 +217,23 @@ impl BumpArgs {
     fn apply(&self, text: &str, label: &str) -> Result<String, bump::BumpError> {
         bump::bump(text, label, &self.image, &self.tag, self.digest.as_deref())
     }
+}
+
+/// Writes the prediction cases of the model at `model` for the first
+/// `count` rows of `data` to `out`.
+fn write_golden(model: &Path, data: &Path, out: &Path, count: usize) -> anyhow::Result<()> {
+    let artifact = artifact::load(model)
+        .with_context(|| format!("failed to load the model {}", model.display()))?;
+    let csv = std::fs::read(data).with_context(|| format!("failed to read {}", data.display()))?;
+    let text = golden::cases(&artifact.model, &csv, count)?;
+    std::fs::write(out, &text).with_context(|| format!("failed to write {}", out.display()))?;
+    eprintln!(
+        "{}: {} prediction cases of model {}",
+        out.display(),
+        text.lines().count(),
+        artifact.sha256
+    );
+    Ok(())
 }
 
 /// `environments/ENV/kustomization.yaml`.
@@ -510,7 +551,23 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 .into())
             }
         }
-        Command::Bump { bump } => {
+        Command::Golden {
+            model,
+            data,
+            out,
+            cases,
+        } => write_golden(&model, &data, &out, cases),
+        Command::Bump {
+            bump,
+            golden_model,
+            golden_data,
+        } => {
+            if let (Some(model), Some(data)) = (&golden_model, &golden_data) {
+                let out = PathBuf::from("environments")
+                    .join(&bump.env)
+                    .join("golden.jsonl");
+                write_golden(model, data, &out, 50)?;
+            }
             let file = kustomization(&bump.env);
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("failed to read {}", file.display()))?;

@@ -136,6 +136,47 @@ pub struct HealthCheck {
     /// The deployer needs `patch` on `pods/status`.
     #[serde(default)]
     pub before_traffic: bool,
+    /// With `beforeTraffic`: the model-aware check of each new pod, made
+    /// with the HTTP checks before the pod takes traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<Predictions>,
+}
+
+/// The prediction check: the pod must answer the cases of a file in the
+/// same commit as the model CI gated answered them, so the pod is proven
+/// to serve exactly the model CI tested.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Predictions {
+    /// Where to send each case's request (POST, JSON), naming
+    /// `{{.podIP}}`: `http://{{.podIP}}:9696/predict`.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.contains('{{.podIP}}')", "message": "predictions.url must name {{.podIP}}: each pod is checked before it takes traffic"}]))]
+    #[schemars(length(max = 2048))]
+    pub url: String,
+    /// The cases, a file in the same commit (path from the repository's
+    /// root): JSON lines of `{"request": ..., "answer": ...}`, written by
+    /// `ferry-pipelines` with each bump. At most 1000 cases, 1 MiB.
+    #[schemars(length(min = 1, max = 1024))]
+    pub cases: String,
+    /// The share of cases whose answer may differ (numbers within 1e-9
+    /// agree; default 0: every case must be answered as CI's model did).
+    #[serde(default, deserialize_with = "number::fraction")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_disagreement: f64,
+    /// Also send the cases to a pod of the revision that runs now, and
+    /// bound the share of cases whose class (the answer without its
+    /// numbers) changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare_with_running: Option<CompareWithRunning>,
+}
+
+/// The bound on how many classes a release may change.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompareWithRunning {
+    #[serde(default, deserialize_with = "number::fraction")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_disagreement: f64,
 }
 
 impl Default for HealthCheck {
@@ -145,6 +186,7 @@ impl Default for HealthCheck {
             http: Vec::new(),
             cancel_on_new_revision: true,
             before_traffic: false,
+            predictions: None,
         }
     }
 }

@@ -33,6 +33,14 @@ pub fn saturating_u16<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16,
     saturating(deserializer, u64::from(u16::MAX)).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
 }
 
+/// Any JSON number, clamped into `0.0..=1.0` (a share of cases).
+pub fn fraction<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    let f = serde_json::Number::deserialize(deserializer)?
+        .as_f64()
+        .unwrap_or(0.0);
+    Ok(if f.is_nan() { 0.0 } else { f.clamp(0.0, 1.0) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,7 +107,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// A response's body, read up to [`BODY_LIMIT`]: a larger one fails the
 /// attempt instead of being held.
-async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+pub async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
@@ -149,21 +149,21 @@ pub fn response_passes(check: &HttpCheck, status: u16, body: &[u8]) -> Result<()
 /// `{{.podIP}}`, else the URL itself.
 pub fn targets(check: &HttpCheck, pod_ips: &[String]) -> Vec<String> {
     if check.url.contains("{{.podIP}}") {
-        pod_ips
-            .iter()
-            .map(|ip| {
-                // An IPv6 address goes in brackets in a URL.
-                let host = if ip.contains(':') && !ip.starts_with('[') {
-                    format!("[{ip}]")
-                } else {
-                    ip.clone()
-                };
-                check.url.replace("{{.podIP}}", &host)
-            })
-            .collect()
+        pod_ips.iter().map(|ip| pod_url(&check.url, ip)).collect()
     } else {
         vec![check.url.clone()]
     }
+}
+
+/// `url` with `{{.podIP}}` replaced by `ip` (an IPv6 address in brackets,
+/// as a URL needs it).
+pub fn pod_url(url: &str, ip: &str) -> String {
+    let host = if ip.contains(':') && !ip.starts_with('[') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    };
+    url.replace("{{.podIP}}", &host)
 }
 
 /// Makes one attempt of `check` against each of its targets; it passes

@@ -315,6 +315,31 @@ fn owned_by(object: &Value, owner_uid: &str) -> bool {
         .any(|r| r.get("uid").and_then(Value::as_str) == Some(owner_uid))
 }
 
+/// Every pod of a workload, of any revision: owned by it, or (for a
+/// Deployment) by one of its ReplicaSets.
+pub fn all_pods<'a>(
+    workload: &Value,
+    replica_sets: &'a [Value],
+    pods: &'a [Value],
+) -> Vec<&'a Value> {
+    let namespace = text(workload, "/metadata/namespace");
+    let in_namespace = |o: &&Value| text(o, "/metadata/namespace") == namespace;
+    let uid = text(workload, "/metadata/uid").unwrap_or("");
+    let owners: Vec<&str> = std::iter::once(uid)
+        .chain(
+            replica_sets
+                .iter()
+                .filter(in_namespace)
+                .filter(|rs| owned_by(rs, uid))
+                .filter_map(|rs| text(rs, "/metadata/uid")),
+        )
+        .collect();
+    pods.iter()
+        .filter(in_namespace)
+        .filter(|p| owners.iter().any(|o| owned_by(p, o)))
+        .collect()
+}
+
 /// The pods of a workload's current revision: for a Deployment, those of
 /// its ReplicaSet with the highest revision; for a StatefulSet, its pods
 /// of `status.updateRevision` (`controller-revision-hash`); for a

@@ -3,9 +3,10 @@
 //! render, see [`ferry_manifests::readiness`]), so it takes no traffic
 //! until ferry sets that condition. Once a pod's containers are ready,
 //! the HTTP checks addressed to pods (`{{.podIP}}`) are made against that
-//! pod alone; the condition then says True (the pod becomes Ready, the
-//! rolling update goes on) or False with the failing check (the release
-//! fails at once).
+//! pod alone, and the prediction check ([`super::predictions`]) with the
+//! cases of the release's commit; the condition then says True (the pod
+//! becomes Ready, the rolling update goes on) or False with the failing
+//! check (the release fails at once).
 //!
 //! Guarantees: a pod's condition is set once, by its verification, and
 //! never changed afterwards (a False pod stays out of traffic); a pod
@@ -16,6 +17,7 @@
 
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
@@ -25,12 +27,13 @@ use serde_json::{Value, json};
 use ferry_manifests::object::ObjectRef;
 use ferry_manifests::readiness::{GATED_KINDS, VERIFIED, is_gated};
 
-use crate::crd::HttpCheck;
 use crate::crd::parse_interval;
+use crate::crd::{HttpCheck, Predictions};
 
 use super::checks::{self, HTTP_FAILURES};
-use super::health::{Evidence, new_pods};
+use super::health::{Evidence, all_pods, new_pods};
 use super::observe::{Observation, cap};
+use super::predictions::{Case, Tally, agrees, class_of};
 
 /// The reason of a pod's condition, and of the Warning, when it failed.
 pub const REFUSED: &str = "VerificationFailed";
@@ -141,10 +144,123 @@ pub fn per_pod(checks: &[HttpCheck]) -> Vec<&HttpCheck> {
         .collect()
 }
 
-/// Verifies one pod: each check must pass `successThreshold` attempts in
-/// a row, `period` apart, and fails after [`HTTP_FAILURES`] in a row.
-/// `Err` names the failing check and its last answer.
-pub async fn verify(http: &reqwest::Client, checks: &[&HttpCheck], ip: &str) -> Result<(), String> {
+/// A Ready pod of the revision that runs (not the new one) of a gated
+/// workload: what `compareWithRunning` asks.
+pub fn running_pod(observation: &Observation) -> Option<String> {
+    observation.objects.iter().find_map(|object| {
+        if !GATED_KINDS.contains(&ObjectRef::of(object).kind.as_str()) {
+            return None;
+        }
+        let new: Vec<&Value> = new_pods(object, &observation.replica_sets, &observation.pods);
+        all_pods(object, &observation.replica_sets, &observation.pods)
+            .into_iter()
+            .filter(|p| !new.iter().any(|n| std::ptr::eq(*n, *p)))
+            .filter(|p| status_of(p, "Ready") == Some("True"))
+            .find_map(|p| p.pointer("/status/podIP").and_then(Value::as_str))
+            .map(str::to_owned)
+    })
+}
+
+/// What every pod of a look is verified with.
+pub struct Plan<'a> {
+    /// The HTTP checks addressed to each pod.
+    pub checks: Vec<&'a HttpCheck>,
+    /// The prediction check and its cases (from the release's commit).
+    pub predictions: Option<(&'a Predictions, Vec<Case>)>,
+    /// What a pod of the running revision answered the cases, for
+    /// `compareWithRunning` (`None`: no such pod, or not asked).
+    pub running: Option<Vec<Value>>,
+}
+
+/// Sends each case's request to the pod at `ip` (8 at a time, in order),
+/// and returns the answers; an error names the case.
+pub async fn ask(
+    http: &reqwest::Client,
+    url: &str,
+    ip: &str,
+    cases: &[Case],
+) -> Result<Vec<Value>, String> {
+    let url = checks::pod_url(url, ip);
+    let requests: Vec<(usize, String)> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, case)| (i + 1, case.request.to_string()))
+        .collect();
+    futures::stream::iter(requests)
+        .map(|(number, body)| ask_one(http.clone(), url.clone(), number, body))
+        .buffered(8)
+        .try_collect()
+        .await
+}
+
+/// One case's request and its answer (owned arguments: the futures of
+/// [`ask`] borrow nothing).
+async fn ask_one(
+    http: reqwest::Client,
+    url: String,
+    number: usize,
+    body: String,
+) -> Result<Value, String> {
+    let failed = |why: String| format!("case {number}: {why}");
+    let response = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| failed(format!("no answer: {}", e.without_url())))?;
+    let status = response.status().as_u16();
+    let body = checks::read_body(response).await.map_err(failed)?;
+    if !(200..300).contains(&status) {
+        return Err(failed(format!("status {status}")));
+    }
+    serde_json::from_slice(&body).map_err(|e| failed(format!("the answer is not JSON: {e}")))
+}
+
+/// Verifies one pod: the HTTP checks, then the predictions. On success, a
+/// line for the Event; `Err` names what failed and its answer.
+pub async fn verify(http: &reqwest::Client, plan: &Plan<'_>, ip: &str) -> Result<String, String> {
+    check_http(http, &plan.checks, ip).await?;
+    let mut said = vec![format!("{} HTTP checks passed", plan.checks.len())];
+    if let Some((spec, cases)) = &plan.predictions {
+        let answers = ask(http, &spec.url, ip, cases)
+            .await
+            .map_err(|why| format!("predictions: {why}"))?;
+        let wanted: Vec<Value> = cases.iter().map(|c| c.answer.clone()).collect();
+        let tally = Tally::of(&wanted, &answers, agrees);
+        if !tally.within(spec.max_disagreement) {
+            return Err(format!(
+                "predictions: not the model CI gated: {}",
+                tally.describe(spec.max_disagreement)
+            ));
+        }
+        said.push(format!(
+            "{} of {} predictions as CI's model",
+            tally.cases - tally.disagreements,
+            tally.cases
+        ));
+        if let (Some(compare), Some(running)) = (&spec.compare_with_running, &plan.running) {
+            let classes = |answers: &[Value]| answers.iter().map(class_of).collect::<Vec<_>>();
+            let tally = Tally::of(&classes(running), &classes(&answers), |a, b| a == b);
+            if !tally.within(compare.max_disagreement) {
+                return Err(format!(
+                    "predictions: too many classes change against the running revision: {}",
+                    tally.describe(compare.max_disagreement)
+                ));
+            }
+            said.push(format!(
+                "{} of {} classes changed against the running revision",
+                tally.disagreements, tally.cases
+            ));
+        }
+    }
+    Ok(said.join("; "))
+}
+
+/// Each check must pass `successThreshold` attempts in a row, `period`
+/// apart, and fails after [`HTTP_FAILURES`] in a row.
+async fn check_http(http: &reqwest::Client, checks: &[&HttpCheck], ip: &str) -> Result<(), String> {
     let ips = [ip.to_owned()];
     for check in checks {
         let needed = check.success_threshold.max(1);
@@ -178,10 +294,10 @@ pub async fn verify(http: &reqwest::Client, checks: &[&HttpCheck], ip: &str) -> 
 pub async fn set_verdict(
     client: &Client,
     pod: &GatedPod,
-    verdict: &Result<(), String>,
+    verdict: &Result<String, String>,
 ) -> Result<(), kube::Error> {
     let (status, reason, message) = match verdict {
-        Ok(()) => ("True", "Verified", "ferry verified this pod".to_owned()),
+        Ok(said) => ("True", "Verified", cap(said, 1000)),
         Err(why) => ("False", REFUSED, cap(why, 1000)),
     };
     let patch = json!({"status": {"conditions": [{

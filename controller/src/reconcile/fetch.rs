@@ -14,7 +14,7 @@ use crate::source::cache::{Revision, SourceError, SourceSpec, redact};
 use crate::source::credentials;
 
 use super::context::Context;
-use super::outcome::{Outcome, failed};
+use super::outcome::{Outcome, failed, message_of};
 
 /// Milliseconds per phase, for the history.
 pub type Durations = BTreeMap<String, u64>;
@@ -134,5 +134,39 @@ pub async fn fetch_and_render(
             reason::RENDER_FAILED,
             failure::describe(&e),
         )),
+    }
+}
+
+/// The file at `path` (from the repository's root) in the commit of
+/// `revision` (`ref@sha1:commit`), read from the repository cache (fetched
+/// by id when the cache lacks it). `None` when the commit has no such
+/// file.
+pub async fn read_at(
+    env: &Environment,
+    ctx: &Context,
+    revision: &str,
+    path: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    use ferry_manifests::render::Files;
+    let commit = revision
+        .split_once("@sha1:")
+        .map(|(_, c)| c.to_owned())
+        .ok_or_else(|| format!("{revision} is not a revision id"))?;
+    let timeout = parse_interval(&env.spec.source.timeout).unwrap_or(Duration::from_secs(60));
+    let source = source_of(env, ctx).await.map_err(|o| message_of(&o))?;
+    let cache = ctx.cache.clone();
+    let path = path.trim_start_matches('/').to_owned();
+    let read = tokio::task::spawn_blocking(move || {
+        let files = cache
+            .files_at(&source, &commit, timeout)
+            .map_err(|e| failure::describe(&e))?;
+        files
+            .read(&path)
+            .map_err(|e| format!("failed to read {path} at {commit}: {e}"))
+    });
+    match tokio::time::timeout(timeout + Duration::from_secs(5), read).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer from git within {} s", timeout.as_secs())),
     }
 }

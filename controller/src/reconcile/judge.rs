@@ -16,11 +16,11 @@ use crate::crd::{Applying, Environment, Placement, RETRY, Rollout, parse_interva
 use crate::failure::{self, FailureClass};
 use crate::gate::checks;
 use crate::gate::health::{self, Evidence, Verdict};
-use crate::gate::observe::{self, Observation};
-use crate::gate::verify;
+use crate::gate::observe;
 use crate::github::Step;
 use crate::source::cache::Revision;
 
+use super::before_traffic;
 use super::context::{Context, client_for};
 use super::decide::Note;
 use super::fetch::{Fetched, fetch_and_render};
@@ -89,58 +89,19 @@ pub async fn step(
         health_timeout,
         client: None,
         stored: None,
+        notes: Vec::new(),
     };
     let mut stepped = machine::step(&facts, &mut world).await;
     if stepped.head_seen {
         ctx.head_looked(&key);
     }
+    stepped.notes.append(&mut world.notes);
     if env.spec.health_check.before_traffic && status.rollout.is_none() {
         stepped
             .notes
-            .extend(verify_running(env, ctx, &status).await);
+            .extend(before_traffic::verify_running(env, ctx, &status).await);
     }
     (stepped, world.stored)
-}
-
-/// With `beforeTraffic`, the gated pods of what runs that were created
-/// outside a release (rescheduled, scaled up, replaced) are verified at
-/// each step while no release is judged; one that fails stays out of
-/// traffic, and a Warning says so. Nothing here fails the step: the
-/// release that runs passed its gate.
-async fn verify_running(
-    env: &Environment,
-    ctx: &Context,
-    status: &crate::crd::EnvironmentStatus,
-) -> Vec<Note> {
-    let Ok(client) = client_for(ctx, env) else {
-        return Vec::new();
-    };
-    let mut resolver = Resolver::shared(client.clone(), ctx.discovery.clone());
-    let observation = match observe::observe(&mut resolver, &client, &status.inventory).await {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::debug!(error = %failure::describe(&e), "could not look for pods to verify");
-            return Vec::new();
-        }
-    };
-    match verify_pending(env, ctx, &client, &observation).await {
-        Ok(Some(evidence)) => vec![(
-            EventType::Warning,
-            verify::REFUSED,
-            format!(
-                "{}: {}; it takes no traffic (delete it to try again)",
-                evidence.object, evidence.summary
-            ),
-        )],
-        Ok(None) => Vec::new(),
-        Err(outcome) => {
-            tracing::warn!(
-                ?outcome,
-                "could not verify the pods of the running revision"
-            );
-            Vec::new()
-        }
-    }
 }
 
 /// The world a step acts on: git through the repository cache, the
@@ -153,6 +114,8 @@ struct Live<'a> {
     client: Option<Client>,
     /// The Environment as [`World::intend`]'s status patch left it.
     stored: Option<Environment>,
+    /// Notes of the looks (pods verified before traffic), for Events.
+    notes: Vec<Note>,
 }
 
 impl World for Live<'_> {
@@ -236,8 +199,10 @@ impl World for Live<'_> {
     }
 
     async fn look(&mut self, rollout: &Rollout, due: &[bool]) -> Result<Look, Outcome> {
-        let (look, client) = look(self.env, self.ctx, rollout, due, self.health_timeout).await?;
+        let (look, client, mut notes) =
+            look(self.env, self.ctx, rollout, due, self.health_timeout).await?;
         self.client = Some(client);
+        self.notes.append(&mut notes);
         Ok(look)
     }
 
@@ -265,17 +230,17 @@ impl World for Live<'_> {
 }
 
 /// One look at `rollout` (under the health `timeout`): the workload
-/// rules' verdict, and one attempt
-/// per HTTP check marked `due` once the workloads are healthy; with the
-/// client that looked (the deployer's, which reads the evidence of a
-/// failure too).
+/// rules' verdict (with `beforeTraffic`, the new pods verified first), and
+/// one attempt per HTTP check marked `due` once the workloads are healthy;
+/// with the client that looked (the deployer's, which reads the evidence
+/// of a failure too), and the notes of pods verified.
 async fn look(
     env: &Environment,
     ctx: &Context,
     rollout: &Rollout,
     due: &[bool],
     timeout: Duration,
-) -> Result<(Look, Client), Outcome> {
+) -> Result<(Look, Client, Vec<Note>), Outcome> {
     let status = env.status.clone().unwrap_or_default();
     let client = client_for(ctx, env)
         .map_err(|message| failed(None, FailureClass::Terminal, reason::INVALID_SPEC, message))?;
@@ -302,11 +267,11 @@ async fn look(
         now,
         timeout,
     );
+    let mut notes = Vec::new();
     if env.spec.health_check.before_traffic && !matches!(verdict, Verdict::Failed(_)) {
-        let refused = match verify::refused(&observation) {
-            Some(evidence) => Some(evidence),
-            None => verify_pending(env, ctx, &client, &observation).await?,
-        };
+        let (refused, verified) =
+            before_traffic::judge_pods(env, ctx, &client, &observation, &rollout.revision).await?;
+        notes = verified;
         if let Some(evidence) = refused {
             verdict = Verdict::Failed(evidence);
         }
@@ -322,52 +287,7 @@ async fn look(
             }
         }
     }
-    Ok((Look { verdict, attempts }, client))
-}
-
-/// Verifies the new pods whose containers became ready (see
-/// [`verify`]) and sets their condition; the evidence of the first pod
-/// that failed. A condition that cannot be set fails the look (a pod left
-/// without it would never take traffic).
-async fn verify_pending(
-    env: &Environment,
-    ctx: &Context,
-    client: &Client,
-    observation: &Observation,
-) -> Result<Option<Evidence>, Outcome> {
-    let checks = verify::per_pod(&env.spec.health_check.http);
-    let pending = verify::pending(observation);
-    let verdicts = futures::future::join_all(
-        pending
-            .iter()
-            .map(|pod| verify::verify(&ctx.http, &checks, &pod.ip)),
-    )
-    .await;
-    let mut refused = None;
-    for (pod, verdict) in pending.iter().zip(verdicts) {
-        verify::set_verdict(client, pod, &verdict)
-            .await
-            .map_err(|e| {
-                let mut message = format!(
-                    "failed to set condition ferry.dev/verified of pod {}/{}: {}",
-                    pod.namespace,
-                    pod.name,
-                    failure::describe(&e)
-                );
-                if failure::is_forbidden(&e) {
-                    message = format!(
-                        "{message}; healthCheck.beforeTraffic needs `patch` on `pods/status`: {}",
-                        failure::FORBIDDEN_HINT
-                    );
-                }
-                failed(None, failure::of_error(&e), reason::APPLY_FAILED, message)
-            })?;
-        tracing::info!(pod = %pod.name, verified = verdict.is_ok(), "verified a pod before traffic");
-        if let Err(why) = verdict {
-            refused.get_or_insert(verify::refusal(pod, &why));
-        }
-    }
-    Ok(refused)
+    Ok((Look { verdict, attempts }, client, notes))
 }
 
 /// The Warning Event of a failed gate, on the Environment: the evidence

@@ -37,7 +37,7 @@ use crate::source::cache::Revision;
 
 use super::decide::{self, AfterVerdict, Decision, Note};
 use super::fetch::Durations;
-use super::outcome::Outcome;
+use super::outcome::{Outcome, message_of};
 
 /// Where a release of an Environment stands, read from its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -402,14 +402,6 @@ fn is_terminal(outcome: &Outcome) -> bool {
             ..
         }
     )
-}
-
-/// The message of a failure (empty for any other outcome).
-fn message_of(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Failed { message, .. } => message.clone(),
-        _ => String::new(),
-    }
 }
 
 /// One step of the release: see the module docs.

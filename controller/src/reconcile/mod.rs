@@ -31,6 +31,7 @@
 //! with `prune: true` (owned objects only; adopted ones are released), or
 //! orphans it with `prune: false`.
 
+pub mod before_traffic;
 pub mod cleanup;
 pub mod context;
 pub mod decide;

@@ -101,3 +101,11 @@ pub fn failed(
         message: message.to_string(),
     }
 }
+
+/// The message of a failure (empty for any other outcome).
+pub fn message_of(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Failed { message, .. } => message.clone(),
+        _ => String::new(),
+    }
+}

@@ -81,9 +81,9 @@ pub fn predict(address: &str) -> bool {
     predict_outcome(address).is_ok()
 }
 
-/// `POST /predict` through the LoadBalancer: `Ok` for a 200, otherwise
+/// `POST /predict` through the LoadBalancer: the body of a 200, otherwise
 /// what went wrong (the status line, or the I/O error and its step).
-pub fn predict_outcome(address: &str) -> Result<(), String> {
+pub fn predict_outcome(address: &str) -> Result<String, String> {
     let address: std::net::SocketAddr = address.parse().map_err(|e| format!("address: {e}"))?;
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
         .map_err(|e| format!("connect: {e}"))?;
@@ -101,7 +101,10 @@ pub fn predict_outcome(address: &str) -> Result<(), String> {
         .read_to_string(&mut response)
         .map_err(|e| format!("receive: {e}"))?;
     if response.starts_with("HTTP/1.1 200") {
-        Ok(())
+        Ok(response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default())
     } else if response.is_empty() {
         Err("closed without an answer".to_owned())
     } else {
@@ -115,21 +118,33 @@ pub fn predict_outcome(address: &str) -> Result<(), String> {
 pub struct Traffic {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
+    /// 200s whose answer was not the expected one.
+    wrong: Arc<AtomicUsize>,
     failures: Arc<std::sync::Mutex<Vec<String>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Traffic {
     pub fn start(address: String) -> Traffic {
+        Traffic::expecting(address, None)
+    }
+
+    /// As [`Traffic::start`], counting the 200s whose body is not
+    /// `expected` (the good model's answer) as answered by a wrong model.
+    pub fn expecting(address: String, expected: Option<String>) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
+        let wrong = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (s, o, f) = (stop.clone(), ok.clone(), failures.clone());
+        let (s, o, w, f) = (stop.clone(), ok.clone(), wrong.clone(), failures.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match predict_outcome(&address) {
-                    Ok(()) => {
+                    Ok(body) => {
                         o.fetch_add(1, Ordering::Relaxed);
+                        if expected.as_ref().is_some_and(|e| *e != body) {
+                            w.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     Err(e) => {
                         let at = std::time::SystemTime::now()
@@ -146,9 +161,17 @@ impl Traffic {
         Traffic {
             stop,
             ok,
+            wrong,
             failures,
             thread: Some(thread),
         }
+    }
+
+    /// Stops; `(ok, failed, answered by a wrong model)`.
+    pub fn stop_counting_wrong(self) -> (usize, usize, usize) {
+        let wrong = self.wrong.clone();
+        let (ok, failed) = self.stop();
+        (ok, failed, wrong.load(Ordering::Relaxed))
     }
 
     /// Stops; `(ok, failed)`.
