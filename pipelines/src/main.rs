@@ -105,13 +105,21 @@ enum Command {
     /// Point environments/ENV at a released image on the tip of BRANCH and
     /// push it there: fetch, bump, commit, push, and start again from the
     /// new tip when someone pushed meanwhile (the bump is made again, never
-    /// rebased). When the remote refuses BRANCH as protected, with
+    /// rebased). With --golden-model, the same commit writes the image's
+    /// prediction cases to environments/ENV/golden.jsonl (computed before
+    /// the tip is fetched, from the model the image was built with). When the remote refuses BRANCH as protected, with
     /// --pull-request-if-protected the commit goes to `release/ENV-TAG` and
     /// a pull request that merges itself once its checks pass (GITHUB_TOKEN,
     /// GITHUB_REPOSITORY, GITHUB_API_URL).
     ReleaseBump {
         #[command(flatten)]
         bump: BumpArgs,
+        /// The model the image serves (see `bump`).
+        #[arg(long, requires = "golden_data")]
+        golden_model: Option<PathBuf>,
+        /// Rows the model was not trained on (see `bump`).
+        #[arg(long, requires = "golden_model")]
+        golden_data: Option<PathBuf>,
         #[arg(long, default_value = "origin")]
         remote: String,
         #[arg(long, default_value = "main")]
@@ -219,21 +227,36 @@ impl BumpArgs {
     }
 }
 
-/// Writes the prediction cases of the model at `model` for the first
-/// `count` rows of `data` to `out`.
-fn write_golden(model: &Path, data: &Path, out: &Path, count: usize) -> anyhow::Result<()> {
+/// How many prediction cases a bump writes.
+const GOLDEN_CASES: usize = 50;
+
+/// The prediction cases of the model at `model` for the first `count`
+/// rows of `data`.
+fn golden_text(model: &Path, data: &Path, count: usize) -> anyhow::Result<String> {
     let artifact = artifact::load(model)
         .with_context(|| format!("failed to load the model {}", model.display()))?;
     let csv = std::fs::read(data).with_context(|| format!("failed to read {}", data.display()))?;
     let text = golden::cases(&artifact.model, &csv, count)?;
-    std::fs::write(out, &text).with_context(|| format!("failed to write {}", out.display()))?;
     eprintln!(
-        "{}: {} prediction cases of model {}",
-        out.display(),
+        "{} prediction cases of model {}",
         text.lines().count(),
         artifact.sha256
     );
+    Ok(text)
+}
+
+/// Writes [`golden_text`] to `out`.
+fn write_golden(model: &Path, data: &Path, out: &Path, count: usize) -> anyhow::Result<()> {
+    let text = golden_text(model, data, count)?;
+    std::fs::write(out, &text).with_context(|| format!("failed to write {}", out.display()))?;
+    eprintln!("wrote {}", out.display());
     Ok(())
+}
+
+/// `environments/ENV/golden.jsonl`: the prediction cases of the image ENV
+/// runs.
+fn golden_file(env: &str) -> PathBuf {
+    PathBuf::from("environments").join(env).join("golden.jsonl")
 }
 
 /// `environments/ENV/kustomization.yaml`.
@@ -288,8 +311,20 @@ fn promote(
         eprintln!("{to} already runs {what}");
         return Ok(());
     }
-    if local {
+    // The prediction cases go with the image they were written for.
+    let (from_cases, to_cases) = (golden_file(from), golden_file(to));
+    let cases = std::fs::read(&from_cases).ok();
+    let write = |promoted: &str| -> anyhow::Result<Vec<String>> {
         std::fs::write(&to_file, promoted)?;
+        let mut written = vec![to_file.to_string_lossy().into_owned()];
+        if let Some(cases) = &cases {
+            std::fs::write(&to_cases, cases)?;
+            written.push(to_cases.to_string_lossy().into_owned());
+        }
+        Ok(written)
+    };
+    if local {
+        write(&promoted)?;
         eprintln!("{}: now {what}", to_file.display());
         return Ok(());
     }
@@ -308,19 +343,14 @@ fn promote(
     // A re-run (the same digest) rewrites the same branch and updates its
     // pull request.
     run_git(&["switch", "-q", "-C", &branch])?;
-    std::fs::write(&to_file, promoted)?;
+    let written = write(&promoted)?;
     let title = format!(
         "{to}: promote {} {} from {from}",
         reference.name, reference.tag
     );
-    run_git(&[
-        "commit",
-        "-q",
-        "-m",
-        &title,
-        "--",
-        &to_file.to_string_lossy(),
-    ])?;
+    let paths: Vec<&str> = written.iter().map(String::as_str).collect();
+    run_git(&[&["add", "--"][..], &paths].concat())?;
+    run_git(&[&["commit", "-q", "-m", &title, "--"][..], &paths].concat())?;
     run_git(&["push", "-q", "--force", "origin", &branch])?;
     run_git(&["switch", "-q", &original])?;
     let body = format!(
@@ -343,13 +373,14 @@ fn promote(
 
 fn release_bump(
     args: &BumpArgs,
+    golden: Option<(&Path, &Path)>,
     remote: &str,
     branch: &str,
     attempts: u32,
     pull_request_if_protected: bool,
     github: &GitHubArgs,
 ) -> anyhow::Result<()> {
-    use ferry_pipelines::publish::{self, Change, EditError, Outcome};
+    use ferry_pipelines::publish::{self, Change, EditError, FileEdit, Outcome};
     let BumpArgs {
         env, image, tag, ..
     } = args;
@@ -357,6 +388,24 @@ fn release_bump(
     let file = kustomization(env);
     let label = file.to_string_lossy().into_owned();
     let edit = |text: &str| -> Result<String, EditError> { Ok(args.apply(text, &label)?) };
+    // Read now: publishing checks out the branch's tip, whose model may be
+    // newer than the image's.
+    let cases = golden
+        .map(|(model, data)| golden_text(model, data, GOLDEN_CASES))
+        .transpose()?;
+    let golden_file = golden_file(env);
+    let write_cases =
+        |_: &str| -> Result<String, EditError> { Ok(cases.clone().unwrap_or_default()) };
+    let mut files = vec![FileEdit {
+        file: &file,
+        edit: &edit,
+    }];
+    if cases.is_some() {
+        files.push(FileEdit {
+            file: &golden_file,
+            edit: &write_cases,
+        });
+    }
     let message = format!(
         "{env}: release {image}:{tag}\n\n{}",
         digest.map(|d| format!("Digest: {d}")).unwrap_or_default()
@@ -365,8 +414,7 @@ fn release_bump(
         dir: &std::env::current_dir()?,
         remote,
         branch,
-        file: &file,
-        edit: &edit,
+        files: &files,
         message: message.trim_end(),
         attempts,
         pause: std::time::Duration::from_secs(2),
@@ -563,10 +611,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             golden_data,
         } => {
             if let (Some(model), Some(data)) = (&golden_model, &golden_data) {
-                let out = PathBuf::from("environments")
-                    .join(&bump.env)
-                    .join("golden.jsonl");
-                write_golden(model, data, &out, 50)?;
+                write_golden(model, data, &golden_file(&bump.env), GOLDEN_CASES)?;
             }
             let file = kustomization(&bump.env);
             let text = std::fs::read_to_string(&file)
@@ -664,6 +709,8 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::ReleaseBump {
             bump,
+            golden_model,
+            golden_data,
             remote,
             branch,
             attempts,
@@ -671,6 +718,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             github,
         } => release_bump(
             &bump,
+            golden_model.as_deref().zip(golden_data.as_deref()),
             &remote,
             &branch,
             attempts,

@@ -79,17 +79,24 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, PublishError> {
     }
 }
 
+/// One file a change writes.
+pub struct FileEdit<'a> {
+    /// Relative to the working tree; a file that does not exist yet reads
+    /// as empty.
+    pub file: &'a Path,
+    /// The new content of `file` from its current one (pure; called again
+    /// on every new tip).
+    pub edit: &'a dyn Fn(&str) -> Result<String, EditError>,
+}
+
 /// What to land.
 pub struct Change<'a> {
     /// The repository's working tree.
     pub dir: &'a Path,
     pub remote: &'a str,
     pub branch: &'a str,
-    /// The file the change writes, relative to `dir`.
-    pub file: &'a Path,
-    /// The new content of `file` from its current one (pure; called again
-    /// on every new tip).
-    pub edit: &'a dyn Fn(&str) -> Result<String, EditError>,
+    /// The files the change writes, in one commit.
+    pub files: &'a [FileEdit<'a>],
     pub message: &'a str,
     pub attempts: u32,
     /// Waited after the n-th lost race: n × this.
@@ -100,28 +107,42 @@ pub struct Change<'a> {
 /// working tree ends on a detached HEAD at the last commit made or fetched.
 pub fn publish(change: &Change) -> Result<Outcome, PublishError> {
     let dir = change.dir;
-    let file = change.file.to_string_lossy().into_owned();
     for attempt in 0..change.attempts.max(1) {
         git(dir, &["fetch", "-q", change.remote, change.branch])?;
         git(dir, &["checkout", "-q", "--detach", "FETCH_HEAD"])?;
         let tip = git(dir, &["rev-parse", "HEAD"])?;
-        let path = dir.join(change.file);
-        let current = std::fs::read_to_string(&path).map_err(|source| PublishError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        let edited = (change.edit)(&current).map_err(|source| PublishError::Change {
-            tip: tip.clone(),
-            source,
-        })?;
-        if edited == current {
+        let mut changed = Vec::new();
+        for FileEdit { file, edit } in change.files {
+            let path = dir.join(file);
+            let current = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(source) => return Err(PublishError::Write { path, source }),
+            };
+            let edited = edit(&current).map_err(|source| PublishError::Change {
+                tip: tip.clone(),
+                source,
+            })?;
+            if edited != current {
+                changed.push((path, file.to_string_lossy().into_owned(), edited));
+            }
+        }
+        if changed.is_empty() {
             return Ok(Outcome::Unchanged);
         }
-        std::fs::write(&path, &edited).map_err(|source| PublishError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        git(dir, &["commit", "-q", "-m", change.message, "--", &file])?;
+        for (path, _, edited) in &changed {
+            std::fs::write(path, edited).map_err(|source| PublishError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let mut paths: Vec<&str> = vec!["--"];
+        paths.extend(changed.iter().map(|(_, file, _)| file.as_str()));
+        git(dir, &[&["add"][..], &paths].concat())?;
+        git(
+            dir,
+            &[&["commit", "-q", "-m", change.message][..], &paths].concat(),
+        )?;
         let commit = git(dir, &["rev-parse", "HEAD"])?;
         let target = format!("HEAD:refs/heads/{}", change.branch);
         match git(dir, &["push", "-q", change.remote, &target]) {

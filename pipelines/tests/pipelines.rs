@@ -521,8 +521,14 @@ fn promote_opens_a_pull_request_that_pins_prod_to_devs_digest() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The release pipeline pins dev; then promote.
+    // The release pipeline pins dev, with the image's prediction cases;
+    // then promote.
     let digest = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let (model, data) = (
+        repo.join("inference/model/placement.json"),
+        repo.join("inference/data/Test_Data.csv"),
+    );
     let bump = [
         "bump",
         "--env",
@@ -533,9 +539,16 @@ fn promote_opens_a_pull_request_that_pins_prod_to_devs_digest() {
         "0.2.0-abc",
         "--digest",
         digest,
+        "--golden-model",
+        model.to_str().unwrap(),
+        "--golden-data",
+        data.to_str().unwrap(),
     ];
     assert!(pipelines(&dir, &bump, &[]).status.success());
-    git(&dir, &["commit", "-q", "-am", "release 0.2.0-abc"]);
+    let cases = std::fs::read_to_string(dir.join("environments/dev/golden.jsonl")).unwrap();
+    assert_eq!(cases.lines().count(), 50);
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-q", "-m", "release 0.2.0-abc"]);
     let out = pipelines(&dir, &["promote"], &env);
     assert_ok(&out);
 
@@ -562,7 +575,11 @@ fn promote_opens_a_pull_request_that_pins_prod_to_devs_digest() {
         &origin,
         &["diff", "--numstat", &format!("{branch}~1"), branch],
     );
-    assert_eq!(changed, "2\t2\tenvironments/prod/kustomization.yaml");
+    assert_eq!(
+        changed,
+        "50\t0\tenvironments/prod/golden.jsonl\n2\t2\tenvironments/prod/kustomization.yaml",
+        "the image and its prediction cases"
+    );
     // Run again (the pull request not merged yet): the branch is written
     // again and the open pull request updated, not a second one opened.
     let out = pipelines(&dir, &["promote"], &env);
@@ -612,7 +629,7 @@ fn with_origin(name: &str) -> (PathBuf, PathBuf) {
 /// on the new tip and lands on top of their commit, theirs kept.
 #[test]
 fn a_release_bump_that_loses_a_race_is_made_again_on_the_new_tip() {
-    use ferry_pipelines::publish::{Change, Outcome, publish};
+    use ferry_pipelines::publish::{Change, FileEdit, Outcome, publish};
     let (dir, origin) = with_origin("race");
     let other = dir.with_extension("other");
     let _ = std::fs::remove_dir_all(&other);
@@ -644,12 +661,15 @@ fn a_release_bump_that_loses_a_race_is_made_again_on_the_new_tip() {
         )?)
     };
     let file = PathBuf::from("environments/dev/kustomization.yaml");
+    let files = [FileEdit {
+        file: &file,
+        edit: &edit,
+    }];
     let outcome = publish(&Change {
         dir: &dir,
         remote: "origin",
         branch: "main",
-        file: &file,
-        edit: &edit,
+        files: &files,
         message: "dev: release 0.3.0-def",
         attempts: 3,
         pause: std::time::Duration::from_millis(10),
@@ -675,8 +695,7 @@ fn a_release_bump_that_loses_a_race_is_made_again_on_the_new_tip() {
         dir: &dir,
         remote: "origin",
         branch: "main",
-        file: &file,
-        edit: &edit,
+        files: &files,
         message: "dev: release 0.3.0-def",
         attempts: 3,
         pause: std::time::Duration::from_millis(10),
@@ -726,8 +745,20 @@ fn a_protected_main_gets_the_release_as_an_auto_merging_pull_request() {
             && stderr.contains("--pull-request-if-protected"),
         "{stderr}"
     );
+    // The release's prediction cases land in the same commit.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let (model, data) = (
+        repo.join("inference/model/placement.json"),
+        repo.join("inference/data/Test_Data.csv"),
+    );
     let mut fallback = args.to_vec();
-    fallback.push("--pull-request-if-protected");
+    fallback.extend([
+        "--pull-request-if-protected",
+        "--golden-model",
+        model.to_str().unwrap(),
+        "--golden-data",
+        data.to_str().unwrap(),
+    ]);
     for _ in 0..2 {
         let out = pipelines(&dir, &fallback, &env);
         assert_ok(&out);
@@ -742,6 +773,15 @@ fn a_protected_main_gets_the_release_as_an_auto_merging_pull_request() {
         ],
     );
     assert!(shown.contains("newTag: 0.4.0-123"), "{shown}");
+    let changed = at_origin(
+        &dir,
+        &origin,
+        &["diff", "--name-only", &format!("{branch}~1"), branch],
+    );
+    assert_eq!(
+        changed,
+        "environments/dev/golden.jsonl\nenvironments/dev/kustomization.yaml"
+    );
     let s = state.lock().unwrap();
     assert_eq!(
         s.requests,
