@@ -434,7 +434,7 @@ fn a_release_that_is_ready_but_wrong_reaches_no_client_when_verified_before_traf
     let check = format!(
         "\n  healthCheck:\n    beforeTraffic: true\n    http:\n    - url: \"http://{{{{.podIP}}}}:9696/predict\"\n      method: POST\n      body: '{CANDIDATE}'\n      headers: {{Content-Type: application/json}}\n      successThreshold: 2\n      period: 1s"
     );
-    let (lab, address, good) = healthy_release("rb-verified", &check);
+    let (mut lab, address, good) = healthy_release("rb-verified", &check);
     // The good release's pods were verified, then took traffic.
     let pods = k(&["get", "pods", "-n", &lab.target, "-o", "json"]);
     let pods: Value = serde_json::from_str(&pods).unwrap();
@@ -511,6 +511,42 @@ fn a_release_that_is_ready_but_wrong_reaches_no_client_when_verified_before_traf
             })
         },
     );
+
+    // The controller stops right after applying a good release: the new
+    // pod's containers become ready, and it waits out of traffic; the next
+    // controller verifies it and the release goes out.
+    let next = release(&lab, "ferry-lab-test/inference:2", "release: a good image");
+    lab.reconcile_now("test");
+    wait_until("the release to be applied", Duration::from_secs(60), || {
+        lab.status("test")["lastAttemptedRevision"] == format!("main@sha1:{next}")
+    });
+    lab.stop_controller();
+    let condition_of = |p: &Value, kind: &str| {
+        p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == kind)
+            .map(|c| c["status"].as_str().unwrap_or("").to_owned())
+    };
+    wait_until(
+        "a new pod ready and held back",
+        Duration::from_secs(60),
+        || {
+            let pods: Value =
+                serde_json::from_str(&k(&["get", "pods", "-n", &lab.target, "-o", "json"]))
+                    .unwrap();
+            pods["items"].as_array().unwrap().iter().any(|p| {
+                p["spec"]["containers"][0]["image"] == "ferry-lab-test/inference:2"
+                    && condition_of(p, "ContainersReady").as_deref() == Some("True")
+                    && condition_of(p, "ferry.dev/verified").is_none()
+                    && condition_of(p, "Ready").as_deref() == Some("False")
+            })
+        },
+    );
+    lab.start_controller();
+    wait_healthy(&lab, &next);
+    assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:2");
 }
 
 /// A model that answers every request with 200, but not as the model CI
@@ -584,6 +620,82 @@ fn a_release_of_the_wrong_model_answers_no_client_and_is_rolled_back() {
     let reason = s["failedReason"].as_str().unwrap();
     assert!(reason.contains("not the model CI gated"), "{s}");
     assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:1");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// A benchmark, not part of the suite (`bench/verified/run`): a good
+/// release from its commit to Healthy, verified before traffic (with the
+/// prediction check, 50 cases) and not, alternately, three times each, on
+/// the same lab.
+#[test]
+#[ignore = "a benchmark: bench/verified/run"]
+fn a_good_release_verified_before_traffic_goes_out_nearly_as_fast() {
+    if !lab_enabled("a_good_release_verified_before_traffic_goes_out_nearly_as_fast") {
+        return;
+    }
+    let work = std::env::temp_dir().join(format!("ferry-pace-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let golden = golden_cases(&work, 50);
+    let predictions = r#"{"url": "http://{{.podIP}}:9696/predict", "cases": "env/golden.jsonl"}"#;
+    let spec = format!("\n  healthCheck:\n    beforeTraffic: true\n    predictions: {predictions}");
+    let (lab, _, _) =
+        healthy_release_with("rb-pace", &spec, |lab| lab.write("golden.jsonl", &golden));
+    let mut verified = Vec::new();
+    let mut plain = Vec::new();
+    for round in 0..6 {
+        let on = round % 2 == 0;
+        let health = if on {
+            format!(r#"{{"beforeTraffic": true, "predictions": {predictions}}}"#)
+        } else {
+            r#"{"beforeTraffic": false, "predictions": null}"#.to_owned()
+        };
+        k(&[
+            "patch",
+            "environment",
+            "test",
+            "-n",
+            &lab.system,
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec": {{"healthCheck": {health}}}}}"#),
+        ]);
+        // The gate added or removed is a rollout of its own: let it end.
+        std::thread::sleep(Duration::from_secs(3));
+        k(&[
+            "rollout",
+            "status",
+            "deployment/placement",
+            "-n",
+            &lab.target,
+            "--timeout=120s",
+        ]);
+        // Every release changes the image (both serve the same model).
+        let image = if round % 2 == 0 {
+            "ferry-lab-test/inference:2"
+        } else {
+            "ferry-lab-test/inference:1"
+        };
+        let commit = release(&lab, image, &format!("release {round}"));
+        let since = Instant::now();
+        lab.reconcile_now("test");
+        wait_until(
+            "the release to be healthy",
+            Duration::from_secs(180),
+            || lab.status("test")["lastHealthyRevision"] == format!("main@sha1:{commit}"),
+        );
+        let took = since.elapsed().as_secs_f64();
+        if on {
+            verified.push(took)
+        } else {
+            plain.push(took)
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    eprintln!(
+        "good release, commit to healthy: verified before traffic {verified:.1?} s (mean {:.1}); without {plain:.1?} s (mean {:.1})",
+        mean(&verified),
+        mean(&plain)
+    );
     let _ = std::fs::remove_dir_all(&work);
 }
 

@@ -57,6 +57,11 @@ pub async fn remove_bridge() {
     let _ = ip(&["link", "delete", BRIDGE]).await;
 }
 
+/// Drops the host's neighbour entry of `addr` on the bridge, if any.
+async fn forget_neighbour(addr: Ipv4Addr) {
+    let _ = ip(&["neigh", "flush", "to", &addr.to_string(), "dev", BRIDGE]).await;
+}
+
 /// A pod's network: namespace, host-side veth, and IP.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sandbox {
@@ -111,6 +116,11 @@ impl Sandbox {
         ])
         .await?;
         ip(&["-n", ns, "link", "set", "eth0", "up"]).await?;
+        // Addresses are reused: the host may still map this one to the MAC
+        // of a pod that is gone, and would send to it until the entry went
+        // stale and failed its probes (about 9 s in which nothing on the
+        // host, the probes included, reaches the new pod).
+        forget_neighbour(self.ip).await;
         ip(&["-n", ns, "link", "set", "lo", "up"]).await?;
         ip(&[
             "-n",
@@ -128,6 +138,7 @@ impl Sandbox {
     /// the namespace must be stopped first.
     pub async fn remove(&self) {
         let _ = ip(&["link", "delete", &self.veth]).await;
+        forget_neighbour(self.ip).await;
         let _ = ip(&["netns", "delete", &self.netns]).await;
     }
 }

@@ -715,7 +715,7 @@ impl PodWorker {
         }
         // A strategic merge, as the kubelet sends: conditions merge by
         // type, so a readiness gate's condition set by someone else stays.
-        let patch = serde_json::json!({ "status": status });
+        let patch = serde_json::json!({ "status": status::as_patch(&status) });
         match self
             .api()
             .patch_status(

@@ -202,6 +202,27 @@ pub fn apply_readiness_gates(status: &mut PodStatus, pod: &Pod) {
     }
 }
 
+/// `status` as a strategic-merge patch: conditions merge by type, so a
+/// reason or message a condition no longer has is sent as null (removed),
+/// not left from before.
+pub fn as_patch(status: &PodStatus) -> serde_json::Value {
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    if let Some(conditions) = value
+        .get_mut("conditions")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for condition in conditions
+            .iter_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+        {
+            for field in ["reason", "message"] {
+                condition.entry(field).or_insert(serde_json::Value::Null);
+            }
+        }
+    }
+    value
+}
+
 /// Keeps a condition's previous `lastTransitionTime` when its status did
 /// not change, as the kubelet does.
 pub fn keep_transition_times(new: &mut PodStatus, old: &PodStatus) {
@@ -333,6 +354,11 @@ mod tests {
         let mut plain = ready.clone();
         apply_readiness_gates(&mut plain, &Pod::default());
         assert_eq!(plain, ready);
+        // Once True, the patch clears the reason the False left.
+        let patch = as_patch(&verified);
+        let conditions = patch["conditions"].as_array().unwrap();
+        let ready = conditions.iter().find(|c| c["type"] == "Ready").unwrap();
+        assert!(ready["reason"].is_null() && ready.get("reason").is_some());
     }
 
     #[test]
