@@ -6,10 +6,12 @@
 //!
 //! Guarantees: a pod gets its verdict once; a condition that cannot be
 //! written fails the look (a pod left without one would never take
-//! traffic); a cases file that is missing or unreadable in the commit is
-//! every pending pod's failure, named, since such a release cannot be
-//! verified; git that cannot be read now is a transient failure of the
-//! look, tried again at the next.
+//! traffic); a cases file that is missing or unreadable in the commit of a
+//! new release is every pending pod's failure, named, since such a release
+//! cannot be verified (a revision that passed its gate before, rolled back
+//! to or running, is verified without the prediction check then: it may
+//! predate the cases); git that cannot be read now is a transient failure
+//! of the look, tried again at the next.
 
 use kube::Client;
 use kube::runtime::events::EventType;
@@ -27,20 +29,33 @@ use super::decide::Note;
 use super::fetch;
 use super::outcome::{Outcome, failed};
 
-/// While a release (at `revision`) is judged: the evidence of a pod that
-/// failed its verification (before, or now), and the notes of the pods
-/// verified now.
+/// While a release (at `revision`; `restoring`: a rollback to it) is
+/// judged: the evidence of a pod that failed its verification (before, or
+/// now), and the notes of the pods verified now.
 pub async fn judge_pods(
     env: &Environment,
     ctx: &Context,
     client: &Client,
     observation: &Observation,
     revision: &str,
+    restoring: bool,
 ) -> Result<(Option<Evidence>, Vec<Note>), Outcome> {
     if let Some(evidence) = verify::refused(observation) {
         return Ok((Some(evidence), Vec::new()));
     }
-    verify_pending(env, ctx, client, observation, revision).await
+    let known_good = if restoring {
+        Passed::Before
+    } else {
+        Passed::Not
+    };
+    verify_pending(env, ctx, client, observation, revision, known_good).await
+}
+
+/// Whether the revision whose pods are verified passed its gate before.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Passed {
+    Before,
+    Not,
 }
 
 /// With `beforeTraffic`, the gated pods of what runs that were created
@@ -67,7 +82,7 @@ pub async fn verify_running(
             return Vec::new();
         }
     };
-    match verify_pending(env, ctx, &client, &observation, revision).await {
+    match verify_pending(env, ctx, &client, &observation, revision, Passed::Before).await {
         Ok((Some(evidence), mut notes)) => {
             notes.push((
                 EventType::Warning,
@@ -99,12 +114,13 @@ async fn verify_pending(
     client: &Client,
     observation: &Observation,
     revision: &str,
+    passed: Passed,
 ) -> Result<(Option<Evidence>, Vec<Note>), Outcome> {
     let pending = verify::pending(observation);
     if pending.is_empty() {
         return Ok((None, Vec::new()));
     }
-    let verdicts = match plan(env, ctx, observation, revision).await? {
+    let verdicts = match plan(env, ctx, observation, revision, passed).await? {
         Ok(plan) => {
             futures::future::join_all(
                 pending
@@ -144,6 +160,7 @@ async fn plan<'a>(
     ctx: &Context,
     observation: &Observation,
     revision: &str,
+    passed: Passed,
 ) -> Result<Result<Plan<'a>, String>, Outcome> {
     let health = &env.spec.health_check;
     let mut plan = Plan {
@@ -161,6 +178,10 @@ async fn plan<'a>(
             failed(None, FailureClass::Transient, reason::FETCH_FAILED, message)
         })?;
     let Some(text) = text else {
+        if passed == Passed::Before {
+            tracing::info!(%revision, cases = %spec.cases, "a revision that passed its gate before has no prediction cases; verifying its pods without them");
+            return Ok(Ok(plan));
+        }
         return Ok(Err(format!(
             "predictions: {} does not exist in the commit; write it with `ferry-pipelines golden` (or remove healthCheck.predictions)",
             spec.cases

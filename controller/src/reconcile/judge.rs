@@ -269,8 +269,15 @@ async fn look(
     );
     let mut notes = Vec::new();
     if env.spec.health_check.before_traffic && !matches!(verdict, Verdict::Failed(_)) {
-        let (refused, verified) =
-            before_traffic::judge_pods(env, ctx, &client, &observation, &rollout.revision).await?;
+        let (refused, verified) = before_traffic::judge_pods(
+            env,
+            ctx,
+            &client,
+            &observation,
+            &rollout.revision,
+            rollout.rolling_back_from.is_some(),
+        )
+        .await?;
         notes = verified;
         if let Some(evidence) = refused {
             verdict = Verdict::Failed(evidence);
