@@ -191,17 +191,8 @@ fn what_github_refused_is_posted_later_and_witnesses_a_trimmed_history() {
         "\n  interval: 1h\n  github: {{repository: acme/placement, secretRef: {{name: github}}, apiUrl: \"{}\"}}",
         github.url()
     );
-    let (mut lab, first) = Lab::running_with("gh-witness", "ctrl-test", &spec, |lab| {
-        k(&[
-            "create",
-            "secret",
-            "generic",
-            "github",
-            "-n",
-            &lab.system,
-            "--from-literal=token=ghp_lab",
-        ]);
-    });
+    let (mut lab, first) =
+        Lab::running_with("gh-witness", "ctrl-test", &spec, common::github_secret);
     lab.wait_condition("test", "Healthy", "True", "Healthy", Some(&first));
     wait_until(
         "the statuses to be dropped",

@@ -30,17 +30,7 @@ fn a_crash_looping_release_is_rolled_back_and_not_applied_again_until_asked() {
         "\n  github: {{repository: acme/placement, secretRef: {{name: github}}, apiUrl: \"{}\", environmentUrl: \"http://placement.example\", commitStatus: true}}",
         github.url()
     );
-    let (mut lab, address, good) = healthy_release_with("rb-crash", &spec, |lab| {
-        k(&[
-            "create",
-            "secret",
-            "generic",
-            "github",
-            "-n",
-            &lab.system,
-            "--from-literal=token=ghp_lab",
-        ]);
-    });
+    let (mut lab, address, good) = healthy_release_with("rb-crash", &spec, common::github_secret);
     // GitHub rate-limits the next two requests: retried, never in the way.
     github.fail_next(2, 403);
     let (bad, seconds, ok, failed) = bad_release_episode(

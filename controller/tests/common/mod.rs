@@ -735,3 +735,17 @@ pub fn edit_chunk(namespace: &str, chunk: &str, edit: impl FnOnce(&mut Vec<Value
     );
     entries
 }
+
+/// The Secret `github` with the token the fake GitHub expects, in the
+/// Environments' namespace (for `spec.github.secretRef`).
+pub fn github_secret(lab: &Lab) {
+    k(&[
+        "create",
+        "secret",
+        "generic",
+        "github",
+        "-n",
+        &lab.system,
+        "--from-literal=token=ghp_lab",
+    ]);
+}
