@@ -539,6 +539,131 @@ fn a_release_that_is_ready_but_wrong_reaches_no_client_when_verified_before_traf
     assert_eq!(deployed_image(&lab), "ferry-lab-test/inference:2");
 }
 
+/// Two new pods of one release, one per node (maxSurge 2, a topology
+/// spread): the one on lab-node-b answers predictions with 500, the other
+/// passes. The passing pod is verified and the failing one is not; the
+/// release fails on it at once and no client sees a failure.
+#[test]
+fn one_pod_that_fails_its_verification_fails_the_release_the_other_passes() {
+    if !lab_enabled("one_pod_that_fails_its_verification_fails_the_release_the_other_passes") {
+        return;
+    }
+    let half = concat!(
+        "import http.server, os\n",
+        "bad = os.environ.get('NODE') == 'lab-node-b'\n",
+        "class H(http.server.BaseHTTPRequestHandler):\n",
+        "    protocol_version = 'HTTP/1.1'\n",
+        "    def log_message(self, *a): pass\n",
+        "    def do_GET(self):\n",
+        "        self.send_response(200 if self.path.startswith('/v2/health') else 404)\n",
+        "        self.send_header('Content-Length', '0'); self.end_headers()\n",
+        "    def do_POST(self):\n",
+        "        self.rfile.read(int(self.headers.get('Content-Length', 0)))\n",
+        "        body = b'{\"Placement\": true}'\n",
+        "        self.send_response(500 if bad else 200); self.send_header('Content-Type', 'application/json')\n",
+        "        self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)\n",
+        "http.server.ThreadingHTTPServer(('0.0.0.0', 9696), H).serve_forever()\n",
+    );
+    image("ferry-lab-test/half:1", &["python3", "-c", half]);
+    let check = format!(
+        "\n  healthCheck:\n    beforeTraffic: true\n    http:\n    - url: \"http://{{{{.podIP}}}}:9696/predict\"\n      method: POST\n      body: '{CANDIDATE}'\n      headers: {{Content-Type: application/json}}"
+    );
+    let (lab, address, good) = healthy_release_with("rb-half", &check, |lab| {
+        lab.edit("app.yaml", "maxSurge: 1,", "maxSurge: 2,");
+        lab.edit(
+            "app.yaml",
+            "      terminationGracePeriodSeconds: 10\n",
+            "      terminationGracePeriodSeconds: 10\n      topologySpreadConstraints:\n      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: placement}}}\n",
+        );
+        lab.edit(
+            "app.yaml",
+            "        - {name: FERRY_DRAIN_TIMEOUT, value: \"3\"}\n",
+            "        - {name: FERRY_DRAIN_TIMEOUT, value: \"3\"}\n        - name: NODE\n          valueFrom: {fieldRef: {fieldPath: spec.nodeName}}\n",
+        );
+    });
+    let (_, seconds, ok, failed) = bad_release_episode(
+        &lab,
+        &address,
+        &good,
+        "ferry-lab-test/half:1",
+        "release: an image that fails on one node",
+    );
+    eprintln!(
+        "one pod of two failing, verified before traffic: rolled back {seconds:.1} s after the commit; {ok} requests ok, {failed} failed"
+    );
+    assert_eq!(failed, 0);
+    let s = lab.status("test");
+    let reason = s["failedReason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("failed its verification before traffic") && reason.contains("status 500"),
+        "{s}"
+    );
+    // The failing pod's ReplicaSet had a pod that passed.
+    let failing = reason
+        .split("pod ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let replica_set = failing.rsplit_once('-').unwrap().0.to_owned();
+    let log = lab.log();
+    let passed = log.lines().any(|l| {
+        l.contains("verified a pod before traffic")
+            && l.contains(&format!("\"pod\":\"{replica_set}-"))
+            && !l.contains(&failing)
+            && l.contains("\"verified\":true")
+    });
+    assert!(passed, "no pod of {replica_set} passed: {log}");
+}
+
+/// With `beforeTraffic`, the releases whose pods never become ready (a
+/// crash loop, readiness that answers 503) are never verified: they fail on
+/// the same evidence as without it, as fast, and no client sees a failure.
+#[test]
+fn crash_looping_and_never_ready_releases_fail_as_before_when_verified_before_traffic() {
+    if !lab_enabled(
+        "crash_looping_and_never_ready_releases_fail_as_before_when_verified_before_traffic",
+    ) {
+        return;
+    }
+    let spec = "\n  healthCheck:\n    beforeTraffic: true\n    timeout: 20s";
+    let (lab, address, good) = healthy_release("rb-gated", spec);
+    let (_, seconds, ok, failed) = bad_release_episode(
+        &lab,
+        &address,
+        &good,
+        "ferry-lab-test/crash:1",
+        "release: an image that exits at once",
+    );
+    eprintln!(
+        "crash loop, verified before traffic: rolled back {seconds:.1} s after the commit; {ok} requests ok, {failed} failed"
+    );
+    assert_eq!(failed, 0);
+    assert!(
+        lab.status("test")["failedReason"]
+            .as_str()
+            .unwrap()
+            .contains("CrashLoopBackOff")
+    );
+    let (_, seconds, ok, failed) = bad_release_episode(
+        &lab,
+        &address,
+        &good,
+        "ferry-lab-test/never-ready:1",
+        "release: never ready",
+    );
+    eprintln!(
+        "never ready, verified before traffic: rolled back {seconds:.1} s after the commit; {ok} requests ok, {failed} failed"
+    );
+    assert_eq!(failed, 0);
+    assert!(
+        lab.status("test")["failedReason"]
+            .as_str()
+            .unwrap()
+            .contains("not healthy within 20 s")
+    );
+}
+
 /// A model that answers every request with 200, but not as the model CI
 /// gated (trained with two feature columns swapped: a feature-order bug
 /// that still scores 0.95 in cross-validation): with `beforeTraffic` and

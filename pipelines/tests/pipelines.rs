@@ -524,10 +524,9 @@ fn promote_opens_a_pull_request_that_pins_prod_to_devs_digest() {
     // The release pipeline pins dev, with the image's prediction cases;
     // then promote.
     let digest = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let (model, data) = (
-        repo.join("inference/model/placement.json"),
-        repo.join("inference/data/Test_Data.csv"),
+        repo_root().join("inference/model/placement.json"),
+        held_out(&dir),
     );
     let bump = [
         "bump",
@@ -577,7 +576,7 @@ fn promote_opens_a_pull_request_that_pins_prod_to_devs_digest() {
     );
     assert_eq!(
         changed,
-        "50\t0\tenvironments/prod/golden.jsonl\n2\t2\tenvironments/prod/kustomization.yaml",
+        "50\t50\tenvironments/prod/golden.jsonl\n2\t2\tenvironments/prod/kustomization.yaml",
         "the image and its prediction cases"
     );
     // Run again (the pull request not merged yet): the branch is written
@@ -602,6 +601,20 @@ fn promote_opens_a_pull_request_that_pins_prod_to_devs_digest() {
     );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&origin);
+}
+
+/// Held-out rows other than the ones the committed cases were written
+/// from (rows 51 to 100 of Test_Data.csv), beside the workspace `dir`.
+fn held_out(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("inference/data/Test_Data.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let path = dir.with_extension("held-out.csv");
+    std::fs::write(
+        &path,
+        format!("{}\n{}\n", lines[0], lines[51..101].join("\n")),
+    )
+    .unwrap();
+    path
 }
 
 /// A workspace with a bare origin it has pushed main to.
@@ -746,10 +759,9 @@ fn a_protected_main_gets_the_release_as_an_auto_merging_pull_request() {
         "{stderr}"
     );
     // The release's prediction cases land in the same commit.
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let (model, data) = (
-        repo.join("inference/model/placement.json"),
-        repo.join("inference/data/Test_Data.csv"),
+        repo_root().join("inference/model/placement.json"),
+        held_out(&dir),
     );
     let mut fallback = args.to_vec();
     fallback.extend([
