@@ -714,6 +714,19 @@ fn a_release_of_the_wrong_model_answers_no_client_and_is_rolled_back() {
         events.contains("30 of 30 predictions as CI's model"),
         "{events}"
     );
+    let history = lab.history("test");
+    let healthy = history
+        .iter()
+        .rev()
+        .find(|e| e["result"] == "Healthy")
+        .unwrap();
+    assert!(
+        healthy["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 pods verified before traffic: 30 of 30 predictions as CI's model"),
+        "{healthy}"
+    );
 
     let expected = predict_outcome(&address).unwrap();
     let traffic = Traffic::expecting(address.clone(), Some(expected));

@@ -298,6 +298,7 @@ impl World for Sim<'_> {
         let deadline = i64::try_from(self.setup.timeout.as_secs()).unwrap_or(i64::MAX);
         let Some(running) = m.cluster.running else {
             return Ok(Look {
+                verified: None,
                 verdict: Verdict::Progressing(vec!["nothing runs".into()]),
                 attempts: vec![None; due.len()],
             });
@@ -335,7 +336,11 @@ impl World for Sim<'_> {
                 })
             })
             .collect();
-        Ok(Look { verdict, attempts })
+        Ok(Look {
+            verdict,
+            attempts,
+            verified: None,
+        })
     }
 
     fn started(&mut self, _: &str, _: Option<&str>) {}

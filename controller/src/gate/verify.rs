@@ -124,6 +124,38 @@ pub fn refused(observation: &Observation) -> Option<Evidence> {
     })
 }
 
+/// How the gated pods of the new revision were verified, for the history
+/// entry of a release that passed: how many, and what their verdicts said
+/// (each distinct one once). `None` when no pod is gated.
+pub fn summary(observation: &Observation) -> Option<String> {
+    let mut said: Vec<String> = Vec::new();
+    let mut verified = 0;
+    for (_, pod) in gated_pods(observation) {
+        if status_of(pod, VERIFIED) != Some("True") {
+            continue;
+        }
+        verified += 1;
+        let message = condition(pod, VERIFIED)
+            .and_then(|c| c.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if !message.is_empty() && !said.contains(&message) {
+            said.push(message);
+        }
+    }
+    (verified > 0).then(|| {
+        let pods = if verified == 1 { "pod" } else { "pods" };
+        cap(
+            &format!(
+                "{verified} {pods} verified before traffic: {}",
+                said.join(" | ")
+            ),
+            1000,
+        )
+    })
+}
+
 /// The evidence of a pod that failed its verification.
 pub fn refusal(pod: &GatedPod, why: &str) -> Evidence {
     Evidence {
@@ -222,7 +254,10 @@ async fn ask_one(
 /// line for the Event; `Err` names what failed and its answer.
 pub async fn verify(http: &reqwest::Client, plan: &Plan<'_>, ip: &str) -> Result<String, String> {
     check_http(http, &plan.checks, ip).await?;
-    let mut said = vec![format!("{} HTTP checks passed", plan.checks.len())];
+    let mut said = Vec::new();
+    if !plan.checks.is_empty() {
+        said.push(format!("{} HTTP checks passed", plan.checks.len()));
+    }
     if let Some((spec, cases)) = &plan.predictions {
         let answers = ask(http, &spec.url, ip, cases)
             .await
@@ -254,6 +289,9 @@ pub async fn verify(http: &reqwest::Client, plan: &Plan<'_>, ip: &str) -> Result
                 tally.disagreements, tally.cases
             ));
         }
+    }
+    if said.is_empty() {
+        said.push("containers ready; no check is addressed to pods".to_owned());
     }
     Ok(said.join("; "))
 }
@@ -382,6 +420,26 @@ mod tests {
                 .contains("pod a failed its verification before traffic: POST")
         );
         assert!(pending(&seen).is_empty());
+    }
+
+    #[test]
+    fn a_passing_release_says_how_its_pods_were_verified() {
+        let passed = |name: &str| {
+            pod(
+                name,
+                true,
+                json!([{"type": VERIFIED, "status": "True", "message": "50 of 50 predictions as CI's model"}]),
+            )
+        };
+        let seen = observation(vec![passed("a"), passed("b"), pod("c", false, json!([]))]);
+        assert_eq!(
+            summary(&seen).as_deref(),
+            Some("2 pods verified before traffic: 50 of 50 predictions as CI's model")
+        );
+        assert_eq!(
+            summary(&observation(vec![pod("c", false, json!([]))])),
+            None
+        );
     }
 
     #[test]

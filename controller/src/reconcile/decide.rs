@@ -108,6 +108,7 @@ pub fn after_verdict(
             None => AfterVerdict::Passed(
                 Outcome::Healthy {
                     revision: rollout.revision.clone(),
+                    verified: None,
                 },
                 (
                     EventType::Normal,
@@ -360,7 +361,8 @@ mod tests {
             (outcome, kind, reason),
             (
                 Outcome::Healthy {
-                    revision: "main@sha1:new".into()
+                    revision: "main@sha1:new".into(),
+                    verified: None,
                 },
                 EventType::Normal,
                 "Healthy"

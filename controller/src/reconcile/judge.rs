@@ -16,7 +16,7 @@ use crate::crd::{Applying, Environment, Placement, RETRY, Rollout, parse_interva
 use crate::failure::{self, FailureClass};
 use crate::gate::checks;
 use crate::gate::health::{self, Evidence, Verdict};
-use crate::gate::observe;
+use crate::gate::{observe, verify};
 use crate::github::Step;
 use crate::source::cache::Revision;
 
@@ -294,7 +294,18 @@ async fn look(
             }
         }
     }
-    Ok((Look { verdict, attempts }, client, notes))
+    let verified = (env.spec.health_check.before_traffic && verdict == Verdict::Healthy)
+        .then(|| verify::summary(&observation))
+        .flatten();
+    Ok((
+        Look {
+            verdict,
+            attempts,
+            verified,
+        },
+        client,
+        notes,
+    ))
 }
 
 /// The Warning Event of a failed gate, on the Environment: the evidence

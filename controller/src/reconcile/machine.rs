@@ -325,6 +325,8 @@ pub struct Released {
 pub struct Look {
     pub verdict: Verdict,
     pub attempts: Vec<Option<Attempt>>,
+    /// With `beforeTraffic`, once healthy: how its pods were verified.
+    pub verified: Option<String>,
 }
 
 /// The effects a step can ask for. Errors are `Outcome::Failed`.
@@ -766,8 +768,12 @@ async fn judge<W: World>(facts: &Facts<'_>, rollout: &Rollout, world: &mut W) ->
     let since = health::seconds(&rollout.started_at).unwrap_or(facts.now);
     let deadline = i64::try_from(facts.health_timeout.as_secs()).unwrap_or(i64::MAX);
     let due = checks_due(facts.http, &rollout.http_attempted_at, facts.now);
+    let mut verified = None;
     let (verdict, streaks, attempted_at) = match world.look(rollout, &due).await {
-        Ok(look) => with_http(facts, rollout, look, since),
+        Ok(mut look) => {
+            verified = look.verified.take();
+            with_http(facts, rollout, look, since)
+        }
         Err(outcome) if facts.now - since >= deadline => {
             let evidence = Evidence {
                 object: "the release's objects".into(),
@@ -790,13 +796,16 @@ async fn judge<W: World>(facts: &Facts<'_>, rollout: &Rollout, world: &mut W) ->
         Verdict::Failed(evidence) => Some(evidence),
         _ => None,
     };
-    let next = decide::after_verdict(
+    let mut next = decide::after_verdict(
         &verdict,
         streaks,
         rollout,
         facts.status,
         facts.rollback_enabled,
     );
+    if let AfterVerdict::Passed(Outcome::Healthy { verified: told, .. }, _) = &mut next {
+        *told = verified;
+    }
     match next {
         AfterVerdict::Wait(Outcome::Progressing {
             message,

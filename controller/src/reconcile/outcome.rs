@@ -52,6 +52,8 @@ pub enum Outcome {
     /// The revision passed its gate.
     Healthy {
         revision: String,
+        /// With `beforeTraffic`: its pods' verification, for the history.
+        verified: Option<String>,
     },
     /// The rollback's revision passed its gate.
     RolledBack {

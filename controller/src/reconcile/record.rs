@@ -80,7 +80,9 @@ pub fn entries_for(
         | Outcome::Progressing { .. }
         | Outcome::Held { .. }
         | Outcome::Suspended => Vec::new(),
-        Outcome::Healthy { revision } => vec![at.verdict(revision, "Healthy", String::new())],
+        Outcome::Healthy { revision, verified } => {
+            vec![at.verdict(revision, "Healthy", verified.clone().unwrap_or_default())]
+        }
         Outcome::RollbackStarted { failed, reason, .. } => {
             vec![at.verdict(failed, "HealthCheckFailed", reason.clone())]
         }

@@ -185,7 +185,7 @@ pub fn next_status(
         Outcome::RollbackStarted { to, failed, reason } => {
             rollback_started(&mut status, to, failed, reason, at)
         }
-        Outcome::Healthy { revision } => healthy(&mut status, revision, at),
+        Outcome::Healthy { revision, .. } => healthy(&mut status, revision, at),
         Outcome::RolledBack {
             healthy,
             failed,
@@ -702,6 +702,7 @@ mod tests {
             3,
             &Outcome::Healthy {
                 revision: "main@sha1:1f3c2ab0aaaaaaaaaaaa".into(),
+                verified: None,
             },
             &time(14),
         );
@@ -728,6 +729,7 @@ mod tests {
             1,
             &Outcome::Healthy {
                 revision: "main@sha1:good".into(),
+                verified: None,
             },
             &time(12),
         );
@@ -811,6 +813,7 @@ mod tests {
             1,
             &Outcome::Healthy {
                 revision: "main@sha1:fix".into(),
+                verified: None,
             },
             &time(52),
         );
