@@ -628,40 +628,26 @@ fn crash_looping_and_never_ready_releases_fail_as_before_when_verified_before_tr
     }
     let spec = "\n  healthCheck:\n    beforeTraffic: true\n    timeout: 20s";
     let (lab, address, good) = healthy_release("rb-gated", spec);
-    let (_, seconds, ok, failed) = bad_release_episode(
-        &lab,
-        &address,
-        &good,
-        "ferry-lab-test/crash:1",
-        "release: an image that exits at once",
-    );
-    eprintln!(
-        "crash loop, verified before traffic: rolled back {seconds:.1} s after the commit; {ok} requests ok, {failed} failed"
-    );
-    assert_eq!(failed, 0);
-    assert!(
-        lab.status("test")["failedReason"]
-            .as_str()
-            .unwrap()
-            .contains("CrashLoopBackOff")
-    );
-    let (_, seconds, ok, failed) = bad_release_episode(
-        &lab,
-        &address,
-        &good,
-        "ferry-lab-test/never-ready:1",
-        "release: never ready",
-    );
-    eprintln!(
-        "never ready, verified before traffic: rolled back {seconds:.1} s after the commit; {ok} requests ok, {failed} failed"
-    );
-    assert_eq!(failed, 0);
-    assert!(
-        lab.status("test")["failedReason"]
-            .as_str()
-            .unwrap()
-            .contains("not healthy within 20 s")
-    );
+    for (image, what, evidence) in [
+        ("ferry-lab-test/crash:1", "crash loop", "CrashLoopBackOff"),
+        (
+            "ferry-lab-test/never-ready:1",
+            "never ready",
+            "not healthy within 20 s",
+        ),
+    ] {
+        let (_, seconds, ok, failed) =
+            bad_release_episode(&lab, &address, &good, image, &format!("release: {what}"));
+        eprintln!(
+            "{what}, verified before traffic: rolled back {seconds:.1} s after the commit; {ok} requests ok, {failed} failed"
+        );
+        assert_eq!(failed, 0);
+        let s = lab.status("test");
+        assert!(
+            s["failedReason"].as_str().unwrap().contains(evidence),
+            "{s}"
+        );
+    }
 }
 
 /// A model that answers every request with 200, but not as the model CI
