@@ -116,7 +116,12 @@ enum HistoryAction {
         #[arg(long, requires = "environment")]
         against_github: bool,
         /// How many of the environment's newest GitHub deployments to read.
-        #[arg(long, default_value_t = 300, requires = "against_github")]
+        #[arg(
+            long,
+            default_value_t = 300,
+            requires = "against_github",
+            value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000)
+        )]
         github_deployments: usize,
     },
 }

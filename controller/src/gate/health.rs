@@ -102,7 +102,8 @@ fn conditions(value: &Value) -> impl Iterator<Item = &Value> {
         .flatten()
 }
 
-fn condition<'a>(value: &'a Value, kind: &str) -> Option<&'a Value> {
+/// The condition of type `kind` in an object's `status.conditions`.
+pub fn condition<'a>(value: &'a Value, kind: &str) -> Option<&'a Value> {
     conditions(value).find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
 }
 

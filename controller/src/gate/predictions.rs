@@ -135,11 +135,11 @@ impl Tally {
 
     /// `3 of 50 cases disagree (at most 0% may); case 7: wanted ..., got ...`.
     pub fn describe(&self, max: f64) -> String {
+        // To a tenth of a percent: 0.07 reads 7, not 7.000000000000001.
+        let percent = (max * 1000.0).round() / 10.0;
         let mut text = format!(
-            "{} of {} cases disagree (at most {}% may)",
-            self.disagreements,
-            self.cases,
-            max * 100.0
+            "{} of {} cases disagree (at most {percent}% may)",
+            self.disagreements, self.cases
         );
         if let Some((line, want, got)) = &self.first {
             text.push_str(&format!(
@@ -223,6 +223,7 @@ mod tests {
             tally.describe(0.0),
             "1 of 4 cases disagree (at most 0% may); case 2: wanted 2, got 5"
         );
+        assert!(tally.describe(0.07).contains("(at most 7% may)"));
         // A pod that answered nothing cannot pass.
         assert!(!Tally::of(&[], &[], agrees).within(1.0));
     }

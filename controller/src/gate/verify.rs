@@ -31,7 +31,7 @@ use crate::crd::parse_interval;
 use crate::crd::{HttpCheck, Predictions};
 
 use super::checks::{self, HTTP_FAILURES};
-use super::health::{Evidence, all_pods, new_pods};
+use super::health::{Evidence, all_pods, condition, new_pods};
 use super::observe::{Observation, cap};
 use super::predictions::{Case, Tally, agrees, class_of};
 
@@ -81,14 +81,6 @@ fn gated_pods(observation: &Observation) -> Vec<(GatedPod, &Value)> {
 }
 
 /// The status of condition `kind` of a pod, if it has one.
-fn condition<'a>(pod: &'a Value, kind: &str) -> Option<&'a Value> {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
-}
-
 fn status_of<'a>(pod: &'a Value, kind: &str) -> Option<&'a str> {
     condition(pod, kind)
         .and_then(|c| c.get("status"))

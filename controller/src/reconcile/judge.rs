@@ -96,7 +96,13 @@ pub async fn step(
         ctx.head_looked(&key);
     }
     stepped.notes.append(&mut world.notes);
-    if env.spec.health_check.before_traffic && status.rollout.is_none() {
+    // Not when this step started a release: its pods are the release's,
+    // verified by its looks against its own commit.
+    let started = matches!(
+        stepped.outcome,
+        Outcome::Applied { judge: true, .. } | Outcome::RollbackStarted { .. }
+    );
+    if env.spec.health_check.before_traffic && status.rollout.is_none() && !started {
         stepped
             .notes
             .extend(before_traffic::verify_running(env, ctx, &status).await);
