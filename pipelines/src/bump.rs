@@ -301,6 +301,30 @@ fn verify(
     Ok(())
 }
 
+/// The `newTag` of `image`'s entry in a kustomization (None when the text
+/// does not parse, or has no such entry or tag).
+pub fn current_tag(text: &str, image: &str) -> Option<String> {
+    let doc: Value = serde_norway::from_str(text).ok()?;
+    doc.get("images")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("name").and_then(Value::as_str) == Some(image))?
+        .get("newTag")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The commit a release tag names: its last `-`-separated part when that
+/// is 7 to 40 lowercase hex digits (`0.3.0-1a2b3c4d5e6f` names
+/// `1a2b3c4d5e6f`), as the release workflow writes tags.
+pub fn commit_of_tag(tag: &str) -> Option<&str> {
+    let (_, last) = tag.rsplit_once('-')?;
+    (7..=40).contains(&last.len()).then_some(last).filter(|c| {
+        c.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,5 +437,27 @@ mod tests {
             bump("images:\n  - {name: x, newTag: y}\n", "k", "x", "1", None),
             Err(BumpError::Style { .. })
         ));
+    }
+
+    #[test]
+    fn a_tag_names_its_commit_and_the_kustomization_its_tag() {
+        assert_eq!(commit_of_tag("0.3.0-1a2b3c4d5e6f"), Some("1a2b3c4d5e6f"));
+        assert_eq!(commit_of_tag("0.1.0-ab4e228"), Some("ab4e228"));
+        for none in [
+            "0.1.0",
+            "latest",
+            "0.1.0-rc1",
+            "0.1.0-ABCDEF123456",
+            "-",
+            "",
+            "0.1.0-abc",
+        ] {
+            assert_eq!(commit_of_tag(none), None, "{none}");
+        }
+        let text = "images:\n  - name: a\n    newTag: 1.0-abcdef0\n  - name: b\n";
+        assert_eq!(current_tag(text, "a").as_deref(), Some("1.0-abcdef0"));
+        assert_eq!(current_tag(text, "b"), None);
+        assert_eq!(current_tag("images: 7", "a"), None);
+        assert_eq!(current_tag(": :", "a"), None);
     }
 }

@@ -214,6 +214,21 @@ impl GitHub {
         Ok(())
     }
 
+    /// Starts the workflow `workflow` (its file name, e.g. `ci.yml`) on
+    /// `branch`, as "Run workflow" does. This is the one event a workflow
+    /// token may cause that starts a workflow: the checks of a pull request
+    /// it opened run this way. The workflow must allow `workflow_dispatch`.
+    pub async fn dispatch_workflow(&self, workflow: &str, branch: &str) -> Result<(), GitHubError> {
+        self.client
+            .actions()
+            .create_workflow_dispatch(&self.owner, &self.name, workflow, branch)
+            .send()
+            .await
+            .map_err(self.request_error(&format!(
+                "start the workflow {workflow} on {branch} (the token needs actions: write)"
+            )))
+    }
+
     /// Sets a commit status.
     pub async fn set_status(
         &self,

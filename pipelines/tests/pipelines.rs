@@ -245,6 +245,85 @@ struct FakeGitHub {
     pulls: Vec<Value>,
     /// GraphQL queries received.
     graphql: Vec<Value>,
+    /// The bare repository behind the fake, when a test models merging.
+    origin: Option<PathBuf>,
+    /// The token whose events start workflows (a GitHub App's); events
+    /// made with any other token (the workflow's own) start none.
+    app_token: String,
+    /// Passed check runs: (commit, check name).
+    checks: Vec<(String, String)>,
+    /// The latest `ferry/policy` state per commit.
+    policy: std::collections::HashMap<String, String>,
+    /// Workflows dispatched: (workflow file, branch).
+    dispatches: Vec<(String, String)>,
+    /// Node ids of pull requests with auto-merge on.
+    auto_merge: Vec<String>,
+    /// Numbers of the pull requests merged.
+    merged: Vec<u64>,
+}
+
+/// The checks main's protection requires besides `ferry/policy`: the jobs
+/// of the `ci` workflow.
+const CI_CHECKS: [&str; 3] = [
+    "test",
+    "images (inference/Dockerfile)",
+    "images (controller/Dockerfile)",
+];
+
+impl FakeGitHub {
+    /// The commit `branch` points at in the origin.
+    fn head_of(&self, branch: &str) -> Option<String> {
+        let origin = self.origin.as_ref()?;
+        let out = Command::new("git")
+            .args(["--git-dir", origin.to_str()?, "rev-parse", "--verify", "-q"])
+            .arg(format!("refs/heads/{branch}"))
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// A run of the `ci` workflow on `branch`: its jobs pass.
+    fn run_ci(&mut self, branch: &str) {
+        if let Some(sha) = self.head_of(branch) {
+            for check in CI_CHECKS {
+                self.checks.push((sha.clone(), check.to_owned()));
+            }
+        }
+    }
+
+    /// Merges, as GitHub's auto-merge does, each open pull request with
+    /// auto-merge on whose head passed every required check: main moves
+    /// to the head (the bump's parent is main's tip).
+    fn auto_merge(&mut self) {
+        let Some(origin) = self.origin.clone() else {
+            return;
+        };
+        for pr in self.pulls.clone() {
+            let number = pr["number"].as_u64().unwrap_or(0);
+            let node = pr["node_id"].as_str().unwrap_or("");
+            if self.merged.contains(&number) || !self.auto_merge.iter().any(|n| n == node) {
+                continue;
+            }
+            let Some(sha) = self.head_of(pr["head"].as_str().unwrap_or("")) else {
+                continue;
+            };
+            let passed = CI_CHECKS
+                .iter()
+                .all(|c| self.checks.contains(&(sha.clone(), (*c).to_owned())))
+                && self.policy.get(&sha).is_some_and(|s| s == "success");
+            if passed {
+                let status = Command::new("git")
+                    .args(["--git-dir", origin.to_str().unwrap(), "update-ref"])
+                    .args(["refs/heads/main", &sha])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+                self.merged.push(number);
+            }
+        }
+    }
 }
 
 type Shared = Arc<Mutex<FakeGitHub>>;
@@ -318,12 +397,21 @@ async fn status(
     let mut s = s.lock().unwrap();
     s.requests.push(format!("POST status on {sha}"));
     s.statuses.push(body.clone());
+    if body["context"] == "ferry/policy" {
+        let state = body["state"].as_str().unwrap_or("").to_owned();
+        s.policy.insert(sha.clone(), state);
+        s.auto_merge();
+    }
     Json(
         json!({"state": body["state"], "context": body["context"], "description": body["description"]}),
     )
 }
 
-async fn pull(State(s): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
+async fn pull(
+    State(s): State<Shared>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> Json<Value> {
     let mut s = s.lock().unwrap();
     let head = body["head"].as_str().unwrap_or("").to_owned();
     s.requests.push(format!(
@@ -336,7 +424,33 @@ async fn pull(State(s): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
     pr["node_id"] = json!(format!("PR_{number}"));
     pr["html_url"] = json!(format!("https://github.test/acme/placement/pull/{number}"));
     s.pulls.push(pr.clone());
+    // A pull request opened with an App's token starts its workflows: CI,
+    // and environments-pr, which sets ferry/policy.
+    let by_app = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !s.app_token.is_empty() && v.ends_with(&s.app_token));
+    if by_app {
+        s.run_ci(&head);
+        if let Some(sha) = s.head_of(&head) {
+            s.policy.insert(sha, "success".to_owned());
+        }
+    }
     Json(pr)
+}
+
+async fn dispatch(
+    State(s): State<Shared>,
+    UrlPath((_, _, workflow)): UrlPath<(String, String, String)>,
+    Json(body): Json<Value>,
+) -> axum::http::StatusCode {
+    let mut s = s.lock().unwrap();
+    let branch = body["ref"].as_str().unwrap_or("").to_owned();
+    s.requests.push(format!("dispatch {workflow} on {branch}"));
+    s.dispatches.push((workflow, branch.clone()));
+    s.run_ci(&branch);
+    s.auto_merge();
+    axum::http::StatusCode::NO_CONTENT
 }
 
 async fn pulls(
@@ -377,7 +491,11 @@ async fn update_pull(
 async fn graphql(State(s): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
     let mut s = s.lock().unwrap();
     s.requests.push("POST graphql".to_owned());
+    if let Some(node) = body["variables"]["id"].as_str() {
+        s.auto_merge.push(node.to_owned());
+    }
     s.graphql.push(body);
+    s.auto_merge();
     Json(json!({"data": {"enablePullRequestAutoMerge": {"clientMutationId": null}}}))
 }
 
@@ -397,6 +515,10 @@ fn fake_github() -> (SocketAddr, Shared) {
         .route("/repos/{owner}/{repo}/pulls", post(pull).get(pulls))
         .route("/repos/{owner}/{repo}/pulls/{number}", patch(update_pull))
         .route("/graphql", post(graphql))
+        .route(
+            "/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches",
+            post(dispatch),
+        )
         .with_state(state.clone());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -638,6 +760,18 @@ fn with_origin(name: &str) -> (PathBuf, PathBuf) {
     (dir, origin)
 }
 
+/// Makes `origin` refuse pushes to main as GitHub refuses a protected
+/// branch (merges still move it).
+fn protect_main(origin: &Path) {
+    let hook = origin.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\nwhile read old new ref; do\n  if [ \"$ref\" = refs/heads/main ]; then\n    echo 'error: GH006: Protected branch update failed for refs/heads/main.' >&2\n    exit 1\n  fi\ndone\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
 /// Someone else pushes to origin's main meanwhile: the bump is made again
 /// on the new tip and lands on top of their commit, theirs kept.
 #[test]
@@ -726,13 +860,7 @@ fn a_release_bump_that_loses_a_race_is_made_again_on_the_new_tip() {
 fn a_protected_main_gets_the_release_as_an_auto_merging_pull_request() {
     let (addr, state) = fake_github();
     let (dir, origin) = with_origin("protected");
-    let hook = origin.join("hooks/pre-receive");
-    std::fs::write(
-        &hook,
-        "#!/bin/sh\nwhile read old new ref; do\n  if [ \"$ref\" = refs/heads/main ]; then\n    echo 'error: GH006: Protected branch update failed for refs/heads/main.' >&2\n    exit 1\n  fi\ndone\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    protect_main(&origin);
     let env = [
         ("GITHUB_API_URL", format!("http://{addr}")),
         ("GITHUB_TOKEN", "test-token".to_owned()),
@@ -813,6 +941,139 @@ fn a_protected_main_gets_the_release_as_an_auto_merging_pull_request() {
             .unwrap()
             .contains("enablePullRequestAutoMerge")
     );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&origin);
+}
+
+/// A protected main, the bump's pull request opened with the workflow's
+/// own token: GitHub starts no workflow for it, so nothing merges until
+/// `start-checks` dispatches CI and sets `ferry/policy`. With an App's
+/// token the pull request starts its checks as any does. Both paths end
+/// merged with no person involved.
+#[test]
+fn a_release_lands_on_a_protected_main_unaided_with_or_without_an_app() {
+    for app in [false, true] {
+        let (addr, state) = fake_github();
+        let (dir, origin) = with_origin(if app { "unaided-app" } else { "unaided" });
+        protect_main(&origin);
+        {
+            let mut s = state.lock().unwrap();
+            s.origin = Some(origin.clone());
+            s.app_token = "app-token".to_owned();
+        }
+        let token = if app { "app-token" } else { "workflow-token" };
+        let env = [
+            ("GITHUB_API_URL", format!("http://{addr}")),
+            ("GITHUB_TOKEN", token.to_owned()),
+            ("GITHUB_REPOSITORY", "acme/placement".to_owned()),
+        ];
+        let out = pipelines(
+            &dir,
+            &[
+                "release-bump",
+                "--env",
+                "dev",
+                "--image",
+                "ghcr.io/ferry-dev/placement",
+                "--tag",
+                "0.5.0-555",
+                "--digest",
+                "sha256:5555555555555555555555555555555555555555555555555555555555555555",
+                "--pull-request-if-protected",
+            ],
+            &env,
+        );
+        assert_ok(&out);
+        let branch = "release/dev-0.5.0-555";
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("branch={branch}")
+        );
+        if !app {
+            assert!(
+                state.lock().unwrap().merged.is_empty(),
+                "merged before any check ran"
+            );
+            let out = pipelines(&dir, &["start-checks", "--branch", branch], &env);
+            assert_ok(&out);
+            let s = state.lock().unwrap();
+            assert_eq!(s.dispatches, [("ci.yml".to_owned(), branch.to_owned())]);
+            let policy = s.statuses.last().unwrap();
+            assert_eq!(policy["context"], "ferry/policy");
+            assert_eq!(policy["state"], "success");
+        }
+        let s = state.lock().unwrap();
+        assert_eq!(s.merged, [42], "app: {app}");
+        let main = at_origin(
+            &dir,
+            &origin,
+            &["show", "main:environments/dev/kustomization.yaml"],
+        );
+        assert!(main.contains("newTag: 0.5.0-555"), "{main}");
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&origin);
+    }
+}
+
+/// A release of a commit older than the one dev's image was built from
+/// (a re-run of an old CI run, or a dispatch on an old commit) writes
+/// nothing and says why; a newer one goes ahead.
+#[test]
+fn a_release_never_moves_an_environment_backwards() {
+    let (dir, origin) = with_origin("backwards");
+    let mut commits = Vec::new();
+    for name in ["older", "newer", "newest"] {
+        std::fs::write(dir.join("NOTES"), format!("{name}\n")).unwrap();
+        git(&dir, &["add", "NOTES"]);
+        git(&dir, &["commit", "-q", "-m", name]);
+        let sha = git(&dir, &["rev-parse", "HEAD"]);
+        commits.push(sha[..12].to_owned());
+    }
+    git(&dir, &["push", "-q", "origin", "main"]);
+    let release = |tag: &str| {
+        pipelines(
+            &dir,
+            &[
+                "release-bump",
+                "--env",
+                "dev",
+                "--image",
+                "ghcr.io/ferry-dev/placement",
+                "--tag",
+                tag,
+                "--digest",
+                "sha256:6666666666666666666666666666666666666666666666666666666666666666",
+            ],
+            &[],
+        )
+    };
+    let dev = || {
+        at_origin(
+            &dir,
+            &origin,
+            &["show", "main:environments/dev/kustomization.yaml"],
+        )
+    };
+    let newer = format!("0.5.0-{}", commits[1]);
+    assert_ok(&release(&newer));
+    assert!(dev().contains(&format!("newTag: {newer}")));
+    let tip = at_origin(&dir, &origin, &["rev-parse", "main"]);
+    let out = release(&format!("0.4.0-{}", commits[0]));
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("never moves an environment backwards") && stderr.contains(&newer),
+        "{stderr}"
+    );
+    assert_eq!(
+        at_origin(&dir, &origin, &["rev-parse", "main"]),
+        tip,
+        "nothing pushed"
+    );
+    let newest = format!("0.6.0-{}", commits[2]);
+    assert_ok(&release(&newest));
+    assert!(dev().contains(&format!("newTag: {newest}")));
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&origin);
 }

@@ -16,6 +16,9 @@ use ferry_manifests::render::Files;
 use ferry_pipelines::github::{GitHub, Upsert};
 use ferry_pipelines::{bump, gate, golden, review};
 
+mod promote;
+mod release;
+
 #[derive(Parser)]
 #[command(
     name = "ferry-pipelines",
@@ -188,6 +191,28 @@ enum Command {
         #[command(flatten)]
         github: GitHubArgs,
     },
+    /// Start the checks of a pull request that a workflow token opened
+    /// (GitHub starts no workflow for those, so required checks would
+    /// never report): dispatch the CI workflow on BRANCH and set
+    /// `ferry/policy` on its head from a review from the merge base with
+    /// BASE. GITHUB_TOKEN (actions: write, statuses: write),
+    /// GITHUB_REPOSITORY, GITHUB_API_URL.
+    StartChecks {
+        #[arg(long)]
+        branch: String,
+        #[arg(long, default_value = "main")]
+        base: String,
+        #[arg(long, default_value = "origin")]
+        remote: String,
+        /// The workflow file to dispatch (it must allow workflow_dispatch).
+        #[arg(long, default_value = "ci.yml")]
+        workflow: String,
+        /// Where the status links to (e.g. this run).
+        #[arg(long)]
+        target_url: Option<String>,
+        #[command(flatten)]
+        github: GitHubArgs,
+    },
     /// Set a commit status.
     Status {
         #[arg(long)]
@@ -290,183 +315,6 @@ fn run_git(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn promote(
-    from: &str,
-    to: &str,
-    image: Option<&str>,
-    base: &str,
-    local: bool,
-    github: &GitHubArgs,
-) -> anyhow::Result<()> {
-    use ferry_pipelines::promote as p;
-    let (from_file, to_file) = (kustomization(from), kustomization(to));
-    let read = |f: &Path| {
-        std::fs::read_to_string(f).with_context(|| format!("failed to read {}", f.display()))
-    };
-    let reference = p::image_of(&read(&from_file)?, &from_file.to_string_lossy(), image)?;
-    let current = read(&to_file)?;
-    let promoted = p::promote(&current, &to_file.to_string_lossy(), &reference)?;
-    let what = format!("{}:{}@{}", reference.name, reference.tag, reference.digest);
-    if promoted == current {
-        eprintln!("{to} already runs {what}");
-        return Ok(());
-    }
-    // The prediction cases go with the image they were written for.
-    let (from_cases, to_cases) = (golden_file(from), golden_file(to));
-    let cases = std::fs::read(&from_cases).ok();
-    let write = |promoted: &str| -> anyhow::Result<Vec<String>> {
-        std::fs::write(&to_file, promoted)?;
-        let mut written = vec![to_file.to_string_lossy().into_owned()];
-        if let Some(cases) = &cases {
-            std::fs::write(&to_cases, cases)?;
-            written.push(to_cases.to_string_lossy().into_owned());
-        }
-        Ok(written)
-    };
-    if local {
-        write(&promoted)?;
-        eprintln!("{}: now {what}", to_file.display());
-        return Ok(());
-    }
-    anyhow::ensure!(
-        !github.token.is_empty() && !github.repo.is_empty(),
-        "set GITHUB_TOKEN and GITHUB_REPOSITORY (or --local)"
-    );
-    let short: String = reference
-        .digest
-        .trim_start_matches("sha256:")
-        .chars()
-        .take(12)
-        .collect();
-    let branch = format!("promote/{from}-to-{to}-{short}");
-    let original = run_git(&["rev-parse", "--abbrev-ref", "HEAD"])?;
-    // A re-run (the same digest) rewrites the same branch and updates its
-    // pull request.
-    run_git(&["switch", "-q", "-C", &branch])?;
-    let written = write(&promoted)?;
-    let title = format!(
-        "{to}: promote {} {} from {from}",
-        reference.name, reference.tag
-    );
-    let paths: Vec<&str> = written.iter().map(String::as_str).collect();
-    run_git(&[&["add", "--"][..], &paths].concat())?;
-    run_git(&[&["commit", "-q", "-m", &title, "--"][..], &paths].concat())?;
-    run_git(&["push", "-q", "--force", "origin", &branch])?;
-    run_git(&["switch", "-q", &original])?;
-    let body = format!(
-        "Promotes `{what}` from `{from}` to `{to}`: the image `{from}` runs, pinned by digest.\n\nOpened by `ferry-pipelines promote`."
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let pr = runtime.block_on(async {
-        let client = GitHub::new(&github.api_url, &github.token, &github.repo)?;
-        client
-            .open_or_update_pull_request(&title, &branch, base, &body)
-            .await
-    })?;
-    let verb = if pr.created { "opened" } else { "updated" };
-    eprintln!("{verb} #{} {}: {title}", pr.number, pr.url);
-    println!("branch={branch}");
-    Ok(())
-}
-
-fn release_bump(
-    args: &BumpArgs,
-    golden: Option<(&Path, &Path)>,
-    remote: &str,
-    branch: &str,
-    attempts: u32,
-    pull_request_if_protected: bool,
-    github: &GitHubArgs,
-) -> anyhow::Result<()> {
-    use ferry_pipelines::publish::{self, Change, EditError, FileEdit, Outcome};
-    let BumpArgs {
-        env, image, tag, ..
-    } = args;
-    let digest = args.digest.as_deref();
-    let file = kustomization(env);
-    let label = file.to_string_lossy().into_owned();
-    let edit = |text: &str| -> Result<String, EditError> { Ok(args.apply(text, &label)?) };
-    // Read now: publishing checks out the branch's tip, whose model may be
-    // newer than the image's.
-    let cases = golden
-        .map(|(model, data)| golden_text(model, data, GOLDEN_CASES))
-        .transpose()?;
-    let golden_file = golden_file(env);
-    let write_cases =
-        |_: &str| -> Result<String, EditError> { Ok(cases.clone().unwrap_or_default()) };
-    let mut files = vec![FileEdit {
-        file: &file,
-        edit: &edit,
-    }];
-    if cases.is_some() {
-        files.push(FileEdit {
-            file: &golden_file,
-            edit: &write_cases,
-        });
-    }
-    let message = format!(
-        "{env}: release {image}:{tag}\n\n{}",
-        digest.map(|d| format!("Digest: {d}")).unwrap_or_default()
-    );
-    let change = Change {
-        dir: &std::env::current_dir()?,
-        remote,
-        branch,
-        files: &files,
-        message: message.trim_end(),
-        attempts,
-        pause: std::time::Duration::from_secs(2),
-    };
-    match publish::publish(&change)? {
-        Outcome::Unchanged => eprintln!("{branch} already points {env} at {image}:{tag}"),
-        Outcome::Pushed { commit, retries } => {
-            eprintln!("pushed {commit} to {remote} {branch} ({retries} lost races before)")
-        }
-        Outcome::Protected { commit, message } => {
-            anyhow::ensure!(
-                pull_request_if_protected,
-                "{remote} refused the push to {branch} as protected:\n{message}\nGive a token that may bypass the protection (a GitHub App's, see docs/eks.md) or pass --pull-request-if-protected"
-            );
-            anyhow::ensure!(
-                !github.token.is_empty() && !github.repo.is_empty(),
-                "{branch} is protected: set GITHUB_TOKEN and GITHUB_REPOSITORY to open a pull request"
-            );
-            let head = format!("release/{env}-{tag}");
-            run_git(&[
-                "push",
-                "-q",
-                "--force",
-                remote,
-                &format!("{commit}:refs/heads/{head}"),
-            ])?;
-            let title = format!("{env}: release {image}:{tag}");
-            let body = format!(
-                "Points `{env}` at `{image}:{tag}`{}.\n\n`{branch}` is protected, so the release comes as a pull request that merges itself once its checks pass.\n\nOpened by `ferry-pipelines release-bump`.",
-                digest.map(|d| format!(" (`{d}`)")).unwrap_or_default()
-            );
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let pr = runtime.block_on(async {
-                let client = GitHub::new(&github.api_url, &github.token, &github.repo)?;
-                let pr = client
-                    .open_or_update_pull_request(&title, &head, branch, &body)
-                    .await?;
-                client.enable_auto_merge(&pr).await?;
-                Ok::<_, anyhow::Error>(pr)
-            })?;
-            let verb = if pr.created { "opened" } else { "updated" };
-            eprintln!(
-                "{branch} is protected: {verb} #{} {} (auto-merge on)",
-                pr.number, pr.url
-            );
-        }
-    }
-    Ok(())
-}
-
 /// A failed check (exit 1), as opposed to an error (exit 3).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -529,6 +377,36 @@ fn model_changes(base: &str, head: &str) -> anyhow::Result<Option<String>> {
         ));
     }
     Ok(Some(text))
+}
+
+/// The review of every environment from `base` to `head` (revisions of the
+/// repository the working directory is in) as Markdown, and the names of
+/// the environments with policy findings or that do not render at `head`.
+fn review_between(base: &str, head: &str) -> anyhow::Result<(String, Vec<String>)> {
+    let cwd = std::env::current_dir()?;
+    let (base_files, _) = GitFiles::discover(&cwd, base)?;
+    let (head_files, _) = GitFiles::discover(&cwd, head)?;
+    let mut names = review::environments(&head_files);
+    for n in review::environments(&base_files) {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    let reviews: Vec<_> = names
+        .iter()
+        .map(|env| {
+            eprintln!("rendering environments/{env} at {base} and {head}");
+            review::review(&base_files, &head_files, env)
+        })
+        .collect();
+    let model = model_changes(base, head)?;
+    let text = review::markdown(&reviews, model.as_deref(), review::COMMENT_LIMIT);
+    let failing = reviews
+        .iter()
+        .filter(|r| r.error.is_some() || !r.findings.is_empty())
+        .map(|r| r.name.clone())
+        .collect();
+    Ok((text, failing))
 }
 
 fn try_main(cli: Cli) -> anyhow::Result<()> {
@@ -639,34 +517,12 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             output,
             check_policy,
         } => {
-            let cwd = std::env::current_dir()?;
-            let (base_files, _) = GitFiles::discover(&cwd, &base)?;
-            let (head_files, _) = GitFiles::discover(&cwd, &head)?;
-            let mut names = review::environments(&head_files);
-            for n in review::environments(&base_files) {
-                if !names.contains(&n) {
-                    names.push(n);
-                }
-            }
-            let reviews: Vec<_> = names
-                .iter()
-                .map(|env| {
-                    eprintln!("rendering environments/{env} at {base} and {head}");
-                    review::review(&base_files, &head_files, env)
-                })
-                .collect();
-            let model = model_changes(&base, &head)?;
-            let text = review::markdown(&reviews, model.as_deref(), review::COMMENT_LIMIT);
+            let (text, failing) = review_between(&base, &head)?;
             match output {
                 Some(path) => std::fs::write(&path, &text)
                     .with_context(|| format!("failed to write {}", path.display()))?,
                 None => print!("{text}"),
             }
-            let failing: Vec<String> = reviews
-                .iter()
-                .filter(|r| r.error.is_some() || !r.findings.is_empty())
-                .map(|r| r.name.clone())
-                .collect();
             if check_policy && !failing.is_empty() {
                 return Err(CheckFailed(format!(
                     "policy findings or render errors in: {}",
@@ -716,7 +572,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             attempts,
             pull_request_if_protected,
             github,
-        } => release_bump(
+        } => release::release_bump(
             &bump,
             golden_model.as_deref().zip(golden_data.as_deref()),
             &remote,
@@ -732,7 +588,22 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             base,
             local,
             github,
-        } => promote(&from, &to, image.as_deref(), &base, local, &github),
+        } => promote::promote(&from, &to, image.as_deref(), &base, local, &github),
+        Command::StartChecks {
+            branch,
+            base,
+            remote,
+            workflow,
+            target_url,
+            github,
+        } => release::start_checks(
+            &branch,
+            &base,
+            &remote,
+            &workflow,
+            target_url.as_deref(),
+            &github,
+        ),
         Command::Status {
             sha,
             state,
