@@ -6,6 +6,7 @@ pub mod bump;
 pub mod gate;
 pub mod github;
 pub mod golden;
+pub mod init;
 pub mod promote;
 pub mod publish;
 pub mod review;

@@ -1077,3 +1077,58 @@ fn a_release_never_moves_an_environment_backwards() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&origin);
 }
+
+/// `init` in a copy of this repository's environments and workflows: no
+/// file a fork releases with names the upstream afterwards, the overlay
+/// still pins the base's image (so dev renders by tag and digest), and a
+/// second run changes nothing.
+#[test]
+fn init_leaves_no_upstream_name_in_a_fork() {
+    let dir = std::env::temp_dir().join(format!("ferry-pipelines-init-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for part in ferry_pipelines::init::FOLDERS {
+        copy_dir(&repo_root().join(part), &dir.join(part));
+    }
+    let before: Vec<PathBuf> = ferry_pipelines::init::FOLDERS
+        .iter()
+        .flat_map(|f| ferry_pipelines::init::files_under(&dir.join(f)).unwrap())
+        .filter(|p| {
+            ferry_pipelines::init::names_upstream(&std::fs::read_to_string(p).unwrap_or_default())
+        })
+        .collect();
+    assert!(before.len() >= 6, "the copy names the upstream: {before:?}");
+    let init = ["init", "--repository", "Acme/placement-fork"];
+    let out = pipelines(&dir, &init, &[]);
+    assert_ok(&out);
+    for file in &before {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(
+            !ferry_pipelines::init::names_upstream(&text),
+            "{}:\n{text}",
+            file.display()
+        );
+    }
+    let dev = std::fs::read_to_string(dir.join("environments/dev/kustomization.yaml")).unwrap();
+    let base = std::fs::read_to_string(dir.join("environments/base/deployment.yaml")).unwrap();
+    assert!(
+        dev.contains("- name: ghcr.io/acme/placement\n")
+            && base.contains("image: ghcr.io/acme/placement\n")
+    );
+    let environments =
+        std::fs::read_to_string(dir.join("environments/controller/environments.yaml")).unwrap();
+    assert!(environments.contains("url: https://github.com/Acme/placement-fork.git"));
+    let release = std::fs::read_to_string(dir.join(".github/workflows/release.yml")).unwrap();
+    assert!(release.contains("ghcr.io/acme/controller"), "{release}");
+    let again = pipelines(&dir, &init, &[]);
+    assert_ok(&again);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("0 files"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // A name it cannot know is refused, nothing written.
+    let out = pipelines(&dir, &["init", "--repository", "acme"], &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not OWNER/NAME"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

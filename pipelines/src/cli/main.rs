@@ -213,6 +213,23 @@ enum Command {
         #[command(flatten)]
         github: GitHubArgs,
     },
+    /// Make a fork release to itself: rewrite every place that names the
+    /// upstream (the image names in environments/base, the overlays and the
+    /// controller's install, the repository URL in the Environments, the
+    /// image names in the workflows). Run it once in a fresh fork, from the
+    /// repository's root, and commit the result. Running it again changes
+    /// nothing.
+    Init {
+        /// The fork on GitHub, OWNER/NAME.
+        #[arg(long)]
+        repository: String,
+        /// Where the fork's images go [default: ghcr.io/<owner, lowercase>].
+        #[arg(long)]
+        image_prefix: Option<String>,
+        /// The repository's root.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
     /// Set a commit status.
     Status {
         #[arg(long)]
@@ -589,6 +606,41 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             local,
             github,
         } => promote::promote(&from, &to, image.as_deref(), &base, local, &github),
+        Command::Init {
+            repository,
+            image_prefix,
+            root,
+        } => {
+            use ferry_pipelines::init;
+            let fork = init::Fork::new(&repository, image_prefix.as_deref())?;
+            let changed = init::init(&root, &fork)?;
+            for file in &changed {
+                eprintln!("rewrote {}", file.display());
+            }
+            let mut left = Vec::new();
+            for folder in init::FOLDERS {
+                for path in init::files_under(&root.join(folder))? {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    for (n, line) in text.lines().enumerate() {
+                        if init::names_upstream(line) {
+                            left.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                        }
+                    }
+                }
+            }
+            anyhow::ensure!(
+                left.is_empty(),
+                "still naming the upstream (edit these by hand):\n{}",
+                left.join("\n")
+            );
+            eprintln!(
+                "{} files name {} and {}/...; commit them (docs/eks.md, step 1)",
+                changed.len(),
+                fork.repository,
+                fork.images
+            );
+            Ok(())
+        }
         Command::StartChecks {
             branch,
             base,
