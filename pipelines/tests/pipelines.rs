@@ -264,11 +264,7 @@ struct FakeGitHub {
 
 /// The checks main's protection requires besides `ferry/policy`: the jobs
 /// of the `ci` workflow.
-const CI_CHECKS: [&str; 3] = [
-    "test",
-    "images (inference/Dockerfile)",
-    "images (controller/Dockerfile)",
-];
+const CI_CHECKS: [&str; 2] = ["test", "images"];
 
 impl FakeGitHub {
     /// The commit `branch` points at in the origin.

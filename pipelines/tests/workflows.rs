@@ -98,7 +98,7 @@ fn steps(doc: &Value, job: &str) -> Vec<(String, String, String)> {
 }
 
 #[test]
-fn a_release_only_follows_a_green_ci_or_a_person() {
+fn a_release_only_follows_a_green_ci_or_a_person_and_only_on_main() {
     let (text, doc) = workflow("release.yml");
     // serde_norway reads the key `on` as a string.
     let on = &doc["on"];
@@ -107,25 +107,142 @@ fn a_release_only_follows_a_green_ci_or_a_person() {
         "release must not run on a bare push"
     );
     assert_eq!(on["workflow_run"]["workflows"], serde_json::json!(["ci"]));
+    assert_eq!(on["workflow_run"]["branches"], serde_json::json!(["main"]));
     assert!(on.get("workflow_dispatch").is_some());
-    let condition = doc["jobs"]["release"]["if"].as_str().unwrap();
+    let job = &doc["jobs"]["release"];
+    let condition = job["if"].as_str().unwrap();
     assert!(
-        condition.contains("workflow_run.conclusion == 'success'")
+        condition.starts_with("github.ref == 'refs/heads/main' &&")
+            && condition.contains("workflow_run.conclusion == 'success'")
+            && condition.contains("workflow_run.head_branch == 'main'")
             && condition.contains("workflow_dispatch"),
         "{condition}"
     );
+    // The App's key is readable only through the environment main may use.
+    assert_eq!(job["environment"], "release");
     // The commit CI checked is the one released.
     assert!(text.contains("ref: ${{ github.event.workflow_run.head_sha || github.sha }}"));
-    // Tags name the commit; pushed tags are reused, never moved.
     assert!(text.contains("echo \"inference=$model-$SHORT\""));
-    assert!(text.contains("docker buildx imagetools inspect \"$image:$tag\""));
-    assert!(text.contains("org.opencontainers.image.source=$SOURCE"));
-    assert!(text.contains("publish controller \"$CONTROLLER_IMAGE\""));
-    // The bump lands on the tip of main, or as an auto-merging pull request.
-    let runs: Vec<String> = steps(&doc, "release").into_iter().map(|s| s.1).collect();
-    let bump = runs.iter().find(|r| r.contains("release-bump")).unwrap();
-    assert!(bump.contains("--pull-request-if-protected"), "{bump}");
-    assert!(!runs.iter().any(|r| r.contains("git push")), "no bare push");
+    let steps = steps(&doc, "release");
+    let position = |needle: &str| {
+        steps
+            .iter()
+            .position(|s| s.1.contains(needle) || s.0.contains(needle))
+            .unwrap_or_else(|| panic!("no step with {needle}"))
+    };
+    // A fork that kept the upstream's image names fails before any push.
+    assert!(position("--tag check --dry-run") < position("scripts/images publish"));
+    // Images: built by the script (which never pushes over a tag), then
+    // attested when pushed by this run.
+    let publish = &steps[position("scripts/images publish")].1;
+    assert!(publish.contains("published=$(scripts/images publish inference \"$IMAGE\""));
+    assert!(
+        !text.contains("docker buildx build"),
+        "builds go through scripts/images"
+    );
+    for (image, output) in [("IMAGE", "inference"), ("CONTROLLER_IMAGE", "controller")] {
+        let attest = job["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| {
+                s["uses"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("actions/attest-build-provenance@")
+                    && s["with"]["subject-name"] == format!("${{{{ env.{image} }}}}")
+            })
+            .unwrap_or_else(|| panic!("no attestation of {image}"));
+        assert_eq!(
+            attest["with"]["subject-digest"],
+            format!("${{{{ steps.images.outputs.{output} }}}}")
+        );
+        assert_eq!(attest["with"]["push-to-registry"], true);
+        assert_eq!(
+            attest["if"],
+            format!("steps.images.outputs.{output}_pushed == 'true'")
+        );
+    }
+    for permission in ["id-token", "attestations", "actions", "statuses"] {
+        assert_eq!(doc["permissions"][permission], "write", "{permission}");
+    }
+    // The bump lands on the tip of main, or as an auto-merging pull request
+    // whose checks this job starts when no App opened it.
+    let bump = &steps[position("release-bump")];
+    assert!(
+        bump.1.contains("--pull-request-if-protected")
+            && bump.1.contains("| tee -a \"$GITHUB_OUTPUT\""),
+        "{}",
+        bump.1
+    );
+    let checks = &steps[position("start-checks")];
+    assert_eq!(
+        checks.2,
+        "steps.app.outputs.token == '' && steps.bump.outputs.branch != ''"
+    );
+    assert!(
+        !steps.iter().any(|s| s.1.contains("git push")),
+        "no bare push"
+    );
+    assert!(text.contains("gh attestation verify oci://"));
+}
+
+/// Every `run:` gets bash with `-o pipefail` (a workflow's own default is
+/// `bash -e`, under which `ferry-pipelines ... | tee` hides a failure).
+#[test]
+fn every_workflow_runs_bash_with_pipefail() {
+    for file in workflows() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let doc: Value = serde_norway::from_str(&text).unwrap();
+        assert_eq!(
+            doc["defaults"]["run"]["shell"],
+            "bash",
+            "{}",
+            file.display()
+        );
+    }
+}
+
+/// The actions are releases that run on Node 24 (a Node 20 action is
+/// forced onto Node 24 with a warning), pinned by commit.
+#[test]
+fn actions_are_node_24_releases() {
+    let oldest = [
+        ("actions/checkout", 5),
+        ("actions/cache", 5),
+        ("actions/create-github-app-token", 3),
+        ("actions/attest-build-provenance", 3),
+    ];
+    for file in workflows() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("uses: ") || l.starts_with("- uses: "))
+        {
+            let (reference, comment) = line.split_once(" # ").unwrap_or((line, ""));
+            let action = reference
+                .split("uses: ")
+                .nth(1)
+                .unwrap()
+                .split('@')
+                .next()
+                .unwrap();
+            let (_, major) = oldest
+                .iter()
+                .find(|(a, _)| *a == action)
+                .unwrap_or_else(|| {
+                    panic!("{}: {action} is not a known Node 24 action", file.display())
+                });
+            let version: u32 = comment
+                .trim_start_matches('v')
+                .split('.')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or_else(|| panic!("{}: {line} says no version", file.display()));
+            assert!(version >= *major, "{}: {line}", file.display());
+        }
+    }
 }
 
 #[test]
@@ -157,6 +274,12 @@ fn the_policy_status_is_always_reported_and_never_runs_a_forks_code() {
         "${{ github.event.pull_request.base.sha }}"
     );
     assert_eq!(checkout["with"]["persist-credentials"], false);
+    let fetch = steps.iter().find(|s| s.0.starts_with("Fetch")).unwrap();
+    assert!(
+        fetch.1.contains(".extraheader=AUTHORIZATION: basic"),
+        "{}",
+        fetch.1
+    );
     let review = steps.iter().find(|s| s.0.contains("Review")).unwrap();
     assert!(review.1.contains("git merge-base"), "{}", review.1);
     let error = steps.iter().find(|s| s.0 == "Error").unwrap();
@@ -169,25 +292,51 @@ fn a_promotion_gets_its_checks_run() {
     assert!(ci["on"].get("workflow_dispatch").is_some());
     let (text, doc) = workflow("promote.yml");
     assert_eq!(doc["permissions"]["actions"], "write");
+    assert_eq!(doc["jobs"]["promote"]["environment"], "release");
     assert!(text.contains("create-github-app-token@"));
-    assert!(text.contains("gh workflow run ci.yml --ref \"$BRANCH\""));
-    assert!(text.contains("--context ferry/policy"));
+    let steps = steps(&doc, "promote");
+    let checks = steps.iter().find(|s| s.1.contains("start-checks")).unwrap();
+    assert_eq!(
+        checks.2,
+        "steps.app.outputs.token == '' && steps.promote.outputs.branch != ''"
+    );
 }
 
 #[test]
-fn ci_caches_the_lab_and_builds_both_images() {
+fn ci_caches_by_the_compiler_it_uses_and_builds_both_images() {
     let (text, doc) = workflow("ci.yml");
     assert!(text.contains("~/.cache/ferry/bin"));
     assert!(text.contains("~/.cache/ferry/target"));
     assert!(text.contains("hashFiles('lab/controlplane/go.mod'"));
-    let images = &doc["jobs"]["images"];
-    let files = images["strategy"]["matrix"]["dockerfile"]
-        .as_array()
+    assert!(
+        !text.contains("rust-toolchain.toml"),
+        "no such file: the toolchain is installed by the workflow"
+    );
+    let toolchain = steps(&doc, "test")
+        .into_iter()
+        .find(|s| s.0 == "Rust toolchain")
         .unwrap();
-    assert_eq!(files.len(), 2);
+    assert!(
+        toolchain.1.contains("rustc -vV | sha256sum"),
+        "{}",
+        toolchain.1
+    );
+    let cargo = doc["jobs"]["test"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "Cache cargo's registry and target directory")
+        .unwrap();
+    let key = cargo["with"]["key"].as_str().unwrap();
+    let restore = cargo["with"]["restore-keys"].as_str().unwrap();
+    assert!(
+        key.contains("${{ steps.toolchain.outputs.key }}")
+            && restore.contains("${{ steps.toolchain.outputs.key }}"),
+        "{key} {restore}"
+    );
     let build = steps(&doc, "images")
         .into_iter()
         .map(|s| s.1)
         .collect::<String>();
-    assert!(build.contains("linux/amd64,linux/arm64") && !build.contains("--push"));
+    assert!(build.contains("scripts/images build") && !build.contains("publish"));
 }

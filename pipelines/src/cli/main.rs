@@ -89,6 +89,10 @@ enum Command {
         /// Rows the model was not trained on (CSV, any column order).
         #[arg(long, requires = "golden_model")]
         golden_data: Option<PathBuf>,
+        /// Check that the bump can be made (the kustomization has an
+        /// `images:` entry for IMAGE) and write nothing.
+        #[arg(long, conflicts_with = "golden_model")]
+        dry_run: bool,
     },
     /// Write the prediction cases of a model: the first N rows of a CSV
     /// the model was not trained on, each with the model's answer, as JSON
@@ -504,6 +508,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             bump,
             golden_model,
             golden_data,
+            dry_run,
         } => {
             if let (Some(model), Some(data)) = (&golden_model, &golden_data) {
                 write_golden(model, data, &golden_file(&bump.env), GOLDEN_CASES)?;
@@ -515,7 +520,12 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             let BumpArgs {
                 image, tag, digest, ..
             } = &bump;
-            if bumped == text {
+            if dry_run {
+                eprintln!(
+                    "{}: {image} can be bumped (dry run: nothing written)",
+                    file.display()
+                );
+            } else if bumped == text {
                 eprintln!("{} already points at {image}:{tag}", file.display());
             } else {
                 std::fs::write(&file, bumped)
