@@ -340,3 +340,283 @@ fn ci_caches_by_the_compiler_it_uses_and_builds_both_images() {
         .collect::<String>();
     assert!(build.contains("scripts/images build") && !build.contains("publish"));
 }
+
+/// A directory with an executable `docker` that answers `imagetools
+/// inspect` with the lines of `answers` in turn (`exit CODE: OUTPUT`), and
+/// logs every call to `calls`.
+fn fake_docker(name: &str, answers: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferry-fake-docker-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("answers"), answers.join("\n") + "\n").unwrap();
+    let script = format!(
+        r#"#!/bin/sh
+echo "$*" >> {dir}/calls
+case "$*" in
+  "buildx imagetools inspect"*)
+    line=$(head -n 1 {dir}/answers); sed -i 1d {dir}/answers
+    code=${{line%%:*}}; echo "${{line#*: }}"; exit "${{code#exit }}" ;;
+  "buildx build"*)
+    for a in "$@"; do [ "$prev" = --metadata-file ] && echo '{{"containerimage.digest": "sha256:new"}}' > "$a"; prev=$a; done ;;
+esac
+"#,
+        dir = dir.display()
+    );
+    let docker = dir.join("docker");
+    std::fs::write(&docker, script).unwrap();
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn images(fake: &Path, args: &[&str]) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/images");
+    let staged = fake.join("stage");
+    // A staged context, so `publish` builds without cross-compiling.
+    std::fs::create_dir_all(staged.join("context/arm64")).unwrap();
+    Command::new(script)
+        .args(args)
+        .env(
+            "PATH",
+            format!("{}:{}", fake.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("FERRY_IMAGES_DIR", &staged)
+        .env("FERRY_IMAGES_PAUSE", "0")
+        .output()
+        .unwrap()
+}
+
+/// Tags are never moved: a tag the registry has is reused; one it says it
+/// does not have is built; a failed answer is asked again, and when the
+/// registry never answers, nothing is built or pushed (exit 3).
+#[test]
+fn images_are_never_pushed_over_an_existing_tag() {
+    let timeout = "exit 1: ERROR: failed to do request: Head \"https://ghcr.io/v2/acme/placement/manifests/1\": dial tcp: i/o timeout";
+    let cases: [(&str, Vec<&str>, Option<i32>, &str, bool); 4] = [
+        (
+            "present",
+            vec!["exit 0: \"sha256:old\""],
+            Some(0),
+            "sha256:old reused",
+            false,
+        ),
+        (
+            "absent-after-a-timeout",
+            vec![
+                timeout,
+                "exit 1: ERROR: ghcr.io/acme/placement:1: not found",
+            ],
+            Some(0),
+            "sha256:new pushed",
+            true,
+        ),
+        (
+            "denied",
+            vec!["exit 1: ERROR: denied: denied"; 5],
+            Some(3),
+            "",
+            false,
+        ),
+        ("never-answers", vec![timeout; 5], Some(3), "", false),
+    ];
+    for (name, answers, code, stdout, built) in cases {
+        let fake = fake_docker(name, &answers);
+        let out = images(
+            &fake,
+            &["publish", "inference", "ghcr.io/acme/placement", "1"],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), code, "{name}: {stderr}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            stdout,
+            "{name}"
+        );
+        let calls = std::fs::read_to_string(fake.join("calls")).unwrap();
+        assert_eq!(calls.contains("buildx build"), built, "{name}: {calls}");
+        if code == Some(3) {
+            assert_eq!(
+                calls.matches("imagetools inspect").count(),
+                5,
+                "{name}: asked 5 times"
+            );
+            assert!(stderr.contains("refusing to push"), "{name}: {stderr}");
+        }
+        if built {
+            assert!(
+                calls.contains("--sbom=true --provenance=mode=max"),
+                "{calls}"
+            );
+            assert!(calls.contains("-f inference/Dockerfile"), "{calls}");
+        }
+        let _ = std::fs::remove_dir_all(&fake);
+    }
+}
+
+fn run_git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Serves the bare repository `root` over git's dumb HTTP protocol at
+/// `/acme/placement/`, as a private repository does: 401 unless the
+/// request carries `Authorization: <authorization>`.
+fn private_origin(root: PathBuf, authorization: String) -> std::net::SocketAddr {
+    use axum::http::{HeaderMap, StatusCode, header};
+    let serve = move |axum::extract::Path(path): axum::extract::Path<String>,
+                      headers: HeaderMap| {
+        let (root, authorization) = (root.clone(), authorization.clone());
+        async move {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if given != Some(authorization.as_str()) {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Basic realm=\"GitHub\"")],
+                    Vec::new(),
+                );
+            }
+            match std::fs::read(root.join(&path)) {
+                Ok(bytes) if !path.contains("..") => {
+                    (StatusCode::OK, [(header::WWW_AUTHENTICATE, "")], bytes)
+                }
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    [(header::WWW_AUTHENTICATE, "")],
+                    Vec::new(),
+                ),
+            }
+        }
+    };
+    let app = axum::Router::new().route("/acme/placement/{*path}", axum::routing::get(serve));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    addr
+}
+
+/// environments-pr's fetch of the pull request's head, run as the workflow
+/// runs it (the checkout's origin URL, no stored credentials), against an
+/// origin that answers 401 without the job's token, as a private
+/// repository does: it fetches with the token and fails without it.
+#[test]
+fn the_pull_requests_head_is_fetched_from_a_private_repository() {
+    let base = std::env::temp_dir().join(format!("ferry-private-fetch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (work, origin, checkout) = (
+        base.join("work"),
+        base.join("origin.git"),
+        base.join("checkout"),
+    );
+    for dir in [&work, &checkout] {
+        std::fs::create_dir_all(dir).unwrap();
+        run_git(dir, &["init", "-q", "-b", "main"]);
+    }
+    std::fs::write(work.join("README"), "a pull request\n").unwrap();
+    run_git(&work, &["add", "README"]);
+    run_git(
+        &work,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "-m",
+            "pr",
+        ],
+    );
+    let head = run_git(&work, &["rev-parse", "HEAD"]);
+    run_git(
+        &base,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            origin.to_str().unwrap(),
+        ],
+    );
+    run_git(&origin, &["update-ref", "refs/pull/7/head", &head]);
+    run_git(&origin, &["repack", "-a", "-d", "-q"]);
+    run_git(&origin, &["update-server-info"]);
+    let encoded = Command::new("sh")
+        .args(["-c", "printf 'x-access-token:%s' s3cret | base64 -w0"])
+        .output()
+        .unwrap();
+    let addr = private_origin(
+        origin.clone(),
+        format!("basic {}", String::from_utf8_lossy(&encoded.stdout)),
+    );
+    let server = format!("http://{addr}");
+    run_git(
+        &checkout,
+        &[
+            "remote",
+            "add",
+            "origin",
+            &format!("{server}/acme/placement"),
+        ],
+    );
+
+    let (_, doc) = workflow("environments-pr.yml");
+    let fetch = steps(&doc, "policy")
+        .into_iter()
+        .find(|s| s.0.starts_with("Fetch"))
+        .unwrap()
+        .1;
+    let run = |token: &str| {
+        Command::new("bash")
+            .args(["-e", "-o", "pipefail", "-c", &fetch])
+            .current_dir(&checkout)
+            .env("GITHUB_SERVER_URL", &server)
+            .env("GITHUB_TOKEN", token)
+            .env("PR", "7")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap()
+    };
+    let refused = run("not-the-token");
+    assert!(
+        !refused.status.success(),
+        "the origin lets anyone in: the test proves nothing"
+    );
+    let fetched = run("s3cret");
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    assert_eq!(
+        run_git(&checkout, &["rev-parse", "refs/remotes/pull/7/head"]),
+        head
+    );
+    let config = std::fs::read_to_string(checkout.join(".git/config")).unwrap();
+    assert!(
+        !config.contains("s3cret") && !config.contains("extraheader"),
+        "{config}"
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}
