@@ -368,19 +368,26 @@ esac
     dir
 }
 
-fn images(fake: &Path, args: &[&str]) -> std::process::Output {
+fn images(fake: &Path, builder: &str, args: &[&str]) -> std::process::Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/images");
-    let staged = fake.join("stage");
-    // A staged context, so `publish` builds without cross-compiling.
-    std::fs::create_dir_all(staged.join("context/arm64")).unwrap();
+    // Binaries to stage, so the script builds without cross-compiling.
+    let binaries = fake.join("binaries");
+    for arch in ["amd64", "arm64"] {
+        std::fs::create_dir_all(binaries.join(arch)).unwrap();
+        for name in ["ferry-inference", "ferry-controller"] {
+            std::fs::write(binaries.join(arch).join(name), format!("{arch} {name}")).unwrap();
+        }
+    }
     Command::new(script)
         .args(args)
         .env(
             "PATH",
             format!("{}:{}", fake.display(), std::env::var("PATH").unwrap()),
         )
-        .env("FERRY_IMAGES_DIR", &staged)
+        .env("FERRY_IMAGES_DIR", fake.join("stage"))
+        .env("FERRY_IMAGES_BINARIES", &binaries)
         .env("FERRY_IMAGES_PAUSE", "0")
+        .env("FERRY_IMAGES_BUILDER", builder)
         .output()
         .unwrap()
 }
@@ -391,7 +398,9 @@ fn images(fake: &Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn images_are_never_pushed_over_an_existing_tag() {
     let timeout = "exit 1: ERROR: failed to do request: Head \"https://ghcr.io/v2/acme/placement/manifests/1\": dial tcp: i/o timeout";
-    let cases: [(&str, Vec<&str>, Option<i32>, &str, bool); 4] = [
+    // name, the registry's answers, exit code, stdout, whether it built.
+    type Case<'a> = (&'a str, Vec<&'a str>, Option<i32>, &'a str, bool);
+    let cases: [Case; 4] = [
         (
             "present",
             vec!["exit 0: \"sha256:old\""],
@@ -422,6 +431,7 @@ fn images_are_never_pushed_over_an_existing_tag() {
         let fake = fake_docker(name, &answers);
         let out = images(
             &fake,
+            "buildx",
             &["publish", "inference", "ghcr.io/acme/placement", "1"],
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -619,4 +629,91 @@ fn the_pull_requests_head_is_fetched_from_a_private_repository() {
         "{config}"
     );
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Both Dockerfiles build with buildah (no Docker here) for both
+/// platforms from the context `scripts/images` stages, and each image holds
+/// what a pod needs: its platform's binary, the non-root user, the CA
+/// bundle, the model, the entrypoint. CI builds the same files with buildx.
+#[test]
+fn both_images_build_from_the_staged_context_with_buildah() {
+    if Command::new("buildah").arg("--version").output().is_err() {
+        eprintln!("skipped: buildah is not installed (.ci/run installs it)");
+        return;
+    }
+    let fake = std::env::temp_dir().join(format!("ferry-images-buildah-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&fake);
+    std::fs::create_dir_all(&fake).unwrap();
+    let run = |args: &[&str]| {
+        let out = images(&fake, "buildah", args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    run(&["build"]);
+    let model = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../inference/model/placement.json"),
+    )
+    .unwrap();
+    for (name, entrypoint) in [
+        ("inference", "[/usr/local/bin/ferry-inference serve] []"),
+        ("controller", "[/usr/local/bin/ferry-controller] [run]"),
+    ] {
+        let index = run(&[
+            "buildah",
+            "manifest",
+            "inspect",
+            &format!("localhost/ferry/{name}:build"),
+        ]);
+        let index: Value = serde_json::from_str(&index).unwrap();
+        let platforms: Vec<&str> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["platform"]["architecture"].as_str().unwrap())
+            .collect();
+        assert_eq!(platforms, ["amd64", "arm64"], "{name}");
+        for arch in ["amd64", "arm64"] {
+            let image = format!("localhost/ferry/{name}:{arch}");
+            let config = run(&[
+                "buildah",
+                "inspect",
+                "--type",
+                "image",
+                "--format",
+                "{{.OCIv1.Architecture}}|{{.OCIv1.Config.User}}|{{.OCIv1.Config.Entrypoint}} {{.OCIv1.Config.Cmd}}",
+                &image,
+            ]);
+            assert_eq!(
+                config,
+                format!("{arch}|65532:65532|{entrypoint}"),
+                "{image}"
+            );
+            let container = run(&["buildah", "from", "--quiet", &image]);
+            let root = PathBuf::from(run(&["buildah", "mount", &container]));
+            let binary =
+                std::fs::read_to_string(root.join(format!("usr/local/bin/ferry-{name}"))).unwrap();
+            assert_eq!(
+                binary,
+                format!("{arch} ferry-{name}"),
+                "{image}: its platform's binary"
+            );
+            let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+            assert!(passwd.contains("nonroot:x:65532:65532:"), "{passwd}");
+            let bundle = std::fs::metadata(root.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
+            assert!(bundle.len() > 1000, "{image}: a CA bundle");
+            if name == "inference" {
+                assert_eq!(
+                    std::fs::read(root.join("model/placement.json")).unwrap(),
+                    model
+                );
+            }
+            run(&["buildah", "umount", &container]);
+            run(&["buildah", "rm", &container]);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&fake);
 }
