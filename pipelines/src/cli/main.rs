@@ -117,7 +117,10 @@ enum Command {
     /// the tip is fetched, from the model the image was built with). When the remote refuses BRANCH as protected, with
     /// --pull-request-if-protected the commit goes to `release/ENV-TAG` and
     /// a pull request that merges itself once its checks pass (GITHUB_TOKEN,
-    /// GITHUB_REPOSITORY, GITHUB_API_URL).
+    /// GITHUB_REPOSITORY, GITHUB_API_URL); it then prints `branch=BRANCH`
+    /// for `start-checks`. Never backwards: when the environment on the tip
+    /// already runs a tag naming a commit that contains the one TAG names
+    /// (`<version>-<commit>`), nothing is written and it says so (exit 0).
     ReleaseBump {
         #[command(flatten)]
         bump: BumpArgs,
