@@ -257,3 +257,133 @@ fn diff_verdicts_match_kubectl_diff_server_side() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = kubectl(&["delete", "namespace", ns, "--wait=false"], None);
 }
+
+/// The Environments whose `ferry_environment_healthy` series the
+/// controller serving on `port` exports: those it has judged.
+fn judged_by(port: u16) -> std::collections::BTreeSet<String> {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://127.0.0.1:{port}/metrics"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("ferry_environment_healthy{"))
+        .filter_map(|l| {
+            l.split("name=\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Two shards of 100 Environments each and the controller without a shard
+/// (10 unlabelled ones), each with its own Lease: every Environment
+/// reaches Healthy, and each is judged by exactly one controller, its
+/// shard's.
+#[test]
+fn shards_split_the_environments_and_none_is_reconciled_by_two() {
+    if !lab_enabled("shards_split_the_environments_and_none_is_reconciled_by_two") {
+        return;
+    }
+    let mut lab = Lab::new("shards", "ctrl-test");
+    let (shard_size, unsharded) = (100, 10);
+    let total = 2 * shard_size + unsharded;
+    let shard_of = |i: usize| match i / shard_size {
+        0 => Some("a"),
+        1 => Some("b"),
+        _ => None,
+    };
+    let _ = std::fs::remove_dir_all(lab.repo.join("env"));
+    let mut environments = String::new();
+    for i in 0..total {
+        let dir = lab.repo.join(format!("env-{i:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("configmap.yaml"),
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i:03}, namespace: {}}}\ndata: {{i: \"{i}\"}}\n", lab.target),
+        )
+        .unwrap();
+        let labels = shard_of(i)
+            .map(|s| format!(", labels: {{ferry.dev/shard: {s}}}"))
+            .unwrap_or_default();
+        environments.push_str(&format!(
+            "---\napiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {{name: env-{i:03}, namespace: {}{labels}}}\nspec:\n  source: {{url: \"{}\", ref: main, path: env-{i:03}}}\n  interval: 10m\n  targetNamespace: {}\n  serviceAccountName: ferry-deployer\n",
+            lab.system,
+            lab.url(),
+            lab.target
+        ));
+    }
+    lab.commit("two hundred and ten environments");
+    let mut ports = Vec::new();
+    for shard in [Some("a"), Some("b"), None] {
+        lab.controller_env = shard
+            .map(|s| vec![("FERRY_SHARD".to_owned(), s.to_owned())])
+            .unwrap_or_default();
+        let port = lab.start_replica(&format!("controller-{}", shard.unwrap_or("unsharded")));
+        ports.push((shard, port));
+    }
+    lab.controller_env.clear();
+    let out = kubectl(&["apply", "-f", "-"], Some(&environments));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        "every Environment to be Healthy",
+        Duration::from_secs(300),
+        || {
+            let list =
+                ferry_lab_testkit::get(&["environments", "-n", &lab.system]).unwrap_or_default();
+            let healthy = list["items"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter(|e| condition(&e["status"], "Healthy").0 == "True")
+                        .count()
+                })
+                .unwrap_or(0);
+            healthy == total
+        },
+    );
+    let mut seen = std::collections::BTreeMap::<String, Vec<&str>>::new();
+    for (shard, port) in &ports {
+        for name in judged_by(*port) {
+            seen.entry(name)
+                .or_default()
+                .push(shard.unwrap_or("unsharded"));
+        }
+    }
+    assert_eq!(seen.len(), total, "judged: {seen:?}");
+    for (name, by) in &seen {
+        let i: usize = name.trim_start_matches("env-").parse().unwrap();
+        assert_eq!(
+            by,
+            &[shard_of(i).unwrap_or("unsharded")],
+            "{name} judged by {by:?}"
+        );
+    }
+    // Each shard elected its leader with its own Lease.
+    let leases = k(&["get", "leases", "-n", &lab.system, "-o", "name"]);
+    for lease in [
+        "ferry-controller",
+        "ferry-controller-shard-a",
+        "ferry-controller-shard-b",
+    ] {
+        assert!(
+            leases.lines().any(|l| l.ends_with(&format!("/{lease}"))),
+            "{leases}"
+        );
+    }
+    for (shard, _) in &ports {
+        lab.kill_replica(&format!("controller-{}", shard.unwrap_or("unsharded")));
+    }
+}

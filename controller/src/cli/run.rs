@@ -26,7 +26,8 @@ pub struct RunArgs {
     #[arg(long, env = "FERRY_API_TOKEN_FILE")]
     api_token_file: Option<PathBuf>,
     /// Run as one of several replicas: only the holder of the Lease
-    /// `ferry-controller` reconciles; every replica serves the API.
+    /// `ferry-controller` (a shard's: `ferry-controller-shard-NAME`)
+    /// reconciles; every replica serves the API.
     #[arg(long, env = "FERRY_LEADER_ELECTION")]
     leader_election: bool,
     /// The Lease's namespace (default: --namespace, else ferry-system).
@@ -44,6 +45,12 @@ pub struct RunArgs {
     /// never reconciled twice at once).
     #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
+    /// Reconcile only the Environments labelled `ferry.dev/shard: NAME`
+    /// (without it: only those without the label). Each shard runs as its
+    /// own Deployment and elects its leader with its own Lease,
+    /// `ferry-controller-shard-NAME` (environments/controller/shards/).
+    #[arg(long, env = "FERRY_SHARD")]
+    shard: Option<String>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -58,7 +65,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         identity,
         public_url,
         concurrency,
+        shard,
     } = args;
+    let shard = crate::runtime::shard::Shard::new(shard.as_deref())?;
     init_tracing();
     let token = match api_token_file {
         Some(file) => {
@@ -112,6 +121,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Tuning {
             public_url,
             concurrency,
+            shard,
         },
     ))?;
     Ok(ExitCode::SUCCESS)

@@ -20,6 +20,7 @@ use crate::audit::journal;
 use crate::cluster::leadership::Leadership;
 use crate::crd::{Environment, REQUESTED_AT, RETRY};
 use crate::reconcile::{self, Context};
+use crate::runtime::shard::Shard;
 use crate::serve::api::{ApiState, Webhook, router};
 use crate::serve::verified::Verifications;
 use crate::telemetry::metrics::Metrics;
@@ -28,6 +29,8 @@ use crate::telemetry::metrics::Metrics;
 pub struct Tuning {
     pub public_url: Option<String>,
     pub concurrency: u16,
+    /// Which Environments (of the namespace or all) this controller takes.
+    pub shard: Shard,
 }
 
 /// Where and as whom to take part in leader election.
@@ -98,17 +101,28 @@ pub async fn run(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let serving = serve(api, environments.clone(), chunks, http_addr).await?;
-    tracing::info!(%http_addr, namespace = namespace.as_deref().unwrap_or("<all>"), "ferry-controller running");
+    // This shard's Environments only, selected by the API server; the
+    // status API shows the same ones.
+    let selected = watcher::Config::default().labels(&tuning.shard.selector());
+    let serving = serve(
+        api,
+        environments.clone(),
+        selected.clone(),
+        chunks,
+        http_addr,
+    )
+    .await?;
+    tracing::info!(%http_addr, namespace = namespace.as_deref().unwrap_or("<all>"), shard = tuning.shard.name(), "ferry-controller running");
 
     // With leader election, only the holder of the Lease reconciles.
     let (leading_tx, mut leading) = watch::channel(election.is_none());
     if let Some(election) = election {
         let leases: Api<Lease> = Api::namespaced(client.clone(), &election.namespace);
-        tracing::info!(identity = %election.identity, lease = %format!("{}/ferry-controller", election.namespace), "waiting to lead");
+        let lease = tuning.shard.lease();
+        tracing::info!(identity = %election.identity, lease = %format!("{}/{lease}", election.namespace), "waiting to lead");
         tokio::spawn(crate::runtime::leader::run(
             leases,
-            "ferry-controller".into(),
+            lease,
             election.identity,
             leadership,
             leading_tx,
@@ -123,7 +137,7 @@ pub async fn run(
     }
     let lost = leading.wait_for(|l| !*l);
     tokio::select! {
-        _ = reconcile_all(environments, context, tuning.concurrency) => {}
+        _ = reconcile_all(environments, selected, context, tuning.concurrency) => {}
         _ = lost => {
             // Another replica may lead now: stop at once rather than
             // reconcile beside it; the pod restarts as a follower.
@@ -187,6 +201,7 @@ struct StatusApi {
 async fn serve(
     api: StatusApi,
     environments: Api<Environment>,
+    selected: watcher::Config,
     chunks: Api<PartialObjectMeta<ConfigMap>>,
     addr: SocketAddr,
 ) -> anyhow::Result<Serving> {
@@ -226,7 +241,7 @@ async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("failed to listen on {addr}: {e}"))?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let feed = watcher(environments, watcher::Config::default())
+    let feed = watcher(environments, selected)
         .default_backoff()
         .inspect(move |event| {
             watching.store(event.is_ok(), Ordering::Relaxed);
@@ -245,9 +260,14 @@ async fn serve(
 /// The reconcile loop: on spec changes (generation) and on a request
 /// through the annotation, not on our own status writes; the interval
 /// requeue covers new commits. Ends on SIGINT/SIGTERM.
-async fn reconcile_all(environments: Api<Environment>, context: Arc<Context>, concurrency: u16) {
+async fn reconcile_all(
+    environments: Api<Environment>,
+    selected: watcher::Config,
+    context: Arc<Context>,
+    concurrency: u16,
+) {
     let (reader, writer) = reflector::store();
-    let changes = watcher(environments, watcher::Config::default())
+    let changes = watcher(environments, selected)
         .default_backoff()
         .reflect(writer)
         .applied_objects()
