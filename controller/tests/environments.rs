@@ -363,6 +363,42 @@ fn the_controller_install_renders_and_passes_the_policy() {
     }
 }
 
+/// The example shard is the controller's Deployment under its own name,
+/// selecting only its own pods, with its shard's name set.
+#[test]
+fn the_example_shard_renders_as_a_deployment_of_its_own() {
+    let objects = render(&repo().join("environments/controller/shards/example"));
+    let findings = policy::check(&objects, Tier::Standard);
+    assert!(findings.is_empty(), "{findings:#?}");
+    let [deployment] = objects.as_slice() else {
+        panic!("one Deployment: {objects:#?}");
+    };
+    assert_eq!(
+        deployment["metadata"]["name"],
+        "ferry-controller-shard-example"
+    );
+    let own = "ferry-controller-shard-example";
+    assert_eq!(deployment["spec"]["selector"]["matchLabels"]["app"], own);
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(pod["metadata"]["labels"]["app"], own);
+    for spread in pod["spec"]["topologySpreadConstraints"].as_array().unwrap() {
+        assert_eq!(
+            spread["labelSelector"]["matchLabels"]["app"], own,
+            "{spread}"
+        );
+    }
+    let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+    assert!(
+        env.iter()
+            .any(|v| v["name"] == "FERRY_SHARD" && v["value"] == "example"),
+        "{env:?}"
+    );
+    assert!(
+        env.iter().any(|v| v["name"] == "FERRY_LEADER_ELECTION"),
+        "{env:?}"
+    );
+}
+
 #[test]
 fn the_controller_install_passes_a_server_side_dry_run_on_the_lab() {
     if !lab_enabled("the_controller_install_passes_a_server_side_dry_run_on_the_lab") {
