@@ -315,6 +315,28 @@ fn the_controller_install_renders_and_passes_the_policy() {
     // The Environments are the install's second step: one apply cannot
     // create a CRD and objects of its kind.
     assert!(!kinds.contains(&"Environment"), "{kinds:?}");
+    // Every pod that pulls a ferry image gets the pull secret from its
+    // ServiceAccount at creation: the references are in the install, not
+    // added afterwards (which reaches no existing pod).
+    for (namespace, account) in [
+        ("ferry-system", "ferry-controller"),
+        ("placement-dev", "default"),
+        ("placement-prod", "default"),
+    ] {
+        let sa = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "ServiceAccount"
+                    && o["metadata"]["namespace"] == namespace
+                    && o["metadata"]["name"] == account
+            })
+            .unwrap_or_else(|| panic!("no ServiceAccount {namespace}/{account}"));
+        assert_eq!(
+            sa["imagePullSecrets"],
+            serde_json::json!([{"name": "ghcr-pull"}]),
+            "{namespace}/{account}"
+        );
+    }
     // Two replicas that a drain or one lost node or zone cannot take both
     // of: a disruption budget, and spread over zones and nodes.
     let budget = objects
