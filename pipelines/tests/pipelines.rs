@@ -5,6 +5,8 @@
 //! (never duplicated), and commit statuses are set, against a local server
 //! that records what GitHub would have been asked.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -516,19 +518,7 @@ fn fake_github() -> (SocketAddr, Shared) {
             post(dispatch),
         )
         .with_state(state.clone());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
+    let addr = common::serve(app);
     (addr, state)
 }
 
@@ -756,6 +746,24 @@ fn with_origin(name: &str) -> (PathBuf, PathBuf) {
     (dir, origin)
 }
 
+/// `release-bump` of dev's placement image to `tag` and `digest`, then
+/// `more` arguments.
+fn release_bump<'a>(tag: &'a str, digest: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "release-bump",
+        "--env",
+        "dev",
+        "--image",
+        "ghcr.io/ferry-dev/placement",
+        "--tag",
+        tag,
+        "--digest",
+        digest,
+    ];
+    args.extend_from_slice(more);
+    args
+}
+
 /// Makes `origin` refuse pushes to main as GitHub refuses a protected
 /// branch (merges still move it).
 fn protect_main(origin: &Path) {
@@ -862,17 +870,8 @@ fn a_protected_main_gets_the_release_as_an_auto_merging_pull_request() {
         ("GITHUB_TOKEN", "test-token".to_owned()),
         ("GITHUB_REPOSITORY", "acme/placement".to_owned()),
     ];
-    let args = [
-        "release-bump",
-        "--env",
-        "dev",
-        "--image",
-        "ghcr.io/ferry-dev/placement",
-        "--tag",
-        "0.4.0-123",
-        "--digest",
-        "sha256:4444444444444444444444444444444444444444444444444444444444444444",
-    ];
+    let digest = format!("sha256:{}", "4".repeat(64));
+    let args = release_bump("0.4.0-123", &digest, &[]);
     // Without the fallback: refused, and says what to do.
     let out = pipelines(&dir, &args, &env);
     assert_eq!(out.status.code(), Some(3));
@@ -963,22 +962,9 @@ fn a_release_lands_on_a_protected_main_unaided_with_or_without_an_app() {
             ("GITHUB_TOKEN", token.to_owned()),
             ("GITHUB_REPOSITORY", "acme/placement".to_owned()),
         ];
-        let out = pipelines(
-            &dir,
-            &[
-                "release-bump",
-                "--env",
-                "dev",
-                "--image",
-                "ghcr.io/ferry-dev/placement",
-                "--tag",
-                "0.5.0-555",
-                "--digest",
-                "sha256:5555555555555555555555555555555555555555555555555555555555555555",
-                "--pull-request-if-protected",
-            ],
-            &env,
-        );
+        let digest = format!("sha256:{}", "5".repeat(64));
+        let args = release_bump("0.5.0-555", &digest, &["--pull-request-if-protected"]);
+        let out = pipelines(&dir, &args, &env);
         assert_ok(&out);
         let branch = "release/dev-0.5.0-555";
         assert_eq!(
@@ -1027,23 +1013,8 @@ fn a_release_never_moves_an_environment_backwards() {
         commits.push(sha[..12].to_owned());
     }
     git(&dir, &["push", "-q", "origin", "main"]);
-    let release = |tag: &str| {
-        pipelines(
-            &dir,
-            &[
-                "release-bump",
-                "--env",
-                "dev",
-                "--image",
-                "ghcr.io/ferry-dev/placement",
-                "--tag",
-                tag,
-                "--digest",
-                "sha256:6666666666666666666666666666666666666666666666666666666666666666",
-            ],
-            &[],
-        )
-    };
+    let digest = format!("sha256:{}", "6".repeat(64));
+    let release = |tag: &str| pipelines(&dir, &release_bump(tag, &digest, &[]), &[]);
     let dev = || {
         at_origin(
             &dir,

@@ -1,6 +1,8 @@
 //! The GitHub Actions workflows: they lint clean with actionlint, pin every
 //! action to a commit, and declare their permissions.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -79,6 +81,20 @@ fn workflow(name: &str) -> (String, Value) {
     (text, doc)
 }
 
+/// The steps of `job` that use `action` (any version).
+fn using<'a>(doc: &'a Value, job: &str, action: &str) -> Vec<&'a Value> {
+    doc["jobs"][job]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with(&format!("{action}@")))
+        })
+        .collect()
+}
+
 /// The steps of `job`, as (name or uses, run, if).
 fn steps(doc: &Value, job: &str) -> Vec<(String, String, String)> {
     doc["jobs"][job]["steps"]
@@ -141,17 +157,9 @@ fn a_release_only_follows_a_green_ci_or_a_person_and_only_on_main() {
         "builds go through scripts/images"
     );
     for (image, output) in [("IMAGE", "inference"), ("CONTROLLER_IMAGE", "controller")] {
-        let attest = job["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| {
-                s["uses"]
-                    .as_str()
-                    .unwrap_or("")
-                    .starts_with("actions/attest-build-provenance@")
-                    && s["with"]["subject-name"] == format!("${{{{ env.{image} }}}}")
-            })
+        let attest = using(&doc, "release", "actions/attest-build-provenance")
+            .into_iter()
+            .find(|s| s["with"]["subject-name"] == format!("${{{{ env.{image} }}}}"))
             .unwrap_or_else(|| panic!("no attestation of {image}"));
         assert_eq!(
             attest["with"]["subject-digest"],
@@ -258,17 +266,7 @@ fn the_policy_status_is_always_reported_and_never_runs_a_forks_code() {
     let steps = steps(&doc, "policy");
     assert_eq!(steps[0].0, "Pending", "pending before anything can fail");
     assert!(steps[0].1.contains("state=pending"));
-    let checkout = doc["jobs"]["policy"]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| {
-            s["uses"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with("actions/checkout@")
-        })
-        .unwrap();
+    let checkout = using(&doc, "policy", "actions/checkout")[0];
     assert_eq!(
         checkout["with"]["ref"],
         "${{ github.event.pull_request.base.sha }}"
@@ -509,20 +507,7 @@ fn private_origin(root: PathBuf, authorization: String) -> std::net::SocketAddr 
         }
     };
     let app = axum::Router::new().route("/acme/placement/{*path}", axum::routing::get(serve));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    addr
+    common::serve(app)
 }
 
 /// environments-pr's fetch of the pull request's head, run as the workflow

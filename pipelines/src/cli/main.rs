@@ -81,14 +81,8 @@ enum Command {
     Bump {
         #[command(flatten)]
         bump: BumpArgs,
-        /// The model the new image serves: its answers to the rows of
-        /// --golden-data become the cases the controller verifies each new
-        /// pod with (`healthCheck.predictions`).
-        #[arg(long, requires = "golden_data")]
-        golden_model: Option<PathBuf>,
-        /// Rows the model was not trained on (CSV, any column order).
-        #[arg(long, requires = "golden_model")]
-        golden_data: Option<PathBuf>,
+        #[command(flatten)]
+        golden: GoldenArgs,
         /// Check that the bump can be made (the kustomization has an
         /// `images:` entry for IMAGE) and write nothing.
         #[arg(long, conflicts_with = "golden_model")]
@@ -124,12 +118,8 @@ enum Command {
     ReleaseBump {
         #[command(flatten)]
         bump: BumpArgs,
-        /// The model the image serves (see `bump`).
-        #[arg(long, requires = "golden_data")]
-        golden_model: Option<PathBuf>,
-        /// Rows the model was not trained on (see `bump`).
-        #[arg(long, requires = "golden_model")]
-        golden_data: Option<PathBuf>,
+        #[command(flatten)]
+        golden: GoldenArgs,
         #[arg(long, default_value = "origin")]
         remote: String,
         #[arg(long, default_value = "main")]
@@ -254,6 +244,28 @@ enum Command {
     },
 }
 
+/// The prediction cases a bump writes with the image (`bump`, `release-bump`).
+#[derive(clap::Args)]
+struct GoldenArgs {
+    /// The model the new image serves: its answers to the rows of
+    /// --golden-data become the cases the controller verifies each new pod
+    /// with (`healthCheck.predictions`), in environments/ENV/golden.jsonl.
+    #[arg(long, requires = "golden_data")]
+    golden_model: Option<PathBuf>,
+    /// Rows the model was not trained on (CSV, any column order).
+    #[arg(long, requires = "golden_model")]
+    golden_data: Option<PathBuf>,
+}
+
+impl GoldenArgs {
+    /// Both, or None.
+    fn paths(&self) -> Option<(&Path, &Path)> {
+        self.golden_model
+            .as_deref()
+            .zip(self.golden_data.as_deref())
+    }
+}
+
 /// Which image of which environment to point where (`bump`, `release-bump`).
 #[derive(clap::Args)]
 struct BumpArgs {
@@ -323,6 +335,23 @@ struct GitHubArgs {
     api_url: String,
     #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true, default_value = "")]
     token: String,
+}
+
+impl GitHubArgs {
+    /// Runs `work` with a client of the repository on a runtime of its own
+    /// (the client needs one around it from its creation on).
+    fn run<T, F>(&self, work: impl FnOnce(GitHub) -> F) -> anyhow::Result<T>
+    where
+        F: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let client = GitHub::new(&self.api_url, &self.token, &self.repo)?;
+            work(client).await
+        })
+    }
 }
 
 fn run_git(args: &[&str]) -> anyhow::Result<String> {
@@ -509,11 +538,10 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
         } => write_golden(&model, &data, &out, cases),
         Command::Bump {
             bump,
-            golden_model,
-            golden_data,
+            golden,
             dry_run,
         } => {
-            if let (Some(model), Some(data)) = (&golden_model, &golden_data) {
+            if let Some((model, data)) = golden.paths() {
                 write_golden(model, data, &golden_file(&bump.env), GOLDEN_CASES)?;
             }
             let file = kustomization(&bump.env);
@@ -576,15 +604,11 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             } else {
                 format!("{}\n{body}", review::MARKER)
             };
-            // The client needs a runtime around it from the start.
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let upserted = runtime.block_on(async {
-                let client = GitHub::new(&github.api_url, &github.token, &github.repo)?;
-                client
-                    .upsert_comment(pr, review::MARKER, &author, &body, !update_only)
-                    .await
+            let (author, body) = (&author, &body);
+            let upserted = github.run(|client| async move {
+                Ok(client
+                    .upsert_comment(pr, review::MARKER, author, body, !update_only)
+                    .await?)
             })?;
             match upserted {
                 Upsert::Created(id) => eprintln!("created comment {id} on #{pr}"),
@@ -595,8 +619,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::ReleaseBump {
             bump,
-            golden_model,
-            golden_data,
+            golden,
             remote,
             branch,
             attempts,
@@ -604,7 +627,7 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
             github,
         } => release::release_bump(
             &bump,
-            golden_model.as_deref().zip(golden_data.as_deref()),
+            golden.paths(),
             &remote,
             &branch,
             attempts,
@@ -683,14 +706,12 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
                 State::Failure => octocrab::models::StatusState::Failure,
                 State::Error => octocrab::models::StatusState::Error,
             };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let client = GitHub::new(&github.api_url, &github.token, &github.repo)?;
-                client
-                    .set_status(&sha, state, &context, &description, target_url.as_deref())
-                    .await
+            let (sha, context, description) = (&sha, &context, &description);
+            let target_url = target_url.as_deref();
+            github.run(|client| async move {
+                Ok(client
+                    .set_status(sha, state, context, description, target_url)
+                    .await?)
             })?;
             eprintln!("status {context} set on {sha}");
             Ok(())

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use anyhow::Context;
-use ferry_pipelines::github::GitHub;
 
 use crate::{GitHubArgs, golden_file, kustomization, run_git};
 
@@ -74,14 +73,11 @@ pub(crate) fn promote(
     let body = format!(
         "Promotes `{what}` from `{from}` to `{to}`: the image `{from}` runs, pinned by digest.\n\nOpened by `ferry-pipelines promote`."
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let pr = runtime.block_on(async {
-        let client = GitHub::new(&github.api_url, &github.token, &github.repo)?;
-        client
-            .open_or_update_pull_request(&title, &branch, base, &body)
-            .await
+    let (title, branch, body) = (&title, &branch, &body);
+    let pr = github.run(|client| async move {
+        Ok(client
+            .open_or_update_pull_request(title, branch, base, body)
+            .await?)
     })?;
     let verb = if pr.created { "opened" } else { "updated" };
     eprintln!("{verb} #{} {}: {title}", pr.number, pr.url);

@@ -5,8 +5,6 @@
 
 use std::path::Path;
 
-use ferry_pipelines::github::GitHub;
-
 use crate::{BumpArgs, GOLDEN_CASES, GitHubArgs, golden_file, golden_text, kustomization, run_git};
 
 pub(crate) fn release_bump(
@@ -102,16 +100,13 @@ pub(crate) fn release_bump(
                 "Points `{env}` at `{image}:{tag}`{}.\n\n`{branch}` is protected, so the release comes as a pull request that merges itself once its checks pass.\n\nOpened by `ferry-pipelines release-bump`.",
                 digest.map(|d| format!(" (`{d}`)")).unwrap_or_default()
             );
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let pr = runtime.block_on(async {
-                let client = GitHub::new(&github.api_url, &github.token, &github.repo)?;
+            let (title, head, body) = (&title, &head, &body);
+            let pr = github.run(|client| async move {
                 let pr = client
-                    .open_or_update_pull_request(&title, &head, branch, &body)
+                    .open_or_update_pull_request(title, head, branch, body)
                     .await?;
                 client.enable_auto_merge(&pr).await?;
-                Ok::<_, anyhow::Error>(pr)
+                Ok(pr)
             })?;
             let verb = if pr.created { "opened" } else { "updated" };
             eprintln!(
@@ -194,16 +189,13 @@ pub(crate) fn start_checks(
             ),
         )
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let client = GitHub::new(&github.api_url, &github.token, &github.repo)?;
+    let (head, description) = (&head, &description);
+    github.run(|client| async move {
         client
-            .set_status(&head, state, "ferry/policy", &description, target_url)
+            .set_status(head, state, "ferry/policy", description, target_url)
             .await?;
         client.dispatch_workflow(workflow, branch).await?;
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })?;
     eprintln!("{branch}: ferry/policy set on {head} ({description}); {workflow} started");
     Ok(())
