@@ -5,8 +5,6 @@
 //! (never duplicated), and commit statuses are set, against a local server
 //! that records what GitHub would have been asked.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -518,7 +516,7 @@ fn fake_github() -> (SocketAddr, Shared) {
             post(dispatch),
         )
         .with_state(state.clone());
-    let addr = common::serve(app);
+    let addr = ferry_lab_testkit::serve(app);
     (addr, state)
 }
 

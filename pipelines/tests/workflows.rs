@@ -1,8 +1,6 @@
 //! The GitHub Actions workflows: they lint clean with actionlint, pin every
 //! action to a commit, and declare their permissions.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -507,7 +505,7 @@ fn private_origin(root: PathBuf, authorization: String) -> std::net::SocketAddr 
         }
     };
     let app = axum::Router::new().route("/acme/placement/{*path}", axum::routing::get(serve));
-    common::serve(app)
+    ferry_lab_testkit::serve(app)
 }
 
 /// environments-pr's fetch of the pull request's head, run as the workflow

@@ -59,19 +59,7 @@ impl FakeGitHub {
             )
             .layer(axum::middleware::from_fn_with_state(inner.clone(), record))
             .with_state(inner.clone());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let address = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
+        let address = ferry_lab_testkit::serve(app);
         FakeGitHub { address, inner }
     }
 
