@@ -13,8 +13,13 @@ ETCD_PORT=${FERRY_ETCD_PORT:-23790}
 APISERVER_PORT=${FERRY_APISERVER_PORT:-6443}
 # lab/api-proxy: the API server behind a proxy that lab/fault api-errors makes fail.
 API_PROXY_PORT=${FERRY_API_PROXY_PORT:-6444}
+# The image registry (CNCF distribution, Debian's docker-registry): open on
+# REGISTRY_PORT, the same storage behind basic auth on REGISTRY_AUTH_PORT
+# (user and password in $LAB_DIR/registry/credentials) for pull secrets.
+REGISTRY_PORT=${FERRY_REGISTRY_PORT:-5000}
+REGISTRY_AUTH_PORT=${FERRY_REGISTRY_AUTH_PORT:-5001}
 KUBECONFIG_PATH="$LAB_DIR/kubeconfig"
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler agent api-proxy)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler agent api-proxy registry registry-auth)
 
 lab_log() { printf '[lab] %s\n' "$*" >&2; }
 lab_die() { printf '[lab] error: %s\n' "$*" >&2; exit 1; }

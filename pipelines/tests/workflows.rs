@@ -700,3 +700,111 @@ fn both_images_build_from_the_staged_context_with_buildah() {
     }
     let _ = std::fs::remove_dir_all(&fake);
 }
+
+/// GET `url` with curl, accepting an image index or manifest: status code,
+/// the `Docker-Content-Digest` header and the body.
+fn registry_get(url: &str, user: Option<&str>) -> (u16, String, String) {
+    let mut command = Command::new("curl");
+    command.args([
+        "-s",
+        "-D",
+        "-",
+        "-H",
+        "Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json",
+        url,
+    ]);
+    if let Some(user) = user {
+        command.args(["-u", user]);
+    }
+    let out = String::from_utf8_lossy(&command.output().unwrap().stdout).into_owned();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let digest = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Docker-Content-Digest: "))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    (code, digest, body.to_owned())
+}
+
+/// The images `scripts/images` builds go to the lab's registry as one
+/// index each, which resolves to both platforms; the registry behind basic
+/// auth serves them only with the lab's credentials (what a pull secret
+/// holds).
+#[test]
+fn both_images_go_to_the_lab_registry_as_one_index_each() {
+    if !ferry_lab_testkit::lab_enabled("both_images_go_to_the_lab_registry_as_one_index_each") {
+        return;
+    }
+    let fake = std::env::temp_dir().join(format!("ferry-images-registry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&fake);
+    std::fs::create_dir_all(&fake).unwrap();
+    let run = |args: &[&str]| {
+        let out = images(&fake, "buildah", args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    run(&["build"]);
+    let lab = std::env::var("FERRY_LAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ferry/lab"));
+    let credentials = std::fs::read_to_string(lab.join("registry/credentials")).unwrap();
+    for name in ["inference", "controller"] {
+        let pushed = run(&["push", name, &format!("127.0.0.1:5000/ferry-test/{name}:1")]);
+        let (code, digest, body) = registry_get(
+            &format!("http://127.0.0.1:5000/v2/ferry-test/{name}/manifests/1"),
+            None,
+        );
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(digest, pushed, "the digest the push reported");
+        let index: Value = serde_json::from_str(&body).unwrap();
+        let platforms: Vec<(&str, &str)> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["platform"]["architecture"].as_str().unwrap(),
+                    m["digest"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            platforms.iter().map(|p| p.0).collect::<Vec<_>>(),
+            ["amd64", "arm64"]
+        );
+        // The arm64 entry is the arm64 image: its config says so.
+        let (_, _, manifest) = registry_get(
+            &format!(
+                "http://127.0.0.1:5000/v2/ferry-test/{name}/manifests/{}",
+                platforms[1].1
+            ),
+            None,
+        );
+        let manifest: Value = serde_json::from_str(&manifest).unwrap();
+        let config = manifest["config"]["digest"].as_str().unwrap();
+        let (_, _, config) = registry_get(
+            &format!("http://127.0.0.1:5000/v2/ferry-test/{name}/blobs/{config}"),
+            None,
+        );
+        let config: Value = serde_json::from_str(&config).unwrap();
+        assert_eq!(config["architecture"], "arm64");
+        assert_eq!(config["config"]["User"], "65532:65532");
+        // Behind basic auth: the same index, only with the credentials.
+        let url = format!("http://127.0.0.1:5001/v2/ferry-test/{name}/manifests/1");
+        assert_eq!(registry_get(&url, None).0, 401);
+        assert_eq!(registry_get(&url, Some("lab:wrong")).0, 401);
+        let (code, digest, _) = registry_get(&url, Some(credentials.trim()));
+        assert_eq!((code, digest), (200, pushed));
+    }
+    let _ = std::fs::remove_dir_all(&fake);
+}
