@@ -614,6 +614,27 @@ fn the_pull_requests_head_is_fetched_from_a_private_repository() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// `scripts/images ARGS` with buildah in `fake`'s storage; its stdout.
+fn run_images(fake: &Path, args: &[&str]) -> String {
+    let out = images(fake, "buildah", args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A fresh folder in which `scripts/images build` has built both images
+/// with buildah, from fake binaries.
+fn built_with_buildah(name: &str) -> PathBuf {
+    let fake = std::env::temp_dir().join(format!("ferry-images-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&fake);
+    std::fs::create_dir_all(&fake).unwrap();
+    run_images(&fake, &["build"]);
+    fake
+}
+
 /// Both Dockerfiles build with buildah (no Docker here) for both
 /// platforms from the context `scripts/images` stages, and each image holds
 /// what a pod needs: its platform's binary, the non-root user, the CA
@@ -624,19 +645,8 @@ fn both_images_build_from_the_staged_context_with_buildah() {
         eprintln!("skipped: buildah is not installed (.ci/run installs it)");
         return;
     }
-    let fake = std::env::temp_dir().join(format!("ferry-images-buildah-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&fake);
-    std::fs::create_dir_all(&fake).unwrap();
-    let run = |args: &[&str]| {
-        let out = images(&fake, "buildah", args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    run(&["build"]);
+    let fake = built_with_buildah("buildah");
+    let run = |args: &[&str]| run_images(&fake, args);
     let model = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../inference/model/placement.json"),
     )
@@ -741,19 +751,8 @@ fn both_images_go_to_the_lab_registry_as_one_index_each() {
     if !ferry_lab_testkit::lab_enabled("both_images_go_to_the_lab_registry_as_one_index_each") {
         return;
     }
-    let fake = std::env::temp_dir().join(format!("ferry-images-registry-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&fake);
-    std::fs::create_dir_all(&fake).unwrap();
-    let run = |args: &[&str]| {
-        let out = images(&fake, "buildah", args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    run(&["build"]);
+    let fake = built_with_buildah("registry");
+    let run = |args: &[&str]| run_images(&fake, args);
     let lab = std::env::var("FERRY_LAB_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ferry/lab"));
