@@ -548,9 +548,15 @@ fn one_pod_that_fails_its_verification_fails_the_release_the_other_passes() {
     if !lab_enabled("one_pod_that_fails_its_verification_fails_the_release_the_other_passes") {
         return;
     }
+    // Stands for the inference service, its shutdown included: after
+    // SIGTERM it keeps answering for FERRY_SHUTDOWN_DELAY seconds while the
+    // endpoints drop the pod (dying at once would cut requests in flight
+    // to the verified pod the rollback removes, whatever ferry did).
     let half = concat!(
-        "import http.server, os\n",
+        "import http.server, os, signal, threading\n",
         "bad = os.environ.get('NODE') == 'lab-node-b'\n",
+        "delay = float(os.environ.get('FERRY_SHUTDOWN_DELAY', '0'))\n",
+        "signal.signal(signal.SIGTERM, lambda *a: threading.Timer(delay, os._exit, (0,)).start())\n",
         "class H(http.server.BaseHTTPRequestHandler):\n",
         "    protocol_version = 'HTTP/1.1'\n",
         "    def log_message(self, *a): pass\n",

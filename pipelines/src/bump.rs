@@ -288,10 +288,7 @@ fn verify(
         reason,
     };
     let doc: Value = serde_norway::from_str(text).map_err(|e| fail(e.to_string()))?;
-    let entry = doc["images"]
-        .as_array()
-        .and_then(|images| images.iter().find(|i| i["name"] == image))
-        .ok_or_else(|| fail("the entry is gone".into()))?;
+    let entry = image_entry(&doc, image).ok_or_else(|| fail("the entry is gone".into()))?;
     if entry["newTag"].as_str() != Some(tag) {
         return Err(fail(format!("newTag reads {}", entry["newTag"])));
     }
@@ -301,14 +298,20 @@ fn verify(
     Ok(())
 }
 
+/// The entry named `image` in a parsed kustomization's `images:` list.
+pub fn image_entry<'a>(kustomization: &'a Value, image: &str) -> Option<&'a Value> {
+    kustomization
+        .get("images")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("name").and_then(Value::as_str) == Some(image))
+}
+
 /// The `newTag` of `image`'s entry in a kustomization (None when the text
 /// does not parse, or has no such entry or tag).
 pub fn current_tag(text: &str, image: &str) -> Option<String> {
     let doc: Value = serde_norway::from_str(text).ok()?;
-    doc.get("images")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("name").and_then(Value::as_str) == Some(image))?
+    image_entry(&doc, image)?
         .get("newTag")?
         .as_str()
         .map(str::to_owned)

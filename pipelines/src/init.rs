@@ -117,26 +117,45 @@ pub fn names_upstream(text: &str) -> bool {
     text.contains(UPSTREAM_IMAGES) || text.contains(UPSTREAM_REPOSITORY)
 }
 
-/// Rewrites every file under [`FOLDERS`] of `root`; returns the files
-/// changed, relative to `root`.
-pub fn init(root: &Path, fork: &Fork) -> Result<Vec<PathBuf>, InitError> {
-    let mut changed = Vec::new();
+/// What [`init`] did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The files rewritten, relative to the root.
+    pub changed: Vec<PathBuf>,
+    /// The lines that still name the upstream after the rewrite (a form
+    /// the rewrite does not know): `path:line: text`, to edit by hand.
+    pub left: Vec<String>,
+}
+
+/// Rewrites every file under [`FOLDERS`] of `root`, reading each once.
+pub fn init(root: &Path, fork: &Fork) -> Result<Report, InitError> {
+    let mut report = Report::default();
     for folder in FOLDERS {
         for path in files_under(&root.join(folder))? {
             let Ok(text) = std::fs::read_to_string(&path) else {
                 continue; // not text: nothing to name
             };
             let rewritten = fork.rewrite(&text);
+            for (n, line) in rewritten.lines().enumerate() {
+                if names_upstream(line) {
+                    let line = line.trim();
+                    report
+                        .left
+                        .push(format!("{}:{}: {line}", path.display(), n + 1));
+                }
+            }
             if rewritten != text {
                 std::fs::write(&path, rewritten).map_err(|source| InitError::Write {
                     path: path.clone(),
                     source,
                 })?;
-                changed.push(path.strip_prefix(root).unwrap_or(&path).to_owned());
+                report
+                    .changed
+                    .push(path.strip_prefix(root).unwrap_or(&path).to_owned());
             }
         }
     }
-    Ok(changed)
+    Ok(report)
 }
 
 /// Every file under `dir`, sorted (none when it does not exist).

@@ -38,15 +38,10 @@ pub fn image_of(text: &str, file: &str, image: Option<&str>) -> Result<ImageRef,
     })?;
     let entries = doc["images"].as_array().cloned().unwrap_or_default();
     let entry = match image {
-        Some(name) => {
-            entries
-                .iter()
-                .find(|e| e["name"] == name)
-                .ok_or_else(|| PromoteError::NoEntry {
-                    file: file.to_owned(),
-                    image: name.to_owned(),
-                })?
-        }
+        Some(name) => bump::image_entry(&doc, name).ok_or_else(|| PromoteError::NoEntry {
+            file: file.to_owned(),
+            image: name.to_owned(),
+        })?,
         None if entries.len() == 1 => &entries[0],
         None => {
             return Err(PromoteError::WhichImage {

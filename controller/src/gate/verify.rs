@@ -32,7 +32,7 @@ use crate::crd::{HttpCheck, Predictions};
 
 use super::checks::{self, HTTP_FAILURES};
 use super::health::{Evidence, all_pods, condition, new_pods};
-use super::observe::{Observation, cap};
+use super::observe::{NOTE_LIMIT, Observation, cap};
 use super::predictions::{Case, Tally, agrees, class_of};
 
 /// The reason of a pod's condition, and of the Warning, when it failed.
@@ -143,7 +143,7 @@ pub fn summary(observation: &Observation) -> Option<String> {
                 "{verified} {pods} verified before traffic: {}",
                 said.join(" | ")
             ),
-            1000,
+            NOTE_LIMIT,
         )
     })
 }
@@ -327,8 +327,8 @@ pub async fn set_verdict(
     verdict: &Result<String, String>,
 ) -> Result<(), kube::Error> {
     let (status, reason, message) = match verdict {
-        Ok(said) => ("True", "Verified", cap(said, 1000)),
-        Err(why) => ("False", REFUSED, cap(why, 1000)),
+        Ok(said) => ("True", "Verified", cap(said, NOTE_LIMIT)),
+        Err(why) => ("False", REFUSED, cap(why, NOTE_LIMIT)),
     };
     let patch = json!({"status": {"conditions": [{
         "type": VERIFIED,

@@ -74,13 +74,15 @@ pub enum AfterVerdict {
 }
 
 /// Decides what the verdict on `rollout` leads to. `streaks`: the HTTP
-/// checks' streaks after this look.
+/// checks' streaks after this look; `verified`: how the release's pods
+/// were verified before traffic, told by its Healthy outcome.
 pub fn after_verdict(
     verdict: &Verdict,
     streaks: Vec<i32>,
     rollout: &Rollout,
     status: &EnvironmentStatus,
     rollback_enabled: bool,
+    verified: Option<String>,
 ) -> AfterVerdict {
     match verdict {
         Verdict::Progressing(waiting) => AfterVerdict::Wait(Outcome::Progressing {
@@ -108,7 +110,7 @@ pub fn after_verdict(
             None => AfterVerdict::Passed(
                 Outcome::Healthy {
                     revision: rollout.revision.clone(),
-                    verified: None,
+                    verified,
                 },
                 (
                     EventType::Normal,
@@ -295,7 +297,7 @@ mod tests {
         };
         let release = rollout("main@sha1:bad", None);
         assert_eq!(
-            after_verdict(&failing(), vec![], &release, &status, true),
+            after_verdict(&failing(), vec![], &release, &status, true, None),
             AfterVerdict::RollBack {
                 to: "main@sha1:good".into(),
                 why: "Deployment.apps dev/web: crash loop".into()
@@ -303,7 +305,7 @@ mod tests {
         );
         let AfterVerdict::Failed(Outcome::HealthFailed {
             rollback_disabled, ..
-        }) = after_verdict(&failing(), vec![], &release, &status, false)
+        }) = after_verdict(&failing(), vec![], &release, &status, false, None)
         else {
             panic!("rollback disabled: the failure stays");
         };
@@ -312,7 +314,7 @@ mod tests {
         // has nothing to go back to.
         let first = EnvironmentStatus::default();
         assert!(matches!(
-            after_verdict(&failing(), vec![], &release, &first, true),
+            after_verdict(&failing(), vec![], &release, &first, true, None),
             AfterVerdict::Failed(Outcome::HealthFailed {
                 rollback_disabled: false,
                 ..
@@ -323,7 +325,7 @@ mod tests {
             ..EnvironmentStatus::default()
         };
         assert!(matches!(
-            after_verdict(&failing(), vec![], &release, &same, true),
+            after_verdict(&failing(), vec![], &release, &same, true, None),
             AfterVerdict::Failed(Outcome::HealthFailed { .. })
         ));
     }
@@ -336,7 +338,7 @@ mod tests {
         };
         let rolling_back = rollout("main@sha1:good", Some("main@sha1:bad"));
         assert_eq!(
-            after_verdict(&failing(), vec![], &rolling_back, &status, true),
+            after_verdict(&failing(), vec![], &rolling_back, &status, true, None),
             AfterVerdict::Failed(Outcome::RollbackFailed {
                 failed: "main@sha1:bad".into(),
                 reason: "crash loop".into(),
@@ -354,6 +356,7 @@ mod tests {
             &rollout("main@sha1:new", None),
             &status,
             true,
+            None,
         ) else {
             panic!("healthy");
         };
@@ -370,7 +373,7 @@ mod tests {
         );
         let back = rollout("main@sha1:good", Some("main@sha1:bad"));
         let AfterVerdict::Passed(outcome, (kind, _, note)) =
-            after_verdict(&Verdict::Healthy, vec![], &back, &status, true)
+            after_verdict(&Verdict::Healthy, vec![], &back, &status, true, None)
         else {
             panic!("rolled back");
         };
@@ -386,7 +389,8 @@ mod tests {
                 vec![2],
                 &back,
                 &status,
-                true
+                true,
+                None
             ),
             AfterVerdict::Wait(Outcome::Progressing {
                 message: "a; b".into(),

@@ -796,16 +796,14 @@ async fn judge<W: World>(facts: &Facts<'_>, rollout: &Rollout, world: &mut W) ->
         Verdict::Failed(evidence) => Some(evidence),
         _ => None,
     };
-    let mut next = decide::after_verdict(
+    let next = decide::after_verdict(
         &verdict,
         streaks,
         rollout,
         facts.status,
         facts.rollback_enabled,
+        verified,
     );
-    if let AfterVerdict::Passed(Outcome::Healthy { verified: told, .. }, _) = &mut next {
-        *told = verified;
-    }
     match next {
         AfterVerdict::Wait(Outcome::Progressing {
             message,

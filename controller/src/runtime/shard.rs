@@ -60,15 +60,6 @@ impl Shard {
         }
     }
 
-    /// Whether an Environment with these labels is this shard's (what the
-    /// selector asks the API server).
-    pub fn owns(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
-        match self {
-            Shard::Unsharded => !labels.contains_key(LABEL),
-            Shard::Named(name) => labels.get(LABEL) == Some(name),
-        }
-    }
-
     /// For logs and metrics: the name, or "" unsharded.
     pub fn name(&self) -> &str {
         match self {
@@ -82,30 +73,21 @@ impl Shard {
 mod tests {
     use super::*;
 
+    /// The selectors split the Environments without overlap: the
+    /// unsharded controller asks for those without the label, a shard for
+    /// its own value (the lab test
+    /// `shards_split_the_environments_and_none_is_reconciled_by_two`
+    /// shows the API server applying them).
     #[test]
-    fn every_environment_belongs_to_exactly_one_shard() {
+    fn each_shard_selects_its_own_and_elects_with_its_own_lease() {
         let shards = [
             Shard::new(None).unwrap(),
             Shard::new(Some("a")).unwrap(),
             Shard::new(Some("b-2")).unwrap(),
         ];
-        let labelled = |v: Option<&str>| {
-            v.map(|v| [(LABEL.to_owned(), v.to_owned())].into())
-                .unwrap_or_default()
-        };
-        for (labels, owner) in [
-            (labelled(None), 0),
-            (labelled(Some("a")), 1),
-            (labelled(Some("b-2")), 2),
-        ] {
-            let owners: Vec<usize> = (0..3).filter(|i| shards[*i].owns(&labels)).collect();
-            assert_eq!(owners, [owner], "{labels:?}");
-        }
-        // A label naming no running shard: nobody's (the unsharded one
-        // does not take it either), as with Flux's sharding.
-        assert!(shards.iter().all(|s| !s.owns(&labelled(Some("c")))));
         assert_eq!(shards[0].selector(), "!ferry.dev/shard");
         assert_eq!(shards[1].selector(), "ferry.dev/shard=a");
+        assert_eq!(shards[2].selector(), "ferry.dev/shard=b-2");
         assert_eq!(shards[0].lease(), "ferry-controller");
         assert_eq!(shards[2].lease(), "ferry-controller-shard-b-2");
     }

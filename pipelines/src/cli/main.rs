@@ -338,6 +338,12 @@ struct GitHubArgs {
 }
 
 impl GitHubArgs {
+    /// Whether a token and a repository were given (checked before any
+    /// work that only makes sense with them).
+    fn is_set(&self) -> bool {
+        !self.token.is_empty() && !self.repo.is_empty()
+    }
+
     /// Runs `work` with a client of the repository on a runtime of its own
     /// (the client needs one around it from its creation on).
     fn run<T, F>(&self, work: impl FnOnce(GitHub) -> F) -> anyhow::Result<T>
@@ -649,29 +655,18 @@ fn try_main(cli: Cli) -> anyhow::Result<()> {
         } => {
             use ferry_pipelines::init;
             let fork = init::Fork::new(&repository, image_prefix.as_deref())?;
-            let changed = init::init(&root, &fork)?;
-            for file in &changed {
+            let report = init::init(&root, &fork)?;
+            for file in &report.changed {
                 eprintln!("rewrote {}", file.display());
             }
-            let mut left = Vec::new();
-            for folder in init::FOLDERS {
-                for path in init::files_under(&root.join(folder))? {
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    for (n, line) in text.lines().enumerate() {
-                        if init::names_upstream(line) {
-                            left.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
-                        }
-                    }
-                }
-            }
             anyhow::ensure!(
-                left.is_empty(),
+                report.left.is_empty(),
                 "still naming the upstream (edit these by hand):\n{}",
-                left.join("\n")
+                report.left.join("\n")
             );
             eprintln!(
                 "{} files name {} and {}/...; commit them (docs/eks.md, step 1)",
-                changed.len(),
+                report.changed.len(),
                 fork.repository,
                 fork.images
             );

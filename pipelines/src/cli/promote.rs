@@ -46,7 +46,7 @@ pub(crate) fn promote(
         return Ok(());
     }
     anyhow::ensure!(
-        !github.token.is_empty() && !github.repo.is_empty(),
+        github.is_set(),
         "set GITHUB_TOKEN and GITHUB_REPOSITORY (or --local)"
     );
     let short: String = reference

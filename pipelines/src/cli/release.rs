@@ -84,7 +84,7 @@ pub(crate) fn release_bump(
                 "{remote} refused the push to {branch} as protected:\n{message}\nGive a token that may bypass the protection (a GitHub App's, see docs/eks.md) or pass --pull-request-if-protected"
             );
             anyhow::ensure!(
-                !github.token.is_empty() && !github.repo.is_empty(),
+                github.is_set(),
                 "{branch} is protected: set GITHUB_TOKEN and GITHUB_REPOSITORY to open a pull request"
             );
             let head = format!("release/{env}-{tag}");
@@ -164,8 +164,8 @@ pub(crate) fn start_checks(
 ) -> anyhow::Result<()> {
     use octocrab::models::StatusState;
     anyhow::ensure!(
-        !github.token.is_empty() && !github.repo.is_empty(),
-        "set GITHUB_TOKEN and GITHUB_REPOSITORY"
+        github.is_set(),
+        "set GITHUB_TOKEN (a token with actions: write and statuses: write) and GITHUB_REPOSITORY to start the checks of {branch}"
     );
     let tracking = |b: &str| format!("refs/remotes/{remote}/{b}");
     run_git(&[
