@@ -203,6 +203,8 @@ fn dev_runs_on_the_lab_spread_over_both_zones_and_answers_behind_its_load_balanc
         .unwrap();
     let model = repo().join("inference/model/placement.json");
     let status = Command::new(repo().join("lab/image"))
+        .arg("--add")
+        .arg(&model)
         .args([image, &binary, "serve", "--model", model.to_str().unwrap()])
         .status()
         .unwrap();

@@ -570,7 +570,7 @@ fn one_pod_that_fails_its_verification_fails_the_release_the_other_passes() {
         "        self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)\n",
         "http.server.ThreadingHTTPServer(('0.0.0.0', 9696), H).serve_forever()\n",
     );
-    image("ferry-lab-test/half:1", &["python3", "-c", half]);
+    image("ferry-lab-test/half:1", &[], &["python3", "-c", half]);
     let check = format!(
         "\n  healthCheck:\n    beforeTraffic: true\n    http:\n    - url: \"http://{{{{.podIP}}}}:9696/predict\"\n      method: POST\n      body: '{CANDIDATE}'\n      headers: {{Content-Type: application/json}}"
     );
@@ -690,6 +690,7 @@ fn a_release_of_the_wrong_model_answers_no_client_and_is_rolled_back() {
     );
     image(
         "ferry-lab-test/swapped:1",
+        &[&model],
         &[
             &inference_bin(),
             "serve",

@@ -14,9 +14,14 @@ use ferry_lab_testkit::{k, wait_until};
 
 pub const CANDIDATE: &str = r#"{"gender":"M","ssc_p":71,"ssc_b":"Central","hsc_p":58.66,"hsc_b":"Central","hsc_s":"Science","degree_p":58,"degree_t":"Sci&Tech","etest_p":56,"mba_p":61.3,"specialisation":"Mkt&Fin","workex":"Yes"}"#;
 
-/// Registers an image in the lab's store.
-pub fn image(name: &str, command: &[&str]) {
+/// Builds an image of `command` (its program, libraries and the files
+/// `add` names) into the lab's registry with lab/image.
+pub fn image(name: &str, add: &[&std::path::Path], command: &[&str]) {
     let status = std::process::Command::new(repo_root().join("lab/image"))
+        .args(
+            add.iter()
+                .flat_map(|p| [std::ffi::OsStr::new("--add"), p.as_os_str()]),
+        )
         .arg(name)
         .args(command)
         .status()
@@ -42,6 +47,7 @@ pub fn register_images_now() {
     let model = repo_root().join("inference/model/placement.json");
     image(
         "ferry-lab-test/inference:2",
+        &[&model],
         &[
             &inference_bin(),
             "serve",
@@ -59,6 +65,7 @@ pub fn register_images_now() {
     );
     image(
         "ferry-lab-test/never-ready:1",
+        &[],
         &["python3", "-c", never_ready],
     );
     let wrong = concat!(
@@ -73,7 +80,7 @@ pub fn register_images_now() {
         "        self.wfile.write(b'{\"error\": \"the model is broken\"}')\n",
         "http.server.ThreadingHTTPServer(('0.0.0.0', 9696), H).serve_forever()\n",
     );
-    image("ferry-lab-test/wrong:1", &["python3", "-c", wrong]);
+    image("ferry-lab-test/wrong:1", &[], &["python3", "-c", wrong]);
 }
 
 /// `POST /predict` through the LoadBalancer; true for a 200.

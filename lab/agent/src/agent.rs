@@ -13,7 +13,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
-use crate::images::ImageStore;
+use crate::image::store::ImageStore;
 use crate::network::{self, IpPool};
 use crate::node::{self, NodeIdentity};
 use crate::pod::{self, Backoff, NodeContext, Shared, Worker};
@@ -28,6 +28,9 @@ pub struct Settings {
     /// The kubelet endpoint's serving certificate and key (PEM); without
     /// them `kubectl logs` is not served (lab/logs still works).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The registry (HOST:PORT, plain HTTP) images are pulled from unless
+    /// their reference names a loopback registry: the lab reaches no other.
+    pub registry_mirror: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +100,10 @@ pub async fn run(
 
     let shared = Arc::new(Shared {
         client: client.clone(),
-        images: ImageStore::new(&settings.lab_dir.join("images")),
+        images: ImageStore::new(
+            &settings.lab_dir.join("images"),
+            settings.registry_mirror.clone(),
+        ),
         lab_dir: settings.lab_dir.clone(),
         backoff: Backoff::default(),
         recorder: Recorder::new(

@@ -4,11 +4,11 @@
 //! probes, restarts, graceful termination and LoadBalancer services.
 //!
 //! Modules: [`node`] (registration, heartbeat), [`pod`] (one worker per
-//! pod), [`process`], [`probe`], [`network`], [`images`], [`status`],
+//! pod), [`process`], [`probe`], [`network`], [`image`], [`status`],
 //! [`loadbalancer`], [`watch_backoff`], [`kubelet`] (the log endpoint for `kubectl logs`), and [`agent`] which ties them together.
 
 pub mod agent;
-pub mod images;
+pub mod image;
 pub mod kubelet;
 pub mod loadbalancer;
 pub mod network;

@@ -20,7 +20,7 @@ struct Cli {
     /// slices, config maps, secrets and events.
     #[arg(long)]
     kubeconfig: PathBuf,
-    /// The lab's state directory: images/ (the image store) and pods/ (logs).
+    /// The lab's state directory: images/ (pulled images) and pods/ (logs).
     #[arg(long)]
     lab_dir: PathBuf,
     /// Nodes to register, as NAME=ZONE.
@@ -32,6 +32,12 @@ struct Cli {
     /// Its private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The registry (HOST:PORT, plain HTTP) every image is pulled from
+    /// unless its reference names a loopback registry itself; the
+    /// repository path is kept (`ghcr.io/acme/app:1` is pulled as
+    /// `HOST:PORT/acme/app:1`), as containerd's mirrors do.
+    #[arg(long)]
+    registry_mirror: Option<String>,
     /// The nodes' region label.
     #[arg(long, default_value = "us-east-1")]
     region: String,
@@ -86,6 +92,7 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
         nodes,
         region: cli.region,
         tls: cli.tls_cert.zip(cli.tls_key),
+        registry_mirror: cli.registry_mirror,
     };
     agent::run(client, settings, shutdown_signal()).await?;
     Ok(())

@@ -20,10 +20,13 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
 use tokio::sync::{mpsc, watch};
 
-use crate::images::{ImageStore, command_line};
+use crate::image::pull_secrets::credentials_for;
+use crate::image::reference::Reference;
+use crate::image::run;
+use crate::image::store::{Image, ImageStore, PullError, PullPolicy};
 use crate::network::{IpPool, Sandbox};
 use crate::probe::{self, ProbeKind, ProbeSpec, ProbeState};
-use crate::process::{self, Process};
+use crate::process::{self, Confinement, Process};
 use crate::status::{self, ContainerView, Phase, Terminated};
 
 /// How long the worker waits between looks at its containers.
@@ -94,6 +97,8 @@ struct ContainerRun {
     restart_count: i32,
     backoff: Duration,
     pull_failures: u32,
+    /// Where its current run runs, for exec probes.
+    confinement: Option<Arc<Confinement>>,
     started: bool,
     ready: bool,
     probes: BTreeMap<ProbeKind, (ProbeState, Instant, bool)>,
@@ -121,9 +126,30 @@ pub fn spawn(
     pod: Pod,
     shutdown: watch::Receiver<bool>,
 ) -> Worker {
+    forget_logs_of_an_earlier_pod(&shared.lab_dir, &pod);
     let (updates, rx) = watch::channel(Some(pod.clone()));
     let task = tokio::spawn(PodWorker::new(shared, node, pod).run(rx, shutdown));
     Worker { updates, task }
+}
+
+/// Logs live under `pods/NAMESPACE/NAME/`; a new pod of the same name (another
+/// uid) starts with none of its predecessor's output, as on a kubelet,
+/// which keys logs by pod uid.
+fn forget_logs_of_an_earlier_pod(lab_dir: &std::path::Path, pod: &Pod) {
+    let (Some(ns), Some(name), Some(uid)) = (
+        pod.metadata.namespace.as_deref(),
+        pod.metadata.name.as_deref(),
+        pod.metadata.uid.as_deref(),
+    ) else {
+        return;
+    };
+    let dir = lab_dir.join("pods").join(ns).join(name);
+    let marker = dir.join(".uid");
+    if std::fs::read_to_string(&marker).is_ok_and(|u| u == uid) {
+        return;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&marker, uid));
 }
 
 struct PodWorker {
@@ -158,6 +184,7 @@ impl PodWorker {
                 restart_count: 0,
                 backoff: Duration::ZERO,
                 pull_failures: 0,
+                confinement: None,
                 started: false,
                 ready: false,
                 probes: BTreeMap::new(),
@@ -373,42 +400,61 @@ impl PodWorker {
         };
         let spec = self.containers[index].spec.clone();
         let image_ref = spec.image.clone().unwrap_or_default();
-        let Some(image) = self.shared.images.lookup(&image_ref) else {
-            let c = &mut self.containers[index];
-            c.pull_failures += 1;
-            let (reason, wait) = if c.pull_failures == 1 {
-                ("ErrImagePull", self.shared.backoff.initial)
-            } else {
-                (
-                    "ImagePullBackOff",
-                    (self.shared.backoff.initial * c.pull_failures.min(5))
-                        .min(self.shared.backoff.max),
-                )
-            };
-            let message = format!(
-                "image {image_ref:?} is not in the lab's image store; register it with lab/image"
-            );
-            c.state = State::Waiting {
-                reason: reason.into(),
-                message: message.clone(),
-                retry_at: Some(Instant::now() + wait),
-            };
-            if c.pull_failures == 1 {
-                self.event(
-                    EventType::Warning,
-                    "Failed",
-                    format!("Failed to pull image {image_ref:?}: {message}"),
-                )
-                .await;
+        let image = match self.pull(&spec, &image_ref).await {
+            Ok(image) => image,
+            Err(e) => {
+                let reason = e.reason();
+                let message = e.message();
+                let c = &mut self.containers[index];
+                c.pull_failures += 1;
+                let wait = (self.shared.backoff.initial * c.pull_failures.min(5))
+                    .min(self.shared.backoff.max);
+                let shown = if reason == "ErrImagePull" && c.pull_failures > 1 {
+                    "ImagePullBackOff"
+                } else {
+                    reason
+                };
+                c.state = State::Waiting {
+                    reason: shown.into(),
+                    message: message.clone(),
+                    retry_at: Some(Instant::now() + wait),
+                };
+                if c.pull_failures == 1 {
+                    tracing::warn!(container = %spec.name, image = %image_ref, %message, "image pull failed");
+                    self.event(EventType::Warning, "Failed", message).await;
+                }
+                return;
             }
-            return;
         };
         self.containers[index].pull_failures = 0;
-        let env = self.container_env(&spec, &sandbox).await;
-        let argv: Vec<String> = command_line(&image, &spec)
-            .iter()
-            .map(|a| expand(a, &env))
-            .collect();
+        let pod_security = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.clone());
+        let prepared = run::command_line(&image.config, &spec).and_then(|argv| {
+            let (uid, gid) = run::user(&image.config, &spec, pod_security.as_ref(), &image.rootfs)?;
+            Ok((argv, uid, gid))
+        });
+        let (argv, uid, gid) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let message = e.to_string();
+                let c = &mut self.containers[index];
+                c.state = State::Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message: message.clone(),
+                    retry_at: Some(Instant::now() + self.shared.backoff.max),
+                };
+                self.event(EventType::Warning, "Failed", format!("Error: {message}"))
+                    .await;
+                return;
+            }
+        };
+        let env = self
+            .container_env(&spec, &sandbox, run::image_env(&image.config))
+            .await;
+        let argv: Vec<String> = argv.iter().map(|a| expand(a, &env)).collect();
         let log = self
             .shared
             .lab_dir
@@ -416,11 +462,15 @@ impl PodWorker {
             .join(self.namespace())
             .join(self.name())
             .join(format!("{}.log", spec.name));
-        let working_dir = spec.working_dir.clone().unwrap_or_else(|| "/".into());
-        match process::spawn(&sandbox.netns, &argv, &env, &working_dir, &log) {
-            Ok(process) => {
+        let working_dir = run::working_dir(&image.config, &spec);
+        let started = Confinement::new(&sandbox.netns, &image.rootfs, &working_dir, uid, gid)
+            .and_then(|confinement| {
+                process::spawn(&confinement, &argv, &env, &log).map(|p| (p, confinement))
+            });
+        match started {
+            Ok((process, confinement)) => {
                 let pid = process.pid;
-                tracing::info!(container = %spec.name, pid, command = ?argv, "container started");
+                tracing::info!(container = %spec.name, pid, command = ?argv, image = %image.digest, uid, "container started");
                 let started_at = now();
                 let since = Instant::now();
                 let c = &mut self.containers[index];
@@ -430,6 +480,7 @@ impl PodWorker {
                 c.started = spec.startup_probe.is_none();
                 c.ready = false;
                 c.probes.clear();
+                c.confinement = Some(Arc::new(confinement));
                 for (kind, probe) in [
                     (ProbeKind::Startup, &spec.startup_probe),
                     (ProbeKind::Liveness, &spec.liveness_probe),
@@ -499,11 +550,13 @@ impl PodWorker {
             let action = state.spec.action.clone();
             let timeout = state.spec.timeout;
             let pod_ip = sandbox.ip.to_string();
-            let netns = sandbox.netns.clone();
+            let Some(confinement) = c.confinement.clone() else {
+                continue;
+            };
             let tx = self.probe_tx.clone();
             let run = c.restart_count;
             tokio::spawn(async move {
-                let outcome = probe::check(&action, &pod_ip, &netns, timeout).await;
+                let outcome = probe::check(&action, &pod_ip, &confinement, timeout).await;
                 let _ = tx
                     .send(ProbeResult {
                         container: index,
@@ -739,9 +792,64 @@ impl PodWorker {
         }
     }
 
-    /// The container's environment: the base variables, `envFrom`, then
+    /// The container's image, pulled as its `imagePullPolicy` says with
+    /// the pod's `imagePullSecrets`; a Pulled Event says whether it was
+    /// pulled or already on the node.
+    async fn pull(&self, spec: &Container, image_ref: &str) -> Result<Image, PullError> {
+        let policy = Reference::parse(image_ref)
+            .map(|r| PullPolicy::of(spec, &r))
+            .unwrap_or(PullPolicy::IfNotPresent);
+        let mut secrets = Vec::new();
+        let api: Api<Secret> = Api::namespaced(self.shared.client.clone(), &self.namespace());
+        let names = self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.image_pull_secrets.iter().flatten());
+        for name in names {
+            match api.get(&name.name).await {
+                Ok(secret) => secrets.push(
+                    secret
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect::<BTreeMap<_, _>>(),
+                ),
+                // As the kubelet: a missing pull secret is pulled without.
+                Err(e) => {
+                    tracing::warn!(secret = %name.name, error = %e, "image pull secret not readable")
+                }
+            }
+        }
+        let credentials = move |host: &str| secrets.iter().find_map(|d| credentials_for(d, host));
+        let began = Instant::now();
+        let image = self
+            .shared
+            .images
+            .pull(image_ref, policy, &credentials)
+            .await?;
+        let message = if image.pulled {
+            format!(
+                "Successfully pulled image {image_ref:?} in {:.3}s ({})",
+                began.elapsed().as_secs_f64(),
+                image.digest
+            )
+        } else {
+            format!("Container image {image_ref:?} already present on machine")
+        };
+        self.event(EventType::Normal, "Pulled", message).await;
+        Ok(image)
+    }
+
+    /// The container's environment: the base variables, the image's `Env`, `envFrom`, then
     /// `env` in order (later `$(VAR)` references see earlier values).
-    async fn container_env(&self, spec: &Container, sandbox: &Sandbox) -> Vec<(String, String)> {
+    async fn container_env(
+        &self,
+        spec: &Container,
+        sandbox: &Sandbox,
+        image_env: Vec<(String, String)>,
+    ) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = vec![
             (
                 "PATH".into(),
@@ -754,6 +862,9 @@ impl PodWorker {
             env.retain(|(n, _)| *n != name);
             env.push((name, value));
         };
+        for (name, value) in image_env {
+            set(&mut env, name, value);
+        }
         let ns = self.namespace();
         for source in spec.env_from.iter().flatten() {
             let prefix = source.prefix.clone().unwrap_or_default();

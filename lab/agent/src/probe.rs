@@ -8,6 +8,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::process::Confinement;
+
 /// Which probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ProbeKind {
@@ -163,12 +165,12 @@ impl ProbeState {
     }
 }
 
-/// Runs one check against a pod at `pod_ip` whose network namespace is
-/// `netns`. Returns success, or the reason for failure.
+/// Runs one check against a pod at `pod_ip`; an exec check runs confined
+/// as the container is. Returns success, or the reason for failure.
 pub async fn check(
     action: &Action,
     pod_ip: &str,
-    netns: &str,
+    confinement: &Confinement,
     timeout: Duration,
 ) -> Result<(), String> {
     let attempt = async {
@@ -188,7 +190,7 @@ pub async fn check(
                     .map(drop)
                     .map_err(|e| format!("dial tcp {pod_ip}:{port}: {e}"))
             }
-            Action::Exec { command } => exec(netns, command).await,
+            Action::Exec { command } => exec(confinement, command).await,
             Action::Unsupported(reason) => Err(reason.clone()),
         }
     };
@@ -237,14 +239,14 @@ pub fn parse_status(head: &[u8]) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
-async fn exec(netns: &str, command: &[String]) -> Result<(), String> {
+async fn exec(confinement: &Confinement, command: &[String]) -> Result<(), String> {
     if command.is_empty() {
         return Err("exec probe has no command".into());
     }
     let status = tokio::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{netns}"))
-        .arg("--")
+        .args(confinement.nsenter())
         .args(command)
+        .current_dir(&confinement.rootfs)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -365,10 +367,17 @@ mod tests {
             headers: vec![],
         };
         let t = Duration::from_secs(2);
-        assert_eq!(check(&http, "127.0.0.1", "none", t).await, Ok(()));
-        let err = check(&http, "127.0.0.1", "none", t).await.unwrap_err();
+        let none = Confinement {
+            netns: "none".into(),
+            rootfs: "/".into(),
+            working_dir: "/".into(),
+            uid: 0,
+            gid: 0,
+        };
+        assert_eq!(check(&http, "127.0.0.1", &none, t).await, Ok(()));
+        let err = check(&http, "127.0.0.1", &none, t).await.unwrap_err();
         assert!(err.contains("statuscode: 500"), "{err}");
         let closed = Action::Tcp { host: None, port };
-        assert!(check(&closed, "127.0.0.1", "none", t).await.is_err());
+        assert!(check(&closed, "127.0.0.1", &none, t).await.is_err());
     }
 }

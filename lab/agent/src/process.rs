@@ -1,10 +1,10 @@
-//! A container's process: started inside the pod's network namespace with
-//! `nsenter`, in a process group of its own so signals reach everything it
+//! A container's process: started inside the pod's network namespace and
+//! its image's root filesystem with `nsenter`, in a process group of its own so signals reach everything it
 //! started, with its output appended to the container's log file.
 
 use std::fs::OpenOptions;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,30 +26,79 @@ pub struct Process {
     pub pid: i32,
 }
 
-/// Starts `argv` in network namespace `netns` with exactly `env`.
+/// Where a container's processes run: its pod's network namespace, its
+/// image's root filesystem as `/`, its working directory (a host path
+/// inside that root), its user and group. `nsenter` enters all of them, so
+/// the container's own command and exec probes run alike.
+#[derive(Debug, Clone)]
+pub struct Confinement {
+    pub netns: String,
+    pub rootfs: PathBuf,
+    pub working_dir: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Confinement {
+    /// The working directory `dir` (a path in the container) on the host,
+    /// created if missing as the kubelet does; refused when a link in the
+    /// image points it outside the root.
+    pub fn new(netns: &str, rootfs: &Path, dir: &str, uid: u32, gid: u32) -> std::io::Result<Self> {
+        let host = rootfs.join(dir.trim_start_matches('/'));
+        std::fs::create_dir_all(&host)?;
+        let working_dir = host.canonicalize()?;
+        if !working_dir.starts_with(rootfs.canonicalize()?) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the working directory {dir:?} leads outside the image's root"),
+            ));
+        }
+        Ok(Confinement {
+            netns: netns.to_owned(),
+            rootfs: rootfs.to_owned(),
+            working_dir,
+            uid,
+            gid,
+        })
+    }
+
+    /// `nsenter` and its arguments up to the command.
+    pub fn nsenter(&self) -> Vec<String> {
+        vec![
+            format!("--net=/run/netns/{}", self.netns),
+            format!("--root={}", self.rootfs.display()),
+            format!("--wd={}", self.working_dir.display()),
+            format!("--setuid={}", self.uid),
+            format!("--setgid={}", self.gid),
+            "--".into(),
+        ]
+    }
+}
+
+/// Starts `argv` confined as `confinement` says, with exactly `env`.
 pub fn spawn(
-    netns: &str,
+    confinement: &Confinement,
     argv: &[String],
     env: &[(String, String)],
-    working_dir: &str,
     log: &Path,
 ) -> std::io::Result<Process> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
+    if argv.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "empty command",
+        ));
+    }
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let out = OpenOptions::new().create(true).append(true).open(log)?;
     let err = out.try_clone()?;
     let child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{netns}"))
-        .arg("--")
-        .arg(program)
-        .args(args)
+        .args(confinement.nsenter())
+        .args(argv)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(working_dir)
+        .current_dir(&confinement.rootfs)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

@@ -5,7 +5,7 @@
 //! server-side apply and diff.
 //!
 //! These run against a running lab (`lab/up`). `scripts/test` brings it up,
-//! registers the test images and sets FERRY_LAB_TESTS=1; without that
+//! builds the test images into the lab's registry and sets FERRY_LAB_TESTS=1; without that
 //! variable each test says it was skipped and passes, so `cargo test` works
 //! on a machine without the lab.
 
@@ -19,11 +19,15 @@ use std::time::Duration;
 use ferry_lab_testkit::{k, kubectl, lab_enabled, wait_until};
 use serde_json::Value;
 
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 fn get_json(args: &[&str]) -> Value {
     ferry_lab_testkit::get(args).unwrap_or_else(|| panic!("kubectl get {args:?} failed"))
 }
 
-/// The image every test deploys: ferry-inference, registered by scripts/test.
+/// The image every test deploys: ferry-inference, built by scripts/test.
 const IMAGE: &str = "ferry-lab-test/inference:1";
 /// An image whose process exits at once.
 const CRASHING_IMAGE: &str = "ferry-lab-test/crash:1";
@@ -337,15 +341,48 @@ fn a_failing_readiness_probe_takes_the_pod_out_of_its_endpoints() {
         return;
     }
     let ns = Namespace::new("lab-test-readiness");
-    // Exec probes run in the pod's network namespace on the host's files,
-    // so a file here switches readiness.
-    let flag = std::env::temp_dir().join(format!("ferry-lab-ready-{}", std::process::id()));
-    let _ = std::fs::remove_file(&flag);
-    let probe = format!(
-        "readinessProbe: {{exec: {{command: [test, -f, {}]}}, periodSeconds: 1, failureThreshold: 1}}",
-        flag.display()
+    // The inference image with a shell added; its exec probe runs in the
+    // container's root, which is the image unpacked on the node (shared by
+    // the containers of one image: the lab has no per-container layer), so
+    // a file written there switches readiness.
+    let model = repo_root()
+        .join("inference/model/placement.json")
+        .canonicalize()
+        .unwrap();
+    let inference = std::env::var("FERRY_INFERENCE_BIN")
+        .expect("FERRY_INFERENCE_BIN names the ferry-inference binary (scripts/test sets it)");
+    let out = Command::new(repo_root().join("lab/image"))
+        .args(["--add", "/bin/sh", "--add", model.to_str().unwrap()])
+        .args([
+            "ferry-lab-test/gated:1",
+            &inference,
+            "serve",
+            "--model",
+            model.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let yaml = deployment("gated", 1, IMAGE, "1", "").replace(
+    let digest = String::from_utf8(out.stdout).unwrap();
+    let lab_dir = std::env::var_os("FERRY_LAB_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ferry/lab")
+        });
+    let flag_name = format!("ferry-lab-ready-{}", std::process::id());
+    let flag = lab_dir
+        .join("images/unpacked")
+        .join(digest.trim().trim_start_matches("sha256:"))
+        .join("rootfs/tmp")
+        .join(&flag_name);
+    let probe = format!(
+        "readinessProbe: {{exec: {{command: [/bin/sh, -c, \"test -f /tmp/{flag_name}\"]}}, periodSeconds: 1, failureThreshold: 1}}"
+    );
+    let yaml = deployment("gated", 1, "ferry-lab-test/gated:1", "1", "").replace(
         "readinessProbe: {httpGet: {path: /v2/health/ready, port: http}, periodSeconds: 1}",
         &probe,
     );
@@ -363,7 +400,12 @@ fn a_failing_readiness_probe_takes_the_pod_out_of_its_endpoints() {
     wait_until(
         "a running, unready pod listed as not ready",
         Duration::from_secs(60),
-        || endpoint_ready() == Some(false),
+        || {
+            endpoint_ready() == Some(false)
+                && pods(&ns.0, "gated")
+                    .first()
+                    .is_some_and(|p| p["status"]["phase"] == "Running")
+        },
     );
     let pod = pods(&ns.0, "gated").remove(0);
     assert!(!ready(&pod));
@@ -480,16 +522,21 @@ fn an_unknown_image_waits_in_image_pull_back_off() {
         &deployment("missing", 1, "ferry-lab-test/not-registered:9", "1", ""),
     );
     let mut reasons = Vec::new();
+    let mut message = String::new();
     wait_until("ImagePullBackOff", Duration::from_secs(60), || {
         if let Some(p) = pods(&ns.0, "missing").first() {
-            if let Some(r) = container_status(p)["state"]["waiting"]["reason"].as_str() {
+            let waiting = &container_status(p)["state"]["waiting"];
+            if let Some(r) = waiting["reason"].as_str() {
                 if reasons.last().map(String::as_str) != Some(r) {
                     reasons.push(r.to_owned());
                 }
+                message = waiting["message"].as_str().unwrap_or_default().to_owned();
             }
         }
         reasons.last().is_some_and(|r| r == "ImagePullBackOff")
     });
+    // The registry's own words: the lab's registry has no such tag.
+    assert!(message.contains("manifest unknown"), "{message}");
     assert!(
         reasons.contains(&"ErrImagePull".to_owned()) || reasons.len() == 1,
         "{reasons:?}"
