@@ -1,5 +1,7 @@
 //! Images as the node agent pulls them from the lab's registry: by digest,
 //! run from their own root filesystem with their own user and entrypoint;
+//! an index resolved to this node's platform (its arm64 entry holding an
+//! AArch64 program);
 //! the registry's refusals (an unknown tag, a wrong pull secret) in the
 //! container's waiting state; a blob altered in the registry's storage
 //! refused. Against a running lab (`lab/up`), like acceptance.rs.
@@ -243,4 +245,186 @@ fn a_blob_altered_in_the_registry_is_refused() {
         message.contains(manifest["layers"][0]["digest"].as_str().unwrap()),
         "{message}"
     );
+}
+
+/// A static ELF executable for `machine` (62 x86-64, 183 AArch64) that
+/// writes `message` to stdout and exits 0: the smallest program an image
+/// of each platform can hold, made here because this machine has no
+/// cross toolchain for AArch64.
+fn tiny_elf(machine: u16, message: &[u8]) -> Vec<u8> {
+    let base: u64 = 0x400000;
+    let header_len = 64 + 56;
+    let len = message.len() as u32;
+    let mut code: Vec<u8> = Vec::new();
+    if machine == 62 {
+        code.extend([0xb8, 1, 0, 0, 0, 0xbf, 1, 0, 0, 0]); // mov eax, 1 (write); mov edi, 1
+        code.extend([0x48, 0x8d, 0x35, 16, 0, 0, 0]); // lea rsi, [rip + 16]: the message
+        code.extend([0xba]); // mov edx, len
+        code.extend(len.to_le_bytes());
+        code.extend([0x0f, 0x05, 0xb8, 60, 0, 0, 0, 0x31, 0xff, 0x0f, 0x05]); // syscall; exit(0)
+    } else {
+        for word in [
+            0xd280_0020u32,           // mov x0, #1
+            0x1000_00e1,              // adr x1, +28: the message
+            0xd280_0002 | (len << 5), // mov x2, #len
+            0xd280_0808,              // mov x8, #64 (write)
+            0xd400_0001,              // svc #0
+            0xd280_0000,              // mov x0, #0
+            0xd280_0ba8,              // mov x8, #93 (exit)
+            0xd400_0001,              // svc #0
+        ] {
+            code.extend(word.to_le_bytes());
+        }
+    }
+    code.extend(message);
+    let total = (header_len + code.len()) as u64;
+    let mut elf = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    elf.extend(2u16.to_le_bytes()); // executable
+    elf.extend(machine.to_le_bytes());
+    elf.extend(1u32.to_le_bytes());
+    elf.extend((base + header_len as u64).to_le_bytes()); // entry
+    elf.extend(64u64.to_le_bytes()); // program headers
+    elf.extend(0u64.to_le_bytes()); // no section headers
+    elf.extend(0u32.to_le_bytes());
+    for v in [64u16, 56, 1, 64, 0, 0] {
+        elf.extend(v.to_le_bytes());
+    }
+    elf.extend(1u32.to_le_bytes()); // PT_LOAD
+    elf.extend(5u32.to_le_bytes()); // read + execute
+    elf.extend(0u64.to_le_bytes());
+    for v in [base, base, total, total, 0x1000] {
+        elf.extend(v.to_le_bytes());
+    }
+    elf.extend(code);
+    elf
+}
+
+#[test]
+fn an_index_resolves_to_this_nodes_platform() {
+    if !lab_enabled("an_index_resolves_to_this_nodes_platform") {
+        return;
+    }
+    // An index of two images built as scripts/images builds them (buildah,
+    // FROM scratch), each holding its platform's program.
+    let work = std::env::temp_dir().join(format!("ferry-index-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let buildah = |args: &[&str]| -> String {
+        let out = Command::new("buildah")
+            .arg("--root")
+            .arg(work.join("storage"))
+            .arg("--runroot")
+            .arg(work.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .output()
+            .expect("buildah (scripts/prerequisites installs it)");
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    buildah(&["manifest", "create", "localhost/platforms"]);
+    for (arch, machine) in [("amd64", 62u16), ("arm64", 183)] {
+        let program = work.join(format!("hello-{arch}"));
+        std::fs::write(
+            &program,
+            tiny_elf(machine, format!("hello from {arch}\n").as_bytes()),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &program,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let container = buildah(&["from", "--quiet", "--arch", arch, "scratch"]);
+        buildah(&["copy", &container, program.to_str().unwrap(), "/hello"]);
+        buildah(&[
+            "config",
+            "--entrypoint",
+            r#"["/hello"]"#,
+            "--arch",
+            arch,
+            "--os",
+            "linux",
+            &container,
+        ]);
+        let image = format!("localhost/platforms-{arch}");
+        buildah(&["commit", "--quiet", "--rm", &container, &image]);
+        buildah(&["manifest", "add", "localhost/platforms", &image]);
+    }
+    buildah(&[
+        "manifest",
+        "push",
+        "--all",
+        "--quiet",
+        "--tls-verify=false",
+        "localhost/platforms",
+        "docker://127.0.0.1:5000/ferry-lab-test/platforms:1",
+    ]);
+
+    let ns = Namespace::new("lab-test-image-index");
+    ns.apply(&pod("platforms", "ferry-lab-test/platforms:1", ""));
+    assert_eq!(ns.logs_when_done("platforms").trim(), "hello from amd64");
+
+    // The arm64 entry holds an AArch64 program (its ELF header says so).
+    let get = |path: &str, accept: &str| -> Vec<u8> {
+        let out = Command::new("curl")
+            .args([
+                "-sf",
+                "-H",
+                &format!("Accept: {accept}"),
+                &format!("http://127.0.0.1:5000/v2/ferry-lab-test/platforms/{path}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "GET {path}");
+        out.stdout
+    };
+    let index: Value = serde_json::from_slice(&get(
+        "manifests/1",
+        "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json",
+    ))
+    .unwrap();
+    let arm64 = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == "arm64")
+        .expect("an arm64 entry");
+    let manifest: Value = serde_json::from_slice(&get(
+        &format!("manifests/{}", arm64["digest"].as_str().unwrap()),
+        "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+    ))
+    .unwrap();
+    let layer = get(
+        &format!(
+            "blobs/{}",
+            manifest["layers"][0]["digest"].as_str().unwrap()
+        ),
+        "*/*",
+    );
+    let reader: Box<dyn std::io::Read> = if layer.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(&layer[..]))
+    } else {
+        Box::new(&layer[..])
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut hello = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().ends_with("hello"))
+        .expect("/hello in the arm64 layer");
+    let mut elf = Vec::new();
+    std::io::Read::read_to_end(&mut hello, &mut elf).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF");
+    assert_eq!(
+        u16::from_le_bytes([elf[18], elf[19]]),
+        183,
+        "e_machine of the arm64 program"
+    );
+    let _ = std::fs::remove_dir_all(&work);
 }
