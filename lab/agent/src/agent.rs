@@ -31,6 +31,8 @@ pub struct Settings {
     /// The registry (HOST:PORT, plain HTTP) images are pulled from unless
     /// their reference names a loopback registry: the lab reaches no other.
     pub registry_mirror: Option<String>,
+    /// The API server's address, forwarded to pods at the bridge's gateway.
+    pub api_server: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,13 @@ pub async fn run(
         }
     });
     let balancers = tokio::spawn(crate::loadbalancer::run(client.clone()));
+    let api_forward = settings.api_server.map(|upstream| {
+        tokio::spawn(async move {
+            if let Err(e) = crate::service_account::forward_api_server(upstream).await {
+                tracing::warn!(error = %e, "pods cannot reach the API server");
+            }
+        })
+    });
     let kubelet = settings.tls.clone().map(|(cert, key)| {
         let addrs = contexts
             .values()
@@ -162,6 +171,9 @@ pub async fn run(
     }
     heartbeats.abort();
     balancers.abort();
+    if let Some(f) = api_forward {
+        f.abort();
+    }
     if let Some(k) = kubelet {
         k.abort();
     }

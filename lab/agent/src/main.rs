@@ -86,6 +86,11 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("failed to read {}", cli.kubeconfig.display()))?;
     let config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    let api_server = config.cluster_url.authority().and_then(|a| {
+        format!("{}:{}", a.host(), a.port_u16().unwrap_or(443))
+            .parse()
+            .ok()
+    });
     let client = kube::Client::try_from(config)?;
     let settings = Settings {
         lab_dir: cli.lab_dir,
@@ -93,6 +98,7 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
         region: cli.region,
         tls: cli.tls_cert.zip(cli.tls_key),
         registry_mirror: cli.registry_mirror,
+        api_server,
     };
     agent::run(client, settings, shutdown_signal()).await?;
     Ok(())

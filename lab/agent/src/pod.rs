@@ -27,6 +27,7 @@ use crate::image::store::{Image, ImageStore, PullError, PullPolicy};
 use crate::network::{IpPool, Sandbox};
 use crate::probe::{self, ProbeKind, ProbeSpec, ProbeState};
 use crate::process::{self, Confinement, Process};
+use crate::service_account;
 use crate::status::{self, ContainerView, Phase, Terminated};
 
 /// How long the worker waits between looks at its containers.
@@ -455,15 +456,41 @@ impl PodWorker {
             .container_env(&spec, &sandbox, run::image_env(&image.config))
             .await;
         let argv: Vec<String> = argv.iter().map(|a| expand(a, &env)).collect();
-        let log = self
-            .shared
-            .lab_dir
-            .join("pods")
-            .join(self.namespace())
-            .join(self.name())
-            .join(format!("{}.log", spec.name));
+        let log = self.log_dir().join(format!("{}.log", spec.name));
         let working_dir = run::working_dir(&image.config, &spec);
+        let service_account = match service_account::projected_volume(&self.pod, &spec) {
+            Some(expiration) => {
+                let dir = self.log_dir().join("serviceaccount");
+                match service_account::write_volume(
+                    &self.shared.client,
+                    &self.pod,
+                    expiration,
+                    &dir,
+                )
+                .await
+                {
+                    Ok(dir) => Some(dir),
+                    Err(e) => {
+                        let message = crate::error_chain(&e);
+                        let c = &mut self.containers[index];
+                        c.state = State::Waiting {
+                            reason: "CreateContainerConfigError".into(),
+                            message: message.clone(),
+                            retry_at: Some(Instant::now() + self.shared.backoff.initial),
+                        };
+                        self.event(EventType::Warning, "Failed", format!("Error: {message}"))
+                            .await;
+                        return;
+                    }
+                }
+            }
+            None => None,
+        };
         let started = Confinement::new(&sandbox.netns, &image.rootfs, &working_dir, uid, gid)
+            .map(|confinement| match service_account {
+                Some(dir) => confinement.mount(dir, service_account::MOUNT_PATH),
+                None => confinement,
+            })
             .and_then(|confinement| {
                 process::spawn(&confinement, &argv, &env, &log).map(|p| (p, confinement))
             });
@@ -792,6 +819,15 @@ impl PodWorker {
         }
     }
 
+    /// This pod's folder: container logs, its service account volume.
+    fn log_dir(&self) -> PathBuf {
+        self.shared
+            .lab_dir
+            .join("pods")
+            .join(self.namespace())
+            .join(self.name())
+    }
+
     /// The container's image, pulled as its `imagePullPolicy` says with
     /// the pod's `imagePullSecrets`; a Pulled Event says whether it was
     /// pulled or already on the node.
@@ -858,6 +894,7 @@ impl PodWorker {
             ("HOSTNAME".into(), self.name()),
             ("HOME".into(), "/root".into()),
         ];
+        env.extend(service_account::api_env());
         let set = |env: &mut Vec<(String, String)>, name: String, value: String| {
             env.retain(|(n, _)| *n != name);
             env.push((name, value));

@@ -243,7 +243,14 @@ async fn exec(confinement: &Confinement, command: &[String]) -> Result<(), Strin
     if command.is_empty() {
         return Err("exec probe has no command".into());
     }
-    let status = tokio::process::Command::new("nsenter")
+    let mut nsenter = tokio::process::Command::new("nsenter");
+    if let Some(before_exec) = confinement.before_exec().map_err(|e| e.to_string())? {
+        // SAFETY: see Confinement::before_exec.
+        unsafe {
+            nsenter.pre_exec(before_exec);
+        }
+    }
+    let status = nsenter
         .args(confinement.nsenter())
         .args(command)
         .current_dir(&confinement.rootfs)
@@ -373,6 +380,7 @@ mod tests {
             working_dir: "/".into(),
             uid: 0,
             gid: 0,
+            mounts: Vec::new(),
         };
         assert_eq!(check(&http, "127.0.0.1", &none, t).await, Ok(()));
         let err = check(&http, "127.0.0.1", &none, t).await.unwrap_err();

@@ -37,6 +37,9 @@ pub struct Confinement {
     pub working_dir: PathBuf,
     pub uid: u32,
     pub gid: u32,
+    /// Host directories bind-mounted at container paths (the service
+    /// account volume), in a mount namespace of the container's own.
+    pub mounts: Vec<(PathBuf, String)>,
 }
 
 impl Confinement {
@@ -59,7 +62,68 @@ impl Confinement {
             working_dir,
             uid,
             gid,
+            mounts: Vec::new(),
         })
+    }
+
+    /// Adds a bind mount of host `source` at `target` in the container.
+    pub fn mount(mut self, source: PathBuf, target: &str) -> Self {
+        self.mounts.push((source, target.to_owned()));
+        self
+    }
+
+    /// What runs in the child before `nsenter`: a private mount namespace
+    /// with the bind mounts (their targets are created in the root first).
+    /// None without mounts.
+    pub fn before_exec(
+        &self,
+    ) -> std::io::Result<Option<impl FnMut() -> std::io::Result<()> + Send + Sync + 'static>> {
+        if self.mounts.is_empty() {
+            return Ok(None);
+        }
+        let mut pairs = Vec::new();
+        for (source, target) in &self.mounts {
+            let target = self.rootfs.join(target.trim_start_matches('/'));
+            std::fs::create_dir_all(&target)?;
+            let c = |p: &Path| {
+                std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+            };
+            pairs.push((c(source)?, c(&target)?));
+        }
+        Ok(Some(move || {
+            // SAFETY: plain syscalls on pointers to strings owned by this
+            // closure, in the forked child before exec; nothing allocates.
+            unsafe {
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let root = c"/";
+                if libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for (source, target) in &pairs {
+                    if libc::mount(
+                        source.as_ptr(),
+                        target.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
+            Ok(())
+        }))
     }
 
     /// `nsenter` and its arguments up to the command.
@@ -93,7 +157,14 @@ pub fn spawn(
     }
     let out = OpenOptions::new().create(true).append(true).open(log)?;
     let err = out.try_clone()?;
-    let child = Command::new("nsenter")
+    let mut command = Command::new("nsenter");
+    if let Some(before_exec) = confinement.before_exec()? {
+        // SAFETY: see Confinement::before_exec.
+        unsafe {
+            command.pre_exec(before_exec);
+        }
+    }
+    let child = command
         .args(confinement.nsenter())
         .args(argv)
         .env_clear()

@@ -428,3 +428,50 @@ fn an_index_resolves_to_this_nodes_platform() {
     );
     let _ = std::fs::remove_dir_all(&work);
 }
+
+const WHO_AM_I_IN_THE_CLUSTER: &str = r#"
+import json, os, ssl, http.client
+sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+token = open(f"{sa}/token").read()
+namespace = open(f"{sa}/namespace").read()
+context = ssl.create_default_context(cafile=f"{sa}/ca.crt")
+api = http.client.HTTPSConnection(os.environ["KUBERNETES_SERVICE_HOST"], int(os.environ["KUBERNETES_SERVICE_PORT"]), context=context)
+body = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+api.request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+answer = json.load(api.getresponse())
+print("namespace", namespace, "user", answer["status"]["userInfo"]["username"])
+"#;
+
+/// A pod reaches the API server as its service account, as in a cluster:
+/// `KUBERNETES_SERVICE_HOST`/`PORT`, the API server's certificate checked
+/// against the mounted CA, the mounted token bound to the pod.
+#[test]
+fn a_pod_talks_to_the_api_server_as_its_service_account() {
+    if !lab_enabled("a_pod_talks_to_the_api_server_as_its_service_account") {
+        return;
+    }
+    image(&[
+        "--user",
+        "65532",
+        "ferry-lab-test/in-cluster:1",
+        "python3",
+        "-c",
+        WHO_AM_I_IN_THE_CLUSTER,
+    ]);
+    let ns = Namespace::new("lab-test-in-cluster");
+    wait_until(
+        "the default service account",
+        Duration::from_secs(30),
+        || {
+            kubectl(&["-n", &ns.0, "get", "serviceaccount", "default"], None)
+                .status
+                .success()
+        },
+    );
+    ns.apply(&pod("who", "ferry-lab-test/in-cluster:1", ""));
+    let logs = ns.logs_when_done("who");
+    assert_eq!(
+        logs.trim(),
+        "namespace lab-test-in-cluster user system:serviceaccount:lab-test-in-cluster:default"
+    );
+}

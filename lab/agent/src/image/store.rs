@@ -88,14 +88,7 @@ impl PullError {
 
     /// The error with every cause, for the pod's status and its Event.
     pub fn message(&self) -> String {
-        let mut text = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
-        text
+        crate::error_chain(self)
     }
 }
 
