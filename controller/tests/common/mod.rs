@@ -39,6 +39,9 @@ pub struct Lab {
     pub work: PathBuf,
     /// A git repository; Environments follow its `main`.
     pub repo: PathBuf,
+    /// Where the repository is served when not at its `file://` path (a
+    /// controller in a pod cannot read the host's files).
+    pub served_at: Option<String>,
     pub metrics_port: u16,
     /// The controller's kubeconfig when not the lab's (lab/api-proxy's).
     kubeconfig: Option<PathBuf>,
@@ -166,6 +169,7 @@ impl Lab {
             target,
             work,
             repo,
+            served_at: None,
             metrics_port,
             kubeconfig: None,
             controller: None,
@@ -212,7 +216,9 @@ impl Lab {
     }
 
     pub fn url(&self) -> String {
-        format!("file://{}", self.repo.display())
+        self.served_at
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", self.repo.display()))
     }
 
     /// `ferry-controller run` for this lab's Environments, as the

@@ -458,38 +458,25 @@ impl PodWorker {
         let argv: Vec<String> = argv.iter().map(|a| expand(a, &env)).collect();
         let log = self.log_dir().join(format!("{}.log", spec.name));
         let working_dir = run::working_dir(&image.config, &spec);
-        let service_account = match service_account::projected_volume(&self.pod, &spec) {
-            Some(expiration) => {
-                let dir = self.log_dir().join("serviceaccount");
-                match service_account::write_volume(
-                    &self.shared.client,
-                    &self.pod,
-                    expiration,
-                    &dir,
-                )
-                .await
-                {
-                    Ok(dir) => Some(dir),
-                    Err(e) => {
-                        let message = crate::error_chain(&e);
-                        let c = &mut self.containers[index];
-                        c.state = State::Waiting {
-                            reason: "CreateContainerConfigError".into(),
-                            message: message.clone(),
-                            retry_at: Some(Instant::now() + self.shared.backoff.initial),
-                        };
-                        self.event(EventType::Warning, "Failed", format!("Error: {message}"))
-                            .await;
-                        return;
-                    }
-                }
+        let mounts = match self.volume_mounts(&spec).await {
+            Ok(mounts) => mounts,
+            Err(message) => {
+                let c = &mut self.containers[index];
+                c.state = State::Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message: message.clone(),
+                    retry_at: Some(Instant::now() + self.shared.backoff.initial),
+                };
+                self.event(EventType::Warning, "Failed", format!("Error: {message}"))
+                    .await;
+                return;
             }
-            None => None,
         };
         let started = Confinement::new(&sandbox.netns, &image.rootfs, &working_dir, uid, gid)
-            .map(|confinement| match service_account {
-                Some(dir) => confinement.mount(dir, service_account::MOUNT_PATH),
-                None => confinement,
+            .map(|confinement| {
+                mounts
+                    .into_iter()
+                    .fold(confinement, |c, (source, target)| c.mount(source, &target))
             })
             .and_then(|confinement| {
                 process::spawn(&confinement, &argv, &env, &log).map(|p| (p, confinement))
@@ -819,7 +806,45 @@ impl PodWorker {
         }
     }
 
-    /// This pod's folder: container logs, its service account volume.
+    /// The host directories the container's volume mounts bind: the
+    /// service account's projected volume (a fresh token) and `emptyDir`
+    /// volumes (a directory per pod, world-writable as the kubelet makes
+    /// it). Other kinds of volume are not mounted (docs/lab.md, limits).
+    async fn volume_mounts(&self, spec: &Container) -> Result<Vec<(PathBuf, String)>, String> {
+        let mut mounts = Vec::new();
+        if let Some(expiration) = service_account::projected_volume(&self.pod, spec) {
+            let dir = self.log_dir().join("serviceaccount");
+            service_account::write_volume(&self.shared.client, &self.pod, expiration, &dir)
+                .await
+                .map_err(|e| crate::error_chain(&e))?;
+            mounts.push((dir, service_account::MOUNT_PATH.to_owned()));
+        }
+        let volumes = self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten());
+        for mount in spec.volume_mounts.iter().flatten() {
+            let Some(volume) = volumes.clone().find(|v| v.name == mount.name) else {
+                continue;
+            };
+            if volume.empty_dir.is_some() {
+                let dir = self.log_dir().join("volumes").join(&volume.name);
+                std::fs::create_dir_all(&dir)
+                    .and_then(|()| {
+                        std::fs::set_permissions(
+                            &dir,
+                            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+                        )
+                    })
+                    .map_err(|e| format!("failed to make emptyDir {}: {e}", dir.display()))?;
+                mounts.push((dir, mount.mount_path.clone()));
+            }
+        }
+        Ok(mounts)
+    }
+
+    /// This pod's folder: container logs, its volumes.
     fn log_dir(&self) -> PathBuf {
         self.shared
             .lab_dir
