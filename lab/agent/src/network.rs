@@ -148,6 +148,8 @@ impl Sandbox {
 pub struct IpPool {
     node: usize,
     used: Mutex<BTreeSet<u8>>,
+    /// Where the next search starts: just past the last address handed out.
+    next: Mutex<u8>,
 }
 
 impl IpPool {
@@ -155,6 +157,7 @@ impl IpPool {
         IpPool {
             node,
             used: Mutex::new(BTreeSet::new()),
+            next: Mutex::new(2),
         }
     }
 
@@ -163,12 +166,20 @@ impl IpPool {
         format!("10.244.{}.0/24", self.node + 1)
     }
 
-    /// The lowest free address.
+    /// The first free address after the last one handed out, wrapping
+    /// round (as host-local IPAM does): an address a pod just gave up is
+    /// reused last, so that no other pod's neighbour cache still maps it
+    /// to the gone pod's interface (a client pod, such as the controller
+    /// verifying a new pod, would fail to connect for seconds).
     pub fn allocate(&self) -> Result<Ipv4Addr, NetworkError> {
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        let host = (2..=254u8)
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let start = *next;
+        let host = (start..=254u8)
+            .chain(2..start)
             .find(|h| !used.contains(h))
             .ok_or(NetworkError::Exhausted { node: self.node })?;
+        *next = if host == 254 { 2 } else { host + 1 };
         used.insert(host);
         Ok(Ipv4Addr::new(10, 244, self.node as u8 + 1, host))
     }
@@ -194,10 +205,12 @@ mod tests {
             (Ipv4Addr::new(10, 244, 2, 2), Ipv4Addr::new(10, 244, 2, 3))
         );
         pool.release(a);
-        assert_eq!(pool.allocate().unwrap(), a);
-        for _ in 0..251 {
+        // Round robin: the released address comes back only after the rest.
+        assert_eq!(pool.allocate().unwrap(), Ipv4Addr::new(10, 244, 2, 4));
+        for _ in 0..250 {
             pool.allocate().unwrap();
         }
+        assert_eq!(pool.allocate().unwrap(), a);
         assert!(pool.allocate().is_err());
     }
 
