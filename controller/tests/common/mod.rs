@@ -241,6 +241,10 @@ impl Lab {
                 "FERRY_LOG",
                 std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            // kube-rs's debugging switch makes the host-run binary act as
+            // the controller's service account. These tests start, stop,
+            // restart and fault many controllers a minute, which pods would
+            // slow tenfold; in_cluster.rs runs the install itself.
             .env(
                 "KUBE_RS_DEBUG_IMPERSONATE_USER",
                 "system:serviceaccount:ferry-system:ferry-controller",
