@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Lab, repo_root};
-use ferry_lab_testkit::{k, kubectl, lab_enabled, wait_until};
+use ferry_lab_testkit::{k, kubectl, lab_enabled, lab_image, wait_until};
 use serde_json::Value;
 
 /// Serves `base` over the git protocol at the pod bridge's gateway, which
@@ -150,20 +150,12 @@ fn the_installed_controller_applies_from_git_and_fails_over() {
         .find_map(|l| l.trim().strip_prefix("image: "))
         .expect("the install names the controller's image")
         .to_owned();
-    let out = Command::new(repo_root().join("lab/image"))
-        .args([
-            "--user",
-            "65532",
-            &image,
-            env!("CARGO_BIN_EXE_ferry-controller"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab_image(&[
+        "--user",
+        "65532",
+        &image,
+        env!("CARGO_BIN_EXE_ferry-controller"),
+    ]);
 
     // Step 1 of docs/eks.md: the CRD, served before anything uses it.
     k(&[
@@ -268,31 +260,6 @@ struct Uninstall;
 
 impl Drop for Uninstall {
     fn drop(&mut self) {
-        for args in [
-            &[
-                "-n",
-                "ferry-system",
-                "delete",
-                "deployment",
-                "ferry-controller",
-            ][..],
-            &[
-                "delete",
-                "validatingadmissionpolicybinding",
-                "ferry-deployer-pod-security",
-            ],
-            &[
-                "delete",
-                "validatingadmissionpolicy",
-                "ferry-deployer-pod-security",
-            ],
-        ] {
-            let args = [
-                args,
-                &["--ignore-not-found", "--wait=true", "--timeout=60s"],
-            ]
-            .concat();
-            let _ = kubectl(&args, None);
-        }
+        common::remove_whole_install();
     }
 }

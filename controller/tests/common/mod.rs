@@ -77,8 +77,43 @@ fn delete_namespace(ns: &str, wait: bool) {
     let _ = kubectl(&["delete", "namespace", ns, wait, "--timeout=90s"], None);
 }
 
-/// The CRD and the controller's RBAC from its install manifests.
+/// Removes what a whole install (the demo's, or in_cluster.rs's) adds
+/// beyond the CRD and RBAC: its admission policy refuses the fixtures'
+/// plain Namespaces to deployers, and its controller would act beside the
+/// test's.
+pub fn remove_whole_install() {
+    for args in [
+        &[
+            "-n",
+            "ferry-system",
+            "delete",
+            "deployment",
+            "ferry-controller",
+        ][..],
+        &[
+            "delete",
+            "validatingadmissionpolicybinding",
+            "ferry-deployer-pod-security",
+        ],
+        &[
+            "delete",
+            "validatingadmissionpolicy",
+            "ferry-deployer-pod-security",
+        ],
+    ] {
+        let args = [
+            args,
+            &["--ignore-not-found", "--wait=true", "--timeout=60s"],
+        ]
+        .concat();
+        let _ = kubectl(&args, None);
+    }
+}
+
+/// The CRD and the controller's RBAC from its install manifests, and no
+/// whole install.
 pub fn install_controller_rbac() {
+    remove_whole_install();
     for file in ["crd.yaml", "namespace.yaml", "rbac.yaml"] {
         let path = repo_root().join("environments/controller").join(file);
         k(&[

@@ -17,16 +17,11 @@ pub const CANDIDATE: &str = r#"{"gender":"M","ssc_p":71,"ssc_b":"Central","hsc_p
 /// Builds an image of `command` (its program, libraries and the files
 /// `add` names) into the lab's registry with lab/image.
 pub fn image(name: &str, add: &[&std::path::Path], command: &[&str]) {
-    let status = std::process::Command::new(repo_root().join("lab/image"))
-        .args(
-            add.iter()
-                .flat_map(|p| [std::ffi::OsStr::new("--add"), p.as_os_str()]),
-        )
-        .arg(name)
-        .args(command)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let add: Vec<&str> = add
+        .iter()
+        .flat_map(|p| ["--add", p.to_str().unwrap()])
+        .collect();
+    ferry_lab_testkit::lab_image(&[&add[..], &[name], command].concat());
 }
 
 pub fn inference_bin() -> String {

@@ -440,16 +440,8 @@ impl PodWorker {
         let (argv, uid, gid) = match prepared {
             Ok(p) => p,
             Err(e) => {
-                let message = e.to_string();
-                let c = &mut self.containers[index];
-                c.state = State::Waiting {
-                    reason: "CreateContainerConfigError".into(),
-                    message: message.clone(),
-                    retry_at: Some(Instant::now() + self.shared.backoff.max),
-                };
-                self.event(EventType::Warning, "Failed", format!("Error: {message}"))
-                    .await;
-                return;
+                let retry = self.shared.backoff.max;
+                return self.config_error(index, e.to_string(), retry).await;
             }
         };
         let env = self
@@ -461,15 +453,8 @@ impl PodWorker {
         let mounts = match self.volume_mounts(&spec).await {
             Ok(mounts) => mounts,
             Err(message) => {
-                let c = &mut self.containers[index];
-                c.state = State::Waiting {
-                    reason: "CreateContainerConfigError".into(),
-                    message: message.clone(),
-                    retry_at: Some(Instant::now() + self.shared.backoff.initial),
-                };
-                self.event(EventType::Warning, "Failed", format!("Error: {message}"))
-                    .await;
-                return;
+                let retry = self.shared.backoff.initial;
+                return self.config_error(index, message, retry).await;
             }
         };
         let started = Confinement::new(&sandbox.netns, &image.rootfs, &working_dir, uid, gid)
@@ -804,6 +789,19 @@ impl PodWorker {
                 self.publish_error = Some(message);
             }
         }
+    }
+
+    /// The container waits in `CreateContainerConfigError` with `message`
+    /// (an Event says it too) and is tried again after `retry`.
+    async fn config_error(&mut self, index: usize, message: String, retry: Duration) {
+        let c = &mut self.containers[index];
+        c.state = State::Waiting {
+            reason: "CreateContainerConfigError".into(),
+            message: message.clone(),
+            retry_at: Some(Instant::now() + retry),
+        };
+        self.event(EventType::Warning, "Failed", format!("Error: {message}"))
+            .await;
     }
 
     /// The host directories the container's volume mounts bind: the

@@ -16,12 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use ferry_lab_testkit::{k, kubectl, lab_enabled, wait_until};
+use ferry_lab_testkit::{
+    fresh_namespace, k, kubectl, lab_dir, lab_enabled, lab_image, repo_root, wait_until,
+};
 use serde_json::Value;
-
-fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn get_json(args: &[&str]) -> Value {
     ferry_lab_testkit::get(args).unwrap_or_else(|| panic!("kubectl get {args:?} failed"))
@@ -49,20 +47,7 @@ struct Namespace(String);
 
 impl Namespace {
     fn new(name: &str) -> Self {
-        let _ = kubectl(
-            &["delete", "namespace", name, "--wait=true", "--timeout=60s"],
-            None,
-        );
-        k(&["create", "namespace", name]);
-        wait_until(
-            "the default service account",
-            Duration::from_secs(30),
-            || {
-                kubectl(&["-n", name, "get", "serviceaccount", "default"], None)
-                    .status
-                    .success()
-            },
-        );
+        fresh_namespace(name);
         Namespace(name.to_owned())
     }
 }
@@ -351,30 +336,20 @@ fn a_failing_readiness_probe_takes_the_pod_out_of_its_endpoints() {
         .unwrap();
     let inference = std::env::var("FERRY_INFERENCE_BIN")
         .expect("FERRY_INFERENCE_BIN names the ferry-inference binary (scripts/test sets it)");
-    let out = Command::new(repo_root().join("lab/image"))
-        .args(["--add", "/bin/sh", "--add", model.to_str().unwrap()])
-        .args([
-            "ferry-lab-test/gated:1",
-            &inference,
-            "serve",
-            "--model",
-            model.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let digest = String::from_utf8(out.stdout).unwrap();
-    let lab_dir = std::env::var_os("FERRY_LAB_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ferry/lab")
-        });
+    let model = model.to_str().unwrap();
+    let digest = lab_image(&[
+        "--add",
+        "/bin/sh",
+        "--add",
+        model,
+        "ferry-lab-test/gated:1",
+        &inference,
+        "serve",
+        "--model",
+        model,
+    ]);
     let flag_name = format!("ferry-lab-ready-{}", std::process::id());
-    let flag = lab_dir
+    let flag = lab_dir()
         .join("images/unpacked")
         .join(digest.trim().trim_start_matches("sha256:"))
         .join("rootfs/tmp")

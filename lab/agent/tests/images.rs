@@ -6,46 +6,19 @@
 //! container's waiting state; a blob altered in the registry's storage
 //! refused. Against a running lab (`lab/up`), like acceptance.rs.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ferry_lab_testkit::{k, kubectl, lab_enabled, wait_until};
+use ferry_lab_testkit::{fresh_namespace, k, kubectl, lab_dir, lab_enabled, wait_until};
 use serde_json::Value;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn lab_dir() -> PathBuf {
-    std::env::var_os("FERRY_LAB_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ferry/lab"))
-}
-
-/// Builds an image with lab/image; returns its manifest digest.
-fn image(args: &[&str]) -> String {
-    let out = Command::new(repo_root().join("lab/image"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "lab/image: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
+use ferry_lab_testkit::lab_image as image;
 
 struct Namespace(String);
 
 impl Namespace {
     fn new(name: &str) -> Self {
-        let _ = kubectl(
-            &["delete", "namespace", name, "--wait=true", "--timeout=60s"],
-            None,
-        );
-        k(&["create", "namespace", name]);
+        fresh_namespace(name);
         Namespace(name.to_owned())
     }
 
@@ -459,15 +432,6 @@ fn a_pod_talks_to_the_api_server_as_its_service_account() {
         WHO_AM_I_IN_THE_CLUSTER,
     ]);
     let ns = Namespace::new("lab-test-in-cluster");
-    wait_until(
-        "the default service account",
-        Duration::from_secs(30),
-        || {
-            kubectl(&["-n", &ns.0, "get", "serviceaccount", "default"], None)
-                .status
-                .success()
-        },
-    );
     ns.apply(&pod("who", "ferry-lab-test/in-cluster:1", ""));
     let logs = ns.logs_when_done("who");
     assert_eq!(

@@ -128,3 +128,53 @@ pub fn serve(app: axum::Router) -> std::net::SocketAddr {
     });
     addr
 }
+
+/// The repository's root.
+pub fn repo_root() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// `lab/image ARGS`: builds an image into the lab's registry; its manifest
+/// digest.
+pub fn lab_image(args: &[&str]) -> String {
+    let out = Command::new(repo_root().join("lab/image"))
+        .args(args)
+        .output()
+        .expect("lab/image runs");
+    assert!(
+        out.status.success(),
+        "lab/image {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Namespace `name` made afresh for a test (one left by an earlier run is
+/// deleted first); returns once its default service account exists.
+pub fn fresh_namespace(name: &str) {
+    let _ = kubectl(
+        &["delete", "namespace", name, "--wait=true", "--timeout=60s"],
+        None,
+    );
+    k(&["create", "namespace", name]);
+    wait_until(
+        "the default service account",
+        Duration::from_secs(30),
+        || {
+            kubectl(&["-n", name, "get", "serviceaccount", "default"], None)
+                .status
+                .success()
+        },
+    );
+}
+
+/// The lab's state directory (`lab/up`'s `FERRY_LAB_DIR`).
+pub fn lab_dir() -> std::path::PathBuf {
+    std::env::var_os("FERRY_LAB_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/ferry/lab")
+        })
+}
