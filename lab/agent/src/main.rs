@@ -91,6 +91,9 @@ async fn try_main(cli: Cli) -> anyhow::Result<()> {
             .parse()
             .ok()
     });
+    if api_server.is_none() {
+        tracing::warn!(server = %config.cluster_url, "pods cannot reach the API server: the kubeconfig's server is not an IP address (lab/up writes 127.0.0.1)");
+    }
     let client = kube::Client::try_from(config)?;
     let settings = Settings {
         lab_dir: cli.lab_dir,

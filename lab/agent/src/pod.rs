@@ -21,9 +21,8 @@ use kube::{Api, Client, Resource};
 use tokio::sync::{mpsc, watch};
 
 use crate::image::pull_secrets::credentials_for;
-use crate::image::reference::Reference;
 use crate::image::run;
-use crate::image::store::{Image, ImageStore, PullError, PullPolicy};
+use crate::image::store::{Image, ImageStore, PullError};
 use crate::network::{IpPool, Sandbox};
 use crate::probe::{self, ProbeKind, ProbeSpec, ProbeState};
 use crate::process::{self, Confinement, Process};
@@ -855,9 +854,6 @@ impl PodWorker {
     /// the pod's `imagePullSecrets`; a Pulled Event says whether it was
     /// pulled or already on the node.
     async fn pull(&self, spec: &Container, image_ref: &str) -> Result<Image, PullError> {
-        let policy = Reference::parse(image_ref)
-            .map(|r| PullPolicy::of(spec, &r))
-            .unwrap_or(PullPolicy::IfNotPresent);
         let mut secrets = Vec::new();
         let api: Api<Secret> = Api::namespaced(self.shared.client.clone(), &self.namespace());
         let names = self
@@ -883,11 +879,7 @@ impl PodWorker {
         }
         let credentials = move |host: &str| secrets.iter().find_map(|d| credentials_for(d, host));
         let began = Instant::now();
-        let image = self
-            .shared
-            .images
-            .pull(image_ref, policy, &credentials)
-            .await?;
+        let image = self.shared.images.pull(spec, &credentials).await?;
         let message = if image.pulled {
             format!(
                 "Successfully pulled image {image_ref:?} in {:.3}s ({})",

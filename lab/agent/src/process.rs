@@ -1,6 +1,7 @@
 //! A container's process: started inside the pod's network namespace and
-//! its image's root filesystem with `nsenter`, in a process group of its own so signals reach everything it
-//! started, with its output appended to the container's log file.
+//! its image's root filesystem with `nsenter`, in a process group of its
+//! own so signals reach everything it started, with its output appended to
+//! the container's log file.
 
 use std::fs::OpenOptions;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -43,23 +44,13 @@ pub struct Confinement {
 }
 
 impl Confinement {
-    /// The working directory `dir` (a path in the container) on the host,
-    /// created if missing as the kubelet does; refused when a link in the
-    /// image points it outside the root.
+    /// `dir` is the working directory in the container, created if missing
+    /// as the kubelet does ([`directory_in_root`]).
     pub fn new(netns: &str, rootfs: &Path, dir: &str, uid: u32, gid: u32) -> std::io::Result<Self> {
-        let host = rootfs.join(dir.trim_start_matches('/'));
-        std::fs::create_dir_all(&host)?;
-        let working_dir = host.canonicalize()?;
-        if !working_dir.starts_with(rootfs.canonicalize()?) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("the working directory {dir:?} leads outside the image's root"),
-            ));
-        }
         Ok(Confinement {
             netns: netns.to_owned(),
             rootfs: rootfs.to_owned(),
-            working_dir,
+            working_dir: directory_in_root(rootfs, dir)?,
             uid,
             gid,
             mounts: Vec::new(),
@@ -73,8 +64,8 @@ impl Confinement {
     }
 
     /// What runs in the child before `nsenter`: a private mount namespace
-    /// with the bind mounts (their targets are created in the root first).
-    /// None without mounts.
+    /// with the bind mounts (their targets are created in the root first,
+    /// [`directory_in_root`]). None without mounts.
     pub fn before_exec(
         &self,
     ) -> std::io::Result<Option<impl FnMut() -> std::io::Result<()> + Send + Sync + 'static>> {
@@ -83,8 +74,7 @@ impl Confinement {
         }
         let mut pairs = Vec::new();
         for (source, target) in &self.mounts {
-            let target = self.rootfs.join(target.trim_start_matches('/'));
-            std::fs::create_dir_all(&target)?;
+            let target = directory_in_root(&self.rootfs, target)?;
             let c = |p: &Path| {
                 std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
@@ -137,6 +127,40 @@ impl Confinement {
             "--".into(),
         ]
     }
+}
+
+/// The directory `path` names in the container, as a host path under
+/// `rootfs`, its missing parts created one at a time. Each part must
+/// resolve inside the root: a `..` or a link in the image that leads out
+/// (to the host's `/`) is refused before anything is created there.
+pub fn directory_in_root(rootfs: &Path, path: &str) -> std::io::Result<PathBuf> {
+    let outside = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{path:?} leads outside the image's root"),
+        )
+    };
+    let root = rootfs.canonicalize()?;
+    let mut current = root.clone();
+    for part in Path::new(path).components() {
+        match part {
+            std::path::Component::Normal(name) => {
+                let next = current.join(name);
+                if std::fs::symlink_metadata(&next).is_err() {
+                    std::fs::create_dir(&next)?;
+                }
+                current = next.canonicalize()?;
+                if !current.starts_with(&root) {
+                    return Err(outside());
+                }
+            }
+            std::path::Component::RootDir | std::path::Component::CurDir => {}
+            std::path::Component::ParentDir | std::path::Component::Prefix(_) => {
+                return Err(outside());
+            }
+        }
+    }
+    Ok(current)
 }
 
 /// Starts `argv` confined as `confinement` says, with exactly `env`.
@@ -219,5 +243,28 @@ impl Process {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_in_the_root_stay_there() {
+        let root = std::env::temp_dir().join(format!("ferry-root-{}", std::process::id()));
+        let outside = root.with_extension("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("out")).unwrap();
+        let made = directory_in_root(&root, "/var/run/x").unwrap();
+        assert_eq!(made, root.canonicalize().unwrap().join("var/run/x"));
+        assert!(made.is_dir());
+        for bad in ["/out/made", "/var/../../escape", "../x"] {
+            assert!(directory_in_root(&root, bad).is_err(), "{bad}");
+        }
+        assert!(!outside.join("made").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
     }
 }

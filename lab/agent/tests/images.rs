@@ -9,7 +9,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ferry_lab_testkit::{fresh_namespace, k, kubectl, lab_dir, lab_enabled, wait_until};
+use ferry_lab_testkit::{fresh_namespace, k, kubectl, lab_dir, lab_enabled, succeeded, wait_until};
 use serde_json::Value;
 
 use ferry_lab_testkit::lab_image as image;
@@ -282,22 +282,17 @@ fn an_index_resolves_to_this_nodes_platform() {
     let work = std::env::temp_dir().join(format!("ferry-index-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
+    // buildah: scripts/prerequisites installs it.
     let buildah = |args: &[&str]| -> String {
-        let out = Command::new("buildah")
-            .arg("--root")
-            .arg(work.join("storage"))
-            .arg("--runroot")
-            .arg(work.join("run"))
-            .args(["--storage-driver", "vfs"])
-            .args(args)
-            .output()
-            .expect("buildah (scripts/prerequisites installs it)");
-        assert!(
-            out.status.success(),
-            "buildah {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        succeeded(
+            Command::new("buildah")
+                .arg("--root")
+                .arg(work.join("storage"))
+                .arg("--runroot")
+                .arg(work.join("run"))
+                .args(["--storage-driver", "vfs"])
+                .args(args),
+        )
     };
     buildah(&["manifest", "create", "localhost/platforms"]);
     for (arch, machine) in [("amd64", 62u16), ("arm64", 183)] {

@@ -77,7 +77,8 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 
 /// Runs git in `dir` as a fixed author; its trimmed stdout.
 pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
+    let mut command = Command::new("git");
+    command
         .args([
             "-c",
             "user.name=Ada Lovelace",
@@ -85,12 +86,19 @@ pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
             "user.email=ada@example.com",
         ])
         .args(args)
-        .current_dir(dir)
+        .current_dir(dir);
+    succeeded(&mut command)
+}
+
+/// Runs `command`, which must succeed (else the test fails with its
+/// stderr); its trimmed stdout.
+pub fn succeeded(command: &mut Command) -> String {
+    let out = command
         .output()
-        .expect("git is installed");
+        .unwrap_or_else(|e| panic!("{command:?} did not start: {e}"));
     assert!(
         out.status.success(),
-        "git {args:?}: {}",
+        "{command:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -138,16 +146,7 @@ pub fn repo_root() -> std::path::PathBuf {
 /// `lab/image ARGS`: builds an image into the lab's registry; its manifest
 /// digest.
 pub fn lab_image(args: &[&str]) -> String {
-    let out = Command::new(repo_root().join("lab/image"))
-        .args(args)
-        .output()
-        .expect("lab/image runs");
-    assert!(
-        out.status.success(),
-        "lab/image {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    succeeded(Command::new(repo_root().join("lab/image")).args(args))
 }
 
 /// Namespace `name` made afresh for a test (one left by an earlier run is

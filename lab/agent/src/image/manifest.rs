@@ -95,14 +95,10 @@ pub fn parse(body: &[u8], content_type: &str) -> Result<Answer, ManifestError> {
         what: "manifest",
         message: e.to_string(),
     })?;
-    let kind = raw.media_type.clone().unwrap_or_else(|| {
-        content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    });
+    let kind = raw
+        .media_type
+        .as_deref()
+        .unwrap_or_else(|| content_type.split(';').next().unwrap_or_default().trim());
     let is_index = kind == OCI_INDEX
         || kind == DOCKER_LIST
         || (raw.manifests.is_some() && raw.config.is_none());

@@ -25,14 +25,14 @@ pub enum RegistryError {
     },
     /// The registry said no: `message` is what it said (its error codes
     /// and messages), for the pod's status.
-    #[error("the registry answered {status} for {url}: {message}")]
+    #[error("the registry answered {status} for {url}: {message}{}", hint(.status))]
     Refused {
         url: String,
         status: u16,
         message: String,
     },
     #[error(
-        "{what} {expected} arrived with digest {actual}; refusing it (altered in the registry or on the way)"
+        "{what} {expected} arrived with digest {actual}; refusing it (altered in the registry or on the way): push the image again"
     )]
     DigestMismatch {
         what: &'static str,
@@ -51,6 +51,17 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What to do about a registry's refusal, for the statuses a user can act on.
+fn hint(status: &u16) -> &'static str {
+    match status {
+        401 | 403 => {
+            "; give the pod an imagePullSecret (type kubernetes.io/dockerconfigjson) that this registry accepts"
+        }
+        404 => "; check the image's name, tag or digest, or push the image to this registry",
+        _ => "",
+    }
 }
 
 /// A registry's user and password, from a pull secret.
@@ -168,7 +179,7 @@ impl Repository<'_> {
             "http://{}/v2/{}/manifests/{reference}",
             self.host, self.name
         );
-        let mut response = self.send(url, Some(manifest::accept())).await?;
+        let mut response = self.send(url.clone(), Some(manifest::accept())).await?;
         let content_type = response
             .headers()
             .get("content-type")
@@ -189,12 +200,7 @@ impl Repository<'_> {
                     }
                 }
                 Ok(None) => break,
-                Err(source) => {
-                    return Err(RegistryError::Unreachable {
-                        url: format!("{}/{reference}", self.name),
-                        source,
-                    });
-                }
+                Err(source) => return Err(RegistryError::Unreachable { url, source }),
             }
         }
         let digest = sha256(&body);

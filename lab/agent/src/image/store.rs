@@ -158,15 +158,16 @@ impl ImageStore {
         self.load(digest.trim())
     }
 
-    /// The image `text` names, pulled when `policy` says so; `credentials`
-    /// answers for a registry host (the reference's own, then the mirror).
+    /// The image of `container`, pulled as its `imagePullPolicy` says (or
+    /// Kubernetes' default for its reference); `credentials` answers for a
+    /// registry host (the reference's own, then the mirror).
     pub async fn pull(
         &self,
-        text: &str,
-        policy: PullPolicy,
+        container: &Container,
         credentials: &(dyn Fn(&str) -> Option<Credentials> + Sync),
     ) -> Result<Image, PullError> {
-        let reference = Reference::parse(text)?;
+        let reference = Reference::parse(container.image.as_deref().unwrap_or_default())?;
+        let policy = PullPolicy::of(container, &reference);
         let _one_at_a_time = self.pulling.lock().await;
         if policy != PullPolicy::Always
             && let Some(image) = self.local(&reference)
@@ -176,117 +177,146 @@ impl ImageStore {
         if policy == PullPolicy::Never {
             return Err(PullError::NeverPull(reference.to_string()));
         }
-        let host = reference.source(self.mirror.as_deref()).to_owned();
-        let creds = credentials(&reference.registry).or_else(|| credentials(&host));
-        let repo = Repository {
-            http: &self.http,
-            host: &host,
-            name: &reference.repository,
-            credentials: creds.as_ref(),
+        let host = reference.source(self.mirror.as_deref());
+        let creds = credentials(&reference.registry).or_else(|| credentials(host));
+        let pull = Pull {
+            name: reference.to_string(),
+            repo: Repository {
+                http: &self.http,
+                host,
+                name: &reference.repository,
+                credentials: creds.as_ref(),
+            },
         };
-        let name = reference.to_string();
-        let registry_error = |source| PullError::Registry {
-            reference: name.clone(),
-            host: host.clone(),
-            source,
-        };
-        let manifest_error = |source| PullError::Manifest {
-            reference: name.clone(),
-            source,
-        };
-        let architecture = manifest::this_architecture();
-        let (body, content_type, mut digest) = repo
-            .manifest(reference.manifest_reference())
-            .await
-            .map_err(registry_error)?;
-        let mut answer = manifest::parse(&body, &content_type).map_err(manifest_error)?;
-        if let Answer::Index(entries) = &answer {
-            let entry = manifest::pick(entries, architecture).map_err(manifest_error)?;
-            let (body, content_type, entry_digest) =
-                repo.manifest(&entry.digest).await.map_err(registry_error)?;
-            answer = manifest::parse(&body, &content_type).map_err(manifest_error)?;
-            digest = entry_digest;
-        }
-        let Answer::Manifest { config, layers } = answer else {
-            return Err(manifest_error(ManifestError::Malformed {
-                what: "index",
-                message: "an index entry for this platform is another index".into(),
-            }));
-        };
-        let image = match self.load(&digest) {
-            Some(image) => image,
+        let (digest, config, layers) = pull.resolve(reference.manifest_reference()).await?;
+        let run = match self.load(&digest) {
+            Some(image) => image.config,
             None => {
-                let store_error = |path: &Path, source| PullError::Store {
-                    reference: name.clone(),
-                    path: path.display().to_string(),
-                    source,
-                };
-                let config_path = self.blob(&repo, &config).await.map_err(|e| match e {
-                    BlobError::Registry(e) => registry_error(e),
-                    BlobError::Store(path, e) => store_error(&path, e),
-                })?;
-                let config_bytes =
-                    std::fs::read(&config_path).map_err(|e| store_error(&config_path, e))?;
-                let run =
-                    manifest::parse_config(&config_bytes, architecture).map_err(manifest_error)?;
-                let mut files = Vec::new();
-                for layer in &layers {
-                    let path = self.blob(&repo, layer).await.map_err(|e| match e {
-                        BlobError::Registry(e) => registry_error(e),
-                        BlobError::Store(path, e) => store_error(&path, e),
-                    })?;
-                    files.push((path, layer.media_type.clone()));
-                }
-                let target = self.unpacked(&digest);
-                let run_for_disk = run.clone();
-                tokio::task::spawn_blocking(move || unpack_all(&files, &target, &run_for_disk))
-                    .await
-                    .map_err(|e| store_error(&self.unpacked(&digest), std::io::Error::other(e)))?
-                    .map_err(|e| match e {
-                        UnpackError::Layer(source) => PullError::Layer {
-                            reference: name.clone(),
-                            source,
-                        },
-                        UnpackError::Store(path, source) => store_error(&path, source),
-                    })?;
-                Image {
-                    digest: digest.clone(),
-                    rootfs: self.unpacked(&digest).join("rootfs"),
-                    config: run,
-                    pulled: true,
-                }
+                self.fetch_and_unpack(&pull, &digest, &config, &layers)
+                    .await?
             }
         };
         let ref_file = self.ref_file(&reference);
-        write_atomically(&ref_file, digest.as_bytes()).map_err(|e| PullError::Store {
-            reference: name.clone(),
-            path: ref_file.display().to_string(),
-            source: e,
-        })?;
+        write_atomically(&ref_file, digest.as_bytes()).map_err(|e| pull.store(&ref_file, e))?;
         Ok(Image {
+            rootfs: self.unpacked(&digest).join("rootfs"),
+            digest,
+            config: run,
             pulled: true,
-            ..image
         })
     }
 
-    /// The blob's file, fetched unless already stored.
-    async fn blob(&self, repo: &Repository<'_>, d: &Descriptor) -> Result<PathBuf, BlobError> {
-        let dir = self.dir.join("blobs").join("sha256");
+    /// Fetches the config and the layers the node lacks, unpacks them under
+    /// `unpacked/DIGEST`; the image's run config.
+    async fn fetch_and_unpack(
+        &self,
+        pull: &Pull<'_>,
+        digest: &str,
+        config: &Descriptor,
+        layers: &[Descriptor],
+    ) -> Result<RunConfig, PullError> {
+        let blobs = self.dir.join("blobs").join("sha256");
+        let config_path = pull.blob(&blobs, config).await?;
+        let config_bytes = std::fs::read(&config_path).map_err(|e| pull.store(&config_path, e))?;
+        let run = manifest::parse_config(&config_bytes, manifest::this_architecture())
+            .map_err(|e| pull.manifest(e))?;
+        let mut files = Vec::new();
+        for layer in layers {
+            files.push((pull.blob(&blobs, layer).await?, layer.media_type.clone()));
+        }
+        let target = self.unpacked(digest);
+        let (on_disk, at) = (run.clone(), target.clone());
+        tokio::task::spawn_blocking(move || unpack_all(&files, &at, &on_disk))
+            .await
+            .map_err(|e| pull.store(&target, std::io::Error::other(e)))?
+            .map_err(|e| match e {
+                UnpackError::Layer(source) => PullError::Layer {
+                    reference: pull.name.clone(),
+                    source,
+                },
+                UnpackError::Store(path, source) => pull.store(&path, source),
+            })?;
+        Ok(run)
+    }
+}
+
+/// One pull from one repository: every error names the reference and the
+/// registry it came from.
+struct Pull<'a> {
+    name: String,
+    repo: Repository<'a>,
+}
+
+impl Pull<'_> {
+    fn registry(&self, source: RegistryError) -> PullError {
+        PullError::Registry {
+            reference: self.name.clone(),
+            host: self.repo.host.to_owned(),
+            source,
+        }
+    }
+
+    fn manifest(&self, source: ManifestError) -> PullError {
+        PullError::Manifest {
+            reference: self.name.clone(),
+            source,
+        }
+    }
+
+    fn store(&self, path: &Path, source: std::io::Error) -> PullError {
+        PullError::Store {
+            reference: self.name.clone(),
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// The platform manifest `reference` (a tag or a digest) leads to, for
+    /// this node's architecture through an index when there is one: its
+    /// digest, config and layers.
+    async fn resolve(
+        &self,
+        reference: &str,
+    ) -> Result<(String, Descriptor, Vec<Descriptor>), PullError> {
+        let (body, content_type, mut digest) = self
+            .repo
+            .manifest(reference)
+            .await
+            .map_err(|e| self.registry(e))?;
+        let mut answer = manifest::parse(&body, &content_type).map_err(|e| self.manifest(e))?;
+        if let Answer::Index(entries) = &answer {
+            let entry = manifest::pick(entries, manifest::this_architecture())
+                .map_err(|e| self.manifest(e))?;
+            let (body, content_type, entry_digest) = self
+                .repo
+                .manifest(&entry.digest)
+                .await
+                .map_err(|e| self.registry(e))?;
+            answer = manifest::parse(&body, &content_type).map_err(|e| self.manifest(e))?;
+            digest = entry_digest;
+        }
+        match answer {
+            Answer::Manifest { config, layers } => Ok((digest, config, layers)),
+            Answer::Index(_) => Err(self.manifest(ManifestError::Malformed {
+                what: "index",
+                message: "an index entry for this platform is another index".into(),
+            })),
+        }
+    }
+
+    /// The blob's file under `dir`, fetched unless already stored.
+    async fn blob(&self, dir: &Path, d: &Descriptor) -> Result<PathBuf, PullError> {
         let path = dir.join(hex_of(&d.digest));
         if path.exists() {
             return Ok(path);
         }
-        std::fs::create_dir_all(&dir).map_err(|e| BlobError::Store(dir.clone(), e))?;
-        repo.blob_to_file(&d.digest, d.size, &path)
+        std::fs::create_dir_all(dir).map_err(|e| self.store(dir, e))?;
+        self.repo
+            .blob_to_file(&d.digest, d.size, &path)
             .await
-            .map_err(BlobError::Registry)?;
+            .map_err(|e| self.registry(e))?;
         Ok(path)
     }
-}
-
-enum BlobError {
-    Registry(RegistryError),
-    Store(PathBuf, std::io::Error),
 }
 
 enum UnpackError {
