@@ -43,8 +43,8 @@ pub struct Lab {
     /// controller in a pod cannot read the host's files).
     pub served_at: Option<String>,
     pub metrics_port: u16,
-    /// The controller's kubeconfig when not the lab's (lab/api-proxy's).
-    kubeconfig: Option<PathBuf>,
+    /// The controller reaches the API server through lab/api-proxy.
+    via_api_proxy: bool,
     controller: Option<Child>,
     /// Replicas with leader election: identity, HTTP port, process.
     replicas: Vec<(String, u16, Child)>,
@@ -206,7 +206,7 @@ impl Lab {
             repo,
             served_at: None,
             metrics_port,
-            kubeconfig: None,
+            via_api_proxy: false,
             controller: None,
             replicas: Vec::new(),
             controller_env: Vec::new(),
@@ -276,19 +276,13 @@ impl Lab {
                 "FERRY_LOG",
                 std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            // kube-rs's debugging switch makes the host-run binary act as
-            // the controller's service account. These tests start, stop,
-            // restart and fault many controllers a minute, which pods would
-            // slow tenfold; in_cluster.rs runs the install itself.
-            .env(
-                "KUBE_RS_DEBUG_IMPERSONATE_USER",
-                "system:serviceaccount:ferry-system:ferry-controller",
-            )
+            // The binary runs on the host with the service account's own
+            // token: these tests start, stop, restart and fault many
+            // controllers a minute, which pods would slow tenfold;
+            // in_cluster.rs runs the install itself.
+            .env("KUBECONFIG", self.controller_kubeconfig())
             .stdout(Stdio::null())
             .stderr(log);
-        if let Some(kubeconfig) = &self.kubeconfig {
-            command.env("KUBECONFIG", kubeconfig);
-        }
         command.envs(self.controller_env.iter().map(|(k, v)| (k, v)));
         command
     }
@@ -297,13 +291,34 @@ impl Lab {
     /// lab/api-proxy, which `lab/fault api-errors` makes fail; a running
     /// controller is restarted.
     pub fn use_api_proxy(&mut self) {
-        let proxy = lab_dir().join("proxy.kubeconfig");
-        assert!(proxy.exists(), "{} is missing: run lab/up", proxy.display());
-        self.kubeconfig = Some(proxy);
+        self.via_api_proxy = true;
         if self.controller.is_some() {
             self.start_controller();
             self.wait_controller_ready();
         }
+    }
+
+    /// A kubeconfig with a token of the controller's service account
+    /// (`ferry-system/ferry-controller`), to the API server or to
+    /// lab/api-proxy; made once per lab and route.
+    fn controller_kubeconfig(&self) -> PathBuf {
+        let (route, name) = if self.via_api_proxy {
+            ("proxy.kubeconfig", "controller-via-proxy.kubeconfig")
+        } else {
+            ("kubeconfig", "controller.kubeconfig")
+        };
+        let out = self.work.join(name);
+        if !out.exists() {
+            let route = lab_dir().join(route);
+            assert!(route.exists(), "{} is missing: run lab/up", route.display());
+            ferry_lab_testkit::service_account_kubeconfig(
+                &route,
+                "ferry-system",
+                "ferry-controller",
+                &out,
+            );
+        }
+        out
     }
 
     /// Waits until the controller's `/readyz` answers 200 (its first list

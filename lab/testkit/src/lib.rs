@@ -177,3 +177,42 @@ pub fn lab_dir() -> std::path::PathBuf {
                 .join(".cache/ferry/lab")
         })
 }
+
+/// Writes `out`, a kubeconfig that reaches the API server at the address
+/// and with the CA of `kubeconfig` (the lab's, or lab/api-proxy's) and
+/// authenticates as service account `namespace/account` with a bound token
+/// from the TokenRequest API, valid for six hours: a process on the host
+/// then holds exactly the rights the account's RBAC grants, as it would
+/// in a pod.
+pub fn service_account_kubeconfig(
+    kubeconfig: &std::path::Path,
+    namespace: &str,
+    account: &str,
+    out: &std::path::Path,
+) {
+    let kubeconfig = kubeconfig.to_str().expect("a UTF-8 kubeconfig path");
+    let field = |path: &str| {
+        k(&[
+            "--kubeconfig",
+            kubeconfig,
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "--flatten",
+            "-o",
+            &format!("jsonpath={{.clusters[0].cluster.{path}}}"),
+        ])
+    };
+    let server = field("server");
+    let ca = field("certificate-authority-data");
+    let token = k(&["create", "token", account, "-n", namespace, "--duration=6h"]);
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: {server}\n    \
+         certificate-authority-data: {ca}\nusers:\n- name: {account}\n  user:\n    token: {token}\n\
+         contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: {account}\n\
+         current-context: lab\n",
+        token = token.trim()
+    );
+    std::fs::write(out, text).expect("the kubeconfig is written");
+}
