@@ -555,3 +555,73 @@ fn an_environment_deleted_without_prune_orphans_its_objects() {
     assert!(lab.get("configmap", "settings").is_some(), "{}", lab.log());
     assert!(lab.get("deployment", "web").is_some());
 }
+
+/// The sum of the samples of `metric` in a Prometheus text exposition.
+fn metric_sum(text: &str, metric: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The cache of owned objects (controller/src/cluster/owned.rs): a
+/// reconcile asked for with nothing to change makes at most two requests
+/// (the Environment read fresh, and its status written because the
+/// request was handled), and a hand edit wakes its Environment, so it is
+/// set back within seconds at an interval of ten minutes.
+#[test]
+fn a_quiet_reconcile_is_nearly_free_and_a_hand_edit_wakes_its_environment() {
+    if !lab_enabled("a_quiet_reconcile_is_nearly_free_and_a_hand_edit_wakes_its_environment") {
+        return;
+    }
+    let mut lab = Lab::new("safe-cache", "ctrl-test");
+    let first = lab.commit("first");
+    lab.start_controller();
+    lab.environment("test", "\n  interval: 10m");
+    lab.wait_applied("test", &first);
+    wait_until("Ready", Duration::from_secs(60), || {
+        condition(&lab.status("test"), "Ready").0 == "True"
+    });
+    let reconciles = || metric_sum(&lab.metrics(), "ferry_reconcile_duration_seconds_count");
+    let requests = || metric_sum(&lab.metrics(), "ferry_api_requests_total");
+    let quiet_reconcile = || {
+        let before = reconciles();
+        lab.reconcile_now("test");
+        wait_until("the reconcile asked for", Duration::from_secs(30), || {
+            reconciles() > before
+        });
+        // Its Events and status write are counted once they are done.
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // The first may read objects the cluster's own controllers touched
+    // since the apply (a Deployment's revision annotation).
+    quiet_reconcile();
+    let (before, counted) = (requests(), reconciles());
+    for _ in 0..3 {
+        quiet_reconcile();
+    }
+    let per_reconcile = (requests() - before) / (reconciles() - counted);
+    assert!(
+        per_reconcile <= 2.0,
+        "a reconcile with nothing to change made {per_reconcile} requests\n{}",
+        lab.log()
+    );
+
+    let ns = lab.target.clone();
+    let edited = std::time::Instant::now();
+    k(&["scale", "deployment", "web", "-n", &ns, "--replicas=3"]);
+    wait_until(
+        "the hand edit to be set back without a reconcile asked for",
+        Duration::from_secs(10),
+        || {
+            lab.get("deployment", "web")
+                .is_some_and(|d| d["spec"]["replicas"] == 1)
+        },
+    );
+    eprintln!("a hand edit set back in {:?}", edited.elapsed());
+    wait_until("the DriftCorrected Event", Duration::from_secs(30), || {
+        let events = lab.events("test");
+        events.contains("DriftCorrected") && events.contains("spec.replicas")
+    });
+    lab.stop_controller();
+}

@@ -18,6 +18,7 @@ pub fn diff(path: &std::path::Path, revision: Option<&str>) -> anyhow::Result<bo
         // As `kubectl diff --server-side --force-conflicts`: show what git
         // would set even where another manager owns the field.
         let options = plan::PlanOptions {
+            remembering: None,
             force: true,
             owner: None,
         };

@@ -25,6 +25,7 @@ pub fn sync(path: &Path, revision: Option<&str>, force: bool) -> anyhow::Result<
                     force,
                     prune: false,
                     owner: None,
+                    remembering: None,
                 },
             )
             .await?,

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::cluster::discovery::Resolver;
 use crate::cluster::drift::Drift;
+use crate::cluster::owned::Remembering;
 use crate::cluster::ownership::{self, PruneVerdict};
 use crate::cluster::plan::{Action, Plan};
 use crate::cluster::ssa::{FIELD_MANAGER, managers};
@@ -107,12 +108,15 @@ fn request(verb: &'static str, object: &ObjectRef) -> impl FnOnce(kube::Error) -
 }
 
 /// Applies `plan`; prunes only when `prune`, and only objects labelled for
-/// `owner` (without an owner nothing is pruned).
+/// `owner` (without an owner nothing is pruned). With `remembering`, the
+/// cache of owned objects learns what each apply left and forgets what
+/// was pruned.
 pub async fn apply(
     resolver: &mut Resolver,
     plan: &Plan,
     prune: bool,
     owner: Option<&str>,
+    remembering: Option<Remembering<'_>>,
 ) -> Result<Applied, ApplyError> {
     let mut changes: Vec<_> = plan.changes.iter().collect();
     changes.sort_by_key(|c| (apply_rank(&c.object.kind), c.object.clone()));
@@ -123,7 +127,10 @@ pub async fn apply(
         let object = &change.object;
         match (change.action, &change.desired) {
             (Action::Create | Action::Update, Some(desired)) => {
-                apply_one(resolver, object, desired, change.force).await?;
+                let live = apply_one(resolver, object, desired, change.force).await?;
+                if let (Some(r), Some(hash)) = (remembering, change.remember) {
+                    r.remember(object, hash, &live);
+                }
                 if change.action == Action::Create {
                     applied.created += 1;
                 } else {
@@ -144,6 +151,9 @@ pub async fn apply(
             applied.inventory.push(object.clone());
             continue;
         };
+        if let Some(r) = remembering {
+            r.cache.forget(r.owner, object);
+        }
         match prune_one(resolver, object, owner).await? {
             Pruned::Deleted => applied.pruned += 1,
             Pruned::Released => applied.released += 1,
@@ -154,13 +164,14 @@ pub async fn apply(
     Ok(applied)
 }
 
-/// Server-side applies one object; a conflict names the other managers.
+/// Server-side applies one object, and returns it as applied; a conflict
+/// names the other managers.
 async fn apply_one(
     resolver: &mut Resolver,
     object: &ObjectRef,
     desired: &Value,
     force: bool,
-) -> Result<(), ApplyError> {
+) -> Result<Value, ApplyError> {
     let api = resolver
         .api(object)
         .await
@@ -171,7 +182,7 @@ async fn apply_one(
         .patch(&object.name, &params, &Patch::Apply(desired))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(applied) => Ok(serde_json::to_value(applied).unwrap_or_default()),
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let live = api.get_opt(&object.name).await.ok().flatten();
             let live = live

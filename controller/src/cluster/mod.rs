@@ -9,6 +9,7 @@ pub mod client;
 pub mod discovery;
 pub mod drift;
 pub mod leadership;
+pub mod owned;
 pub mod ownership;
 pub mod plan;
 pub mod ssa;

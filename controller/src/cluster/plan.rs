@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::cluster::discovery::{DefinedKind, Resolver, defined_kinds};
 use crate::cluster::drift::{self, Drift};
+use crate::cluster::owned::Remembering;
 use crate::cluster::ownership::{self, Ownership, SsaPolicy};
 use crate::cluster::ssa::{FIELD_MANAGER, managers};
 use crate::crd::reason;
@@ -62,6 +63,9 @@ pub struct Change {
     pub force: bool,
     /// Fields git sets that another manager changed (see [`crate::cluster::drift`]).
     pub drift: Vec<Drift>,
+    /// The hash the cache of owned objects remembers the desired object
+    /// by, once applied ([`crate::cluster::owned`]).
+    pub remember: Option<u64>,
 }
 
 /// All changes, in the order they would be applied.
@@ -163,6 +167,10 @@ pub struct PlanOptions<'a> {
     /// The owning Environment's label value ([`crate::cluster::ownership`]); `None`
     /// for the command line, which neither labels nor checks owners.
     pub owner: Option<&'a str>,
+    /// The cache of owned objects, for the controller: an object exactly
+    /// as this Environment left it for the same desired object is planned
+    /// unchanged without a request.
+    pub remembering: Option<Remembering<'a>>,
 }
 
 /// Plans `desired` (with the file each came from) against the cluster;
@@ -187,7 +195,7 @@ pub async fn plan(
     options: PlanOptions<'_>,
 ) -> Result<Plan, PlanError> {
     let context = Planning {
-        new_namespaces: missing_namespaces(resolver, desired).await?,
+        new_namespaces: missing_namespaces(resolver, desired, options.remembering).await?,
         new_kinds: defined_kinds(desired),
         inventory,
         options,
@@ -232,6 +240,7 @@ fn unvalidated(id: &ObjectRef, object: &Value, options: PlanOptions<'_>) -> Chan
         validated: false,
         force: options.force,
         drift: Vec::new(),
+        remember: None,
     }
 }
 
@@ -285,22 +294,23 @@ async fn plan_object(
             });
         }
     };
-    let live = read_live(&api, &id).await?;
     let in_inventory = context.inventory.iter().any(|i| i.same_object(&id));
+    let remembering = options.remembering.map(|r| {
+        let hash = r.cache.desired(object, options.force, in_inventory);
+        (r, hash)
+    });
+    if let Some((r, hash)) = remembering
+        && policy == SsaPolicy::Override
+        && let Ok((resource, _)) = resolver.resolve(&id).await
+        && r.cache.unchanged(&resource, &id, r.owner, hash)
+    {
+        return Ok(Some(unchanged(id, Some(hash))));
+    }
+    let live = read_live(&api, &id).await?;
     let (ownership, object) = claim(object, live.as_ref(), options, in_inventory, &id, origin)?;
     match (policy, &live) {
         (SsaPolicy::Ignore, _) => return Ok(None),
-        (SsaPolicy::IfNotPresent, Some(_)) => {
-            return Ok(Some(Change {
-                object: id,
-                action: Action::Unchanged,
-                diff: String::new(),
-                desired: None,
-                validated: true,
-                force: false,
-                drift: Vec::new(),
-            }));
-        }
+        (SsaPolicy::IfNotPresent, Some(_)) => return Ok(Some(unchanged(id, None))),
         _ => {}
     }
     let force = options.force || matches!(ownership, Ownership::Ours { .. });
@@ -318,6 +328,9 @@ async fn plan_object(
         Some(_) => Action::Update,
     };
     let diff = unified_diff(&id, &before, &after);
+    if let (Some((r, hash)), Action::Unchanged, Some(live)) = (remembering, action, &live) {
+        r.remember(&id, hash, live);
+    }
     Ok(Some(Change {
         object: id,
         action,
@@ -330,7 +343,27 @@ async fn plan_object(
         } else {
             Vec::new()
         },
+        // Objects left to people after their creation are not watched
+        // for them.
+        remember: remembering
+            .filter(|_| policy == SsaPolicy::Override)
+            .map(|(_, hash)| hash),
     }))
+}
+
+/// An object left as it is: `IfNotPresent` and present, or exactly as
+/// this Environment left it for the same desired object (`remember`).
+fn unchanged(object: ObjectRef, remember: Option<u64>) -> Change {
+    Change {
+        object,
+        action: Action::Unchanged,
+        diff: String::new(),
+        desired: None,
+        validated: true,
+        force: false,
+        drift: Vec::new(),
+        remember,
+    }
 }
 
 /// Whose the object is now, and the object as ferry applies it (labelled
@@ -458,6 +491,7 @@ async fn plan_prune(
         validated: true,
         force: false,
         drift: Vec::new(),
+        remember: None,
     }))
 }
 
@@ -475,10 +509,12 @@ async fn read_live(api: &Api<DynamicObject>, id: &ObjectRef) -> Result<Option<Va
 }
 
 /// Namespaces that desired objects live in, that are created by a desired
-/// Namespace object and do not exist yet.
+/// Namespace object and do not exist yet (one the cache of owned objects
+/// holds is not read).
 async fn missing_namespaces(
     resolver: &mut Resolver,
     desired: &[(Value, String)],
+    remembering: Option<Remembering<'_>>,
 ) -> Result<Vec<String>, PlanError> {
     let mut missing = Vec::new();
     for (object, _) in desired {
@@ -494,6 +530,12 @@ async fn missing_namespaces(
                 object: id.clone(),
                 source,
             })?;
+        if let Some(r) = remembering
+            && let Ok((resource, _)) = resolver.resolve(&id).await
+            && r.cache.exists(&resource, &id)
+        {
+            continue;
+        }
         if read_live(&api, &id).await?.is_none() {
             missing.push(id.name.clone());
         }

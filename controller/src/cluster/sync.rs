@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::cluster::apply::{self, Applied, ApplyError};
 use crate::cluster::discovery::Resolver;
+use crate::cluster::owned::Remembering;
 use crate::cluster::plan::{self, Plan, PlanError, PlanOptions};
 use crate::crd::reason;
 use crate::failure::FailureClass;
@@ -69,6 +70,9 @@ pub struct SyncOptions<'a> {
     /// The owning Environment ([`crate::cluster::ownership::owner_id`]); `None` for
     /// the command line: no labels, no ownership checks, no prune.
     pub owner: Option<&'a str>,
+    /// The cache of owned objects ([`crate::cluster::owned`]); `None` for
+    /// the command line.
+    pub remembering: Option<Remembering<'a>>,
 }
 
 fn is_staged(object: &ObjectRef) -> bool {
@@ -87,6 +91,7 @@ pub async fn plan_and_apply(
     let plan_options = PlanOptions {
         force: options.force,
         owner: options.owner,
+        remembering: options.remembering,
     };
     let mut plan = plan::plan(resolver, desired, inventory, plan_options).await?;
     let mut staged = Applied::default();
@@ -99,7 +104,7 @@ pub async fn plan_and_apply(
                 .cloned()
                 .collect(),
         };
-        staged = apply::apply(resolver, &first, false, options.owner).await?;
+        staged = apply::apply(resolver, &first, false, options.owner, options.remembering).await?;
         for change in first
             .changes
             .iter()
@@ -110,7 +115,14 @@ pub async fn plan_and_apply(
         plan = plan::plan(resolver, desired, inventory, plan_options).await?;
     }
     let planned = Instant::now();
-    let mut applied = apply::apply(resolver, &plan, options.prune, options.owner).await?;
+    let mut applied = apply::apply(
+        resolver,
+        &plan,
+        options.prune,
+        options.owner,
+        options.remembering,
+    )
+    .await?;
     // What was created first shows up again as unchanged.
     applied.created += staged.created;
     applied.updated += staged.updated;

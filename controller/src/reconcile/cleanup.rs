@@ -45,11 +45,13 @@ pub async fn cleanup(env: &Environment, ctx: &Context) -> Result<Action, Reconci
                 validated: true,
                 force: false,
                 drift: Vec::new(),
+                remember: None,
             })
             .collect(),
     };
     let owner = owner_of(env);
-    let applied = apply::apply(&mut resolver, &plan, true, Some(&owner))
+    ctx.owned.forget_environment(&owner);
+    let applied = apply::apply(&mut resolver, &plan, true, Some(&owner), None)
         .await
         .map_err(|e| ReconcileError::Cleanup {
             name: name.clone(),

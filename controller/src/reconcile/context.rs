@@ -12,6 +12,7 @@ use kube::{Client, ResourceExt};
 use crate::cluster::client::guarded;
 use crate::cluster::discovery::DiscoveryCache;
 use crate::cluster::leadership::Leadership;
+use crate::cluster::owned::{OwnedObjects, Woken};
 use crate::cluster::ownership;
 use crate::crd::Environment;
 use crate::github::Reporter;
@@ -42,23 +43,29 @@ pub struct Context {
     /// When git's head was last looked at while a release was judged, by
     /// `namespace/name` ([`super::machine::head_due`]).
     pub heads: Mutex<HashMap<String, Instant>>,
+    /// What ferry owns in the cluster, as its watches see it: spares the
+    /// requests of planning objects left as they were, and wakes an
+    /// Environment when one of its objects is edited.
+    pub owned: OwnedObjects,
 }
 
 impl Context {
     /// The context of the reconciles, with the controller's own client,
     /// which (as every client made here) writes only while `leadership`
-    /// holds.
+    /// holds; and the stream of Environments whose objects someone else
+    /// changed ([`OwnedObjects`]).
     pub fn new(
         config: kube::Config,
         leadership: Leadership,
         cache_dir: PathBuf,
         metrics: Arc<Metrics>,
         public_url: Option<String>,
-    ) -> Result<Self, kube::Error> {
+    ) -> Result<(Self, futures::channel::mpsc::UnboundedReceiver<Woken>), kube::Error> {
         let client = guarded(config.clone(), metrics.clone(), leadership.clone())?;
+        let (owned, woken) = OwnedObjects::new(client.clone());
         let recorder = Recorder::new(client.clone(), "ferry-controller".into());
         let github = Reporter::start(client.clone(), public_url, metrics.clone());
-        Ok(Context {
+        let context = Context {
             client,
             config,
             cache: Cache::new(&cache_dir),
@@ -71,7 +78,9 @@ impl Context {
             github,
             discovery: Default::default(),
             heads: Default::default(),
-        })
+            owned,
+        };
+        Ok((context, woken))
     }
 
     /// Seconds since git's head was looked at for `key` while judging.

@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use crate::cluster::discovery::{Resolver, scopes};
+use crate::cluster::owned::Remembering;
 use crate::cluster::sync::{self, SyncOptions};
 use crate::cluster::target;
 use crate::crd::{Environment, EnvironmentStatus, Placement, reason};
@@ -73,10 +74,19 @@ pub async fn apply_desired(
         .map(|s| s.inventory.clone())
         .unwrap_or_default();
     let owner = owner_of(env);
+    let environment = (
+        kube::ResourceExt::namespace(env).unwrap_or_default(),
+        kube::ResourceExt::name_any(env),
+    );
     let options = SyncOptions {
         force: spec.force,
         prune: spec.prune,
         owner: Some(&owner),
+        remembering: Some(Remembering {
+            cache: &ctx.owned,
+            environment: &environment,
+            owner: &owner,
+        }),
     };
     match sync::plan_and_apply(&mut resolver, &desired, &inventory, options).await {
         Ok((applied, timings)) => {

@@ -36,7 +36,9 @@ pub async fn run(
     api: &Api<Environment>,
 ) -> Result<Action, ReconcileError> {
     let started = Instant::now();
-    let trigger = trigger(env, ctx.first_since_start(env));
+    let (ns, name) = (env.namespace().unwrap_or_default(), env.name_any());
+    let changed = ctx.owned.take_change(&(ns.clone(), name.clone()));
+    let trigger = trigger(env, ctx.first_since_start(env), changed.as_deref());
     let before = env.status.clone().unwrap_or_default();
     let interval = parse_interval(&env.spec.interval).map(|i| i.max(MIN_INTERVAL));
     // With the Environment as the step's own status patch left it, if any.
@@ -73,7 +75,6 @@ pub async fn run(
     // status never shows an entry the log lacks; when it cannot be, the
     // status is not written either, and the step is done again (what was
     // sealed already is not sealed twice).
-    let (ns, name) = (env.namespace().unwrap_or_default(), env.name_any());
     let sealed = record_history(env, ctx, &outcome, &trigger, &before)
         .await
         .map_err(|source| ReconcileError::History {

@@ -15,8 +15,9 @@ pub fn requested(env: &Environment, status: &EnvironmentStatus) -> bool {
 }
 
 /// The trigger of a reconcile of `env`; `first_since_start`: whether the
-/// controller has not reconciled it since it started.
-pub fn trigger(env: &Environment, first_since_start: bool) -> String {
+/// controller has not reconciled it since it started; `changed`: the
+/// object whose change in the cluster (by someone else) woke it.
+pub fn trigger(env: &Environment, first_since_start: bool, changed: Option<&str>) -> String {
     let status = env.status.clone().unwrap_or_default();
     let annotation = |key: &str| env.annotations().get(key).cloned();
     let requested = requested(env, &status);
@@ -35,6 +36,8 @@ pub fn trigger(env: &Environment, first_since_start: bool) -> String {
             Some(by) => return format!("webhook: {by}"),
             None => "requested",
         }
+    } else if let Some(object) = changed {
+        return format!("changed in the cluster: {object}");
     } else if first_since_start {
         "start"
     } else {
@@ -75,14 +78,22 @@ mod tests {
 
     #[test]
     fn each_trigger_is_told_apart() {
-        assert_eq!(trigger(&environment(&[], seen()), false), "interval");
-        assert_eq!(trigger(&environment(&[], seen()), true), "start");
+        assert_eq!(trigger(&environment(&[], seen()), false, None), "interval");
+        assert_eq!(trigger(&environment(&[], seen()), true, None), "start");
         assert_eq!(
-            trigger(&environment(&[], EnvironmentStatus::default()), false),
+            trigger(
+                &environment(&[], seen()),
+                true,
+                Some("Deployment.apps a/web")
+            ),
+            "changed in the cluster: Deployment.apps a/web"
+        );
+        assert_eq!(
+            trigger(&environment(&[], EnvironmentStatus::default()), false, None),
             "spec"
         );
         assert_eq!(
-            trigger(&environment(&[(RETRY, "1")], seen()), false),
+            trigger(&environment(&[(RETRY, "1")], seen()), false, None),
             "retry"
         );
         let handled = EnvironmentStatus {
@@ -90,11 +101,11 @@ mod tests {
             ..seen()
         };
         assert_eq!(
-            trigger(&environment(&[(RETRY, "1")], handled), false),
+            trigger(&environment(&[(RETRY, "1")], handled), false, None),
             "interval"
         );
         assert_eq!(
-            trigger(&environment(&[(REQUESTED_AT, "t1")], seen()), false),
+            trigger(&environment(&[(REQUESTED_AT, "t1")], seen()), false, None),
             "requested"
         );
         let pushed = [
@@ -102,7 +113,7 @@ mod tests {
             (REQUESTED_BY, "t1 github push by ada (delivery 72d3)"),
         ];
         assert_eq!(
-            trigger(&environment(&pushed, seen()), false),
+            trigger(&environment(&pushed, seen()), false, None),
             "webhook: github push by ada (delivery 72d3)"
         );
         // A name tied to an older stamp is not this push's.
@@ -110,7 +121,10 @@ mod tests {
             (REQUESTED_AT, "t2"),
             (REQUESTED_BY, "t1 github push by ada"),
         ];
-        assert_eq!(trigger(&environment(&stale, seen()), false), "requested");
+        assert_eq!(
+            trigger(&environment(&stale, seen()), false, None),
+            "requested"
+        );
         let judging = EnvironmentStatus {
             rollout: Some(Rollout {
                 revision: "main@sha1:a".into(),
@@ -119,7 +133,7 @@ mod tests {
             ..seen()
         };
         assert_eq!(
-            trigger(&environment(&[(RETRY, "1")], judging), false),
+            trigger(&environment(&[(RETRY, "1")], judging), false, None),
             "gate"
         );
     }

@@ -73,13 +73,14 @@ pub async fn run(
         Some(_) => Leadership::elected(),
         None => Leadership::unelected(),
     };
-    let context = Arc::new(Context::new(
+    let (context, woken) = Context::new(
         config,
         leadership.clone(),
         cache_dir,
         metrics.clone(),
         tuning.public_url,
-    )?);
+    )?;
+    let context = Arc::new(context);
     let environments: Api<Environment> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -137,7 +138,7 @@ pub async fn run(
     }
     let lost = leading.wait_for(|l| !*l);
     tokio::select! {
-        _ = reconcile_all(environments, selected, context, tuning.concurrency) => {}
+        _ = reconcile_all(environments, selected, context, woken, tuning.concurrency) => {}
         _ = lost => {
             // Another replica may lead now: stop at once rather than
             // reconcile beside it; the pod restarts as a follower.
@@ -257,13 +258,16 @@ async fn serve(
     })
 }
 
-/// The reconcile loop: on spec changes (generation) and on a request
-/// through the annotation, not on our own status writes; the interval
-/// requeue covers new commits. Ends on SIGINT/SIGTERM.
+/// The reconcile loop: on spec changes (generation), on a request
+/// through the annotation, and when someone else changes an object an
+/// Environment applied (`woken`, from the cache of owned objects); not on
+/// our own status writes; the interval requeue covers new commits. Ends
+/// on SIGINT/SIGTERM.
 async fn reconcile_all(
     environments: Api<Environment>,
     selected: watcher::Config,
     context: Arc<Context>,
+    woken: futures::channel::mpsc::UnboundedReceiver<crate::cluster::owned::Woken>,
     concurrency: u16,
 ) {
     let (reader, writer) = reflector::store();
@@ -274,6 +278,9 @@ async fn reconcile_all(
         .predicate_filter(spec_or_request, Default::default());
     Controller::for_stream(changes, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .reconcile_on(woken.map(|(namespace, name)| {
+            kube::runtime::reflector::ObjectRef::new(&name).within(&namespace)
+        }))
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| async move {
