@@ -61,6 +61,8 @@ fn counted(
         metrics.record_api_request(request.method().as_str());
         if !reads_only(request.method()) {
             tracing::debug!(method = %request.method(), uri = %request.uri(), "API write");
+        } else {
+            tracing::trace!(method = %request.method(), uri = %request.uri(), "API read");
         }
         request
     })

@@ -53,6 +53,12 @@ pub type Woken = (String, String);
 /// names them all.
 pub const WAKE_AFTER: Duration = Duration::from_millis(1500);
 
+/// Annotations the cluster's own controllers write on objects ferry
+/// applies, right after each apply: not a hand edit, and not a field git
+/// sets, so not part of a fingerprint (each would wake the Environment
+/// and cost a read after every release).
+const WRITTEN_BY_THE_CLUSTER: &[&str] = &["deployment.kubernetes.io/revision"];
+
 /// What ferry remembers of an object it planned or applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Seen {
@@ -171,9 +177,10 @@ impl OwnedObjects {
     }
 
     /// What can change in `live` by hand, hashed: the object without its
-    /// status, apiVersion and kind (list items lack them) and the fields
-    /// the server sets for itself (resourceVersion, managedFields,
-    /// generation), with its uid (deleted and created again is a change).
+    /// status, apiVersion and kind (list items lack them), the fields the
+    /// server sets for itself (resourceVersion, managedFields, generation)
+    /// and the annotations its controllers write, with its uid (deleted
+    /// and created again is a change).
     pub fn fingerprint(&self, live: &Value) -> u64 {
         let uid = live
             .pointer("/metadata/uid")
@@ -185,14 +192,34 @@ impl OwnedObjects {
             map.remove("apiVersion");
             map.remove("kind");
         }
+        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            if let Some(annotations) = metadata
+                .get_mut("annotations")
+                .and_then(Value::as_object_mut)
+            {
+                for key in WRITTEN_BY_THE_CLUSTER {
+                    annotations.remove(*key);
+                }
+            }
+            // None left is the same as none at all.
+            if metadata
+                .get("annotations")
+                .and_then(Value::as_object)
+                .is_some_and(|a| a.is_empty())
+            {
+                metadata.remove("annotations");
+            }
+        }
         let bytes = serde_json::to_vec(&object).unwrap_or_default();
         self.shared.hasher.hash_one((bytes, uid))
     }
 
     /// The hash of a desired object with what else decides its apply.
-    pub fn desired(&self, object: &Value, force: bool, in_inventory: bool) -> u64 {
+    /// (Whether it is in the inventory does not: an answer from the cache
+    /// needs the object labelled for its Environment, which decides alone.)
+    pub fn desired(&self, object: &Value, force: bool) -> u64 {
         let bytes = serde_json::to_vec(object).unwrap_or_default();
-        self.shared.hasher.hash_one((bytes, force, in_inventory))
+        self.shared.hasher.hash_one((bytes, force))
     }
 
     /// Whether `object` of Environment `owner` is exactly as ferry left it
@@ -490,6 +517,9 @@ mod tests {
         let mut again = deployment(2, "14", json!({}));
         again["metadata"]["uid"] = "u-2".into();
         assert_ne!(base, owned.fingerprint(&again), "deleted and made again");
+        let mut revised = deployment(2, "15", json!({}));
+        revised["metadata"]["annotations"] = json!({"deployment.kubernetes.io/revision": "2"});
+        assert_eq!(base, owned.fingerprint(&revised), "the cluster's own mark");
         let mut labelled = deployment(2, "15", json!({}));
         labelled["metadata"]["labels"][ENVIRONMENT_LABEL] = "sys.prod".into();
         assert_ne!(base, owned.fingerprint(&labelled));

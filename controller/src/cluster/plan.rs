@@ -296,7 +296,7 @@ async fn plan_object(
     };
     let in_inventory = context.inventory.iter().any(|i| i.same_object(&id));
     let remembering = options.remembering.map(|r| {
-        let hash = r.cache.desired(object, options.force, in_inventory);
+        let hash = r.cache.desired(object, options.force);
         (r, hash)
     });
     if let Some((r, hash)) = remembering
