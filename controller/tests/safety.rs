@@ -556,14 +556,6 @@ fn an_environment_deleted_without_prune_orphans_its_objects() {
     assert!(lab.get("deployment", "web").is_some());
 }
 
-/// The sum of the samples of `metric` in a Prometheus text exposition.
-fn metric_sum(text: &str, metric: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// The cache of owned objects (controller/src/cluster/owned.rs): a
 /// reconcile asked for with nothing to change makes at most two requests
 /// (the Environment read fresh, and its status written because the
@@ -582,8 +574,8 @@ fn a_quiet_reconcile_is_nearly_free_and_a_hand_edit_wakes_its_environment() {
     wait_until("Ready", Duration::from_secs(60), || {
         condition(&lab.status("test"), "Ready").0 == "True"
     });
-    let reconciles = || metric_sum(&lab.metrics(), "ferry_reconcile_duration_seconds_count");
-    let requests = || metric_sum(&lab.metrics(), "ferry_api_requests_total");
+    let reconciles = || lab.metric("ferry_reconcile_duration_seconds_count");
+    let requests = || lab.metric("ferry_api_requests_total");
     let quiet_reconcile = || {
         let before = reconciles();
         lab.reconcile_now("test");

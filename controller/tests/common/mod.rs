@@ -621,6 +621,16 @@ impl Lab {
     }
 
     /// GET `path` from the controller's HTTP port, as JSON.
+    /// The sum of the samples of `metric` (all its labels) the controller
+    /// exposes now.
+    pub fn metric(&self, metric: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn http(&self, path: &str) -> Value {
         let out = Command::new("curl")
             .args([
