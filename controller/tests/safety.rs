@@ -333,6 +333,25 @@ subjects: [{{kind: ServiceAccount, name: ferry-deployer, namespace: {sys}}}]\n",
     let gadget = get(&["gadget.safe-crd.ferry.dev", "-n", &lab.target, "g"])
         .expect("the Gadget was applied");
     assert_eq!(gadget["spec"]["size"], 3);
+    // The controller may not list Gadgets (its ClusterRole names the
+    // usual kinds): its cache asks once, not at every plan, and the
+    // Gadget is read at each plan instead.
+    for _ in 0..3 {
+        let before = lab.metric("ferry_reconcile_duration_seconds_count");
+        lab.reconcile_now("test");
+        wait_until("the reconcile asked for", Duration::from_secs(30), || {
+            lab.metric("ferry_reconcile_duration_seconds_count") > before
+        });
+    }
+    let refusals = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("may not list this kind") && l.contains("Gadget"))
+            .count()
+    };
+    wait_until("the refusal to be logged", Duration::from_secs(10), || {
+        refusals(&lab.log()) > 0
+    });
+    assert_eq!(refusals(&lab.log()), 1, "{}", lab.log());
     // Deleting the Environment deletes the Gadget, then the CRD.
     lab.delete_environment("test");
     wait_until("the CRD to be pruned", Duration::from_secs(30), || {

@@ -59,6 +59,10 @@ pub const WAKE_AFTER: Duration = Duration::from_millis(1500);
 /// and cost a read after every release).
 const WRITTEN_BY_THE_CLUSTER: &[&str] = &["deployment.kubernetes.io/revision"];
 
+/// A kind the controller may not list is asked again this long after,
+/// not at every plan (its RBAC may have been granted meanwhile).
+const REFUSED_FOR: Duration = Duration::from_secs(600);
+
 /// What ferry remembers of an object it planned or applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Seen {
@@ -80,6 +84,8 @@ struct KindState {
     /// Listed and watching: absent objects are absent, present ones as
     /// they are now.
     synced: bool,
+    /// When the API server refused to list the kind (403).
+    refused_at: Option<std::time::Instant>,
     objects: HashMap<Place, Entry>,
     /// The listing in progress (after a watch restart).
     listing: Option<HashMap<Place, Entry>>,
@@ -331,10 +337,13 @@ impl OwnedObjects {
     fn watch(&self, resource: &ApiResource, object: &ObjectRef) -> Arc<Mutex<KindState>> {
         let kind = kind_of(object);
         let mut kinds = lock(&self.shared.kinds);
-        if let Some(watch) = kinds.get(&kind)
-            && !watch.task.is_finished()
-        {
-            return watch.state.clone();
+        if let Some(watch) = kinds.get(&kind) {
+            let refused = lock(&watch.state)
+                .refused_at
+                .is_some_and(|at| at.elapsed() < REFUSED_FOR);
+            if refused || !watch.task.is_finished() {
+                return watch.state.clone();
+            }
         }
         let state = Arc::new(Mutex::new(KindState::default()));
         let api: Api<DynamicObject> = Api::all_with(self.shared.client.clone(), resource);
@@ -407,6 +416,7 @@ async fn feed(
                 let refused = matches!(&e, watcher::Error::InitialListFailed(kube::Error::Api(s))
                     | watcher::Error::WatchStartFailed(kube::Error::Api(s)) if s.code == 403);
                 if refused {
+                    state.refused_at = Some(std::time::Instant::now());
                     tracing::info!(kind = ?kind, error = %e, "the controller may not list this kind: its objects are read one by one at each plan (grant list and watch in environments/controller/rbac.yaml to spare the requests)");
                     return;
                 }
