@@ -262,6 +262,22 @@ fn custom(object: &Value) -> ObjectHealth {
     }
 }
 
+/// Whether [`object_health`] can find an object of this kind anything but
+/// Healthy: the others (ConfigMaps, ServiceAccounts, Ingresses, RBAC...)
+/// are Healthy whatever they hold, so a look at a release need not read
+/// them.
+pub fn judged_by_state(id: &ObjectRef) -> bool {
+    match (id.group.as_str(), id.kind.as_str()) {
+        ("apps", "Deployment" | "StatefulSet" | "DaemonSet") | ("batch", "Job") => true,
+        ("", "PersistentVolumeClaim" | "Service") => true,
+        (group, _) => {
+            !group.is_empty()
+                && !group.ends_with(".k8s.io")
+                && !matches!(group, "apps" | "batch" | "policy" | "autoscaling")
+        }
+    }
+}
+
 /// The health of one live object, by kind.
 pub fn object_health(object: &Value) -> ObjectHealth {
     let id = ObjectRef::of(object);
@@ -556,6 +572,92 @@ pub fn assess(
 
 #[cfg(test)]
 mod tests {
+    mod not_judged_by_state {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn kinds() -> impl Strategy<Value = (String, String)> {
+            let groups = [
+                "",
+                "apps",
+                "batch",
+                "policy",
+                "autoscaling",
+                "networking.k8s.io",
+                "rbac.authorization.k8s.io",
+                "example.com",
+                "ferry.dev",
+            ];
+            let kinds = [
+                "Deployment",
+                "StatefulSet",
+                "DaemonSet",
+                "Job",
+                "CronJob",
+                "Service",
+                "PersistentVolumeClaim",
+                "ConfigMap",
+                "Namespace",
+                "Ingress",
+                "Role",
+                "Widget",
+            ];
+            (
+                prop::sample::select(groups.to_vec()),
+                prop::sample::select(kinds.to_vec()),
+            )
+                .prop_map(|(g, k)| (g.to_owned(), k.to_owned()))
+        }
+
+        fn states() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                "[A-Za-z]{0,8}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                    prop::collection::btree_map(
+                        prop::sample::select(vec![
+                            "type",
+                            "status",
+                            "conditions",
+                            "phase",
+                            "loadBalancer",
+                            "ingress",
+                            "replicas",
+                            "observedGeneration"
+                        ]),
+                        inner,
+                        0..4,
+                    )
+                    .prop_map(|m| Value::Object(
+                        m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                    )),
+                ]
+            })
+        }
+
+        proptest! {
+            /// A look may leave out what this says is not judged by its
+            /// state: whatever such an object holds, it is Healthy.
+            #[test]
+            fn an_object_not_judged_by_state_is_healthy_whatever_it_holds(
+                (group, kind) in kinds(), spec in states(), status in states(),
+            ) {
+                let api_version = if group.is_empty() { "v1".to_owned() } else { format!("{group}/v1") };
+                let object = serde_json::json!({"apiVersion": api_version, "kind": kind,
+                    "metadata": {"name": "x", "namespace": "n", "generation": 2},
+                    "spec": spec, "status": status});
+                if !judged_by_state(&ObjectRef::of(&object)) {
+                    prop_assert_eq!(object_health(&object), ObjectHealth::Healthy);
+                }
+            }
+        }
+    }
+
     use super::*;
     use serde_json::json;
 

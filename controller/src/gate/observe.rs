@@ -28,7 +28,9 @@ pub struct Observation {
     pub pods: Vec<Value>,
 }
 
-/// Reads the live objects of `inventory`, and the ReplicaSets and pods of
+/// Reads the live objects of `inventory` that health is judged by
+/// ([`health::judged_by_state`]: a ConfigMap or an Ingress is Healthy
+/// whatever it holds, and is not read), and the ReplicaSets and pods of
 /// the namespaces that hold workloads.
 pub async fn observe(
     resolver: &mut Resolver,
@@ -37,7 +39,7 @@ pub async fn observe(
 ) -> Result<Observation, kube::Error> {
     let mut observation = Observation::default();
     let mut namespaces = BTreeSet::new();
-    for object in inventory {
+    for object in inventory.iter().filter(|o| health::judged_by_state(o)) {
         let api = match resolver.api(object).await {
             Ok(api) => api,
             Err(e) if crate::failure::is_unknown_kind(&e) => continue,
