@@ -187,13 +187,14 @@ impl OwnedObjects {
     /// server sets for itself (resourceVersion, managedFields, generation)
     /// and the annotations its controllers write, with its uid (deleted
     /// and created again is a change).
-    pub fn fingerprint(&self, live: &Value) -> u64 {
+    /// Takes the object, so the watch's events are not copied again.
+    fn fingerprint(&self, live: Value) -> u64 {
         let uid = live
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let mut object = normalize(live.clone());
+        let mut object = normalize(live);
         if let Some(map) = object.as_object_mut() {
             map.remove("apiVersion");
             map.remove("kind");
@@ -279,7 +280,7 @@ impl OwnedObjects {
     ) {
         let seen = Seen {
             desired,
-            live: self.fingerprint(live),
+            live: self.fingerprint(live.clone()),
         };
         lock(&self.shared.environments).insert(owner.to_owned(), environment.clone());
         lock(&self.shared.memory)
@@ -437,7 +438,7 @@ impl OwnedObjects {
         let live = serde_json::to_value(object).unwrap_or_default();
         let entry = Entry {
             owner,
-            fingerprint: self.fingerprint(&live),
+            fingerprint: self.fingerprint(live),
         };
         (place, entry)
     }
@@ -514,25 +515,25 @@ mod tests {
     #[tokio::test]
     async fn a_fingerprint_changes_with_an_edit_not_with_status_or_bookkeeping() {
         let owned = cache();
-        let base = owned.fingerprint(&deployment(2, "10", json!({})));
+        let base = owned.fingerprint(deployment(2, "10", json!({})));
         assert_eq!(
             base,
-            owned.fingerprint(&deployment(2, "11", json!({"readyReplicas": 2})))
+            owned.fingerprint(deployment(2, "11", json!({"readyReplicas": 2})))
         );
-        assert_ne!(base, owned.fingerprint(&deployment(3, "12", json!({}))));
+        assert_ne!(base, owned.fingerprint(deployment(3, "12", json!({}))));
         let mut listed = deployment(2, "13", json!({}));
         listed.as_object_mut().unwrap().remove("kind");
         listed.as_object_mut().unwrap().remove("apiVersion");
-        assert_eq!(base, owned.fingerprint(&listed), "list items lack kind");
+        assert_eq!(base, owned.fingerprint(listed), "list items lack kind");
         let mut again = deployment(2, "14", json!({}));
         again["metadata"]["uid"] = "u-2".into();
-        assert_ne!(base, owned.fingerprint(&again), "deleted and made again");
+        assert_ne!(base, owned.fingerprint(again), "deleted and made again");
         let mut revised = deployment(2, "15", json!({}));
         revised["metadata"]["annotations"] = json!({"deployment.kubernetes.io/revision": "2"});
-        assert_eq!(base, owned.fingerprint(&revised), "the cluster's own mark");
+        assert_eq!(base, owned.fingerprint(revised), "the cluster's own mark");
         let mut labelled = deployment(2, "15", json!({}));
         labelled["metadata"]["labels"][ENVIRONMENT_LABEL] = "sys.prod".into();
-        assert_ne!(base, owned.fingerprint(&labelled));
+        assert_ne!(base, owned.fingerprint(labelled));
     }
 
     #[tokio::test(start_paused = true)]
@@ -560,7 +561,7 @@ mod tests {
         owned.remember(&environment, "sys.dev", &object, 7, &applied);
         let entry = |v: &Value| Entry {
             owner: "sys.dev".into(),
-            fingerprint: owned.fingerprint(v),
+            fingerprint: owned.fingerprint(v.clone()),
         };
         // ferry's own apply, seen by the watch, then a status update:
         // nobody is woken.
