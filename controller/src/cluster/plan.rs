@@ -295,12 +295,13 @@ async fn plan_object(
         }
     };
     let in_inventory = context.inventory.iter().any(|i| i.same_object(&id));
-    let remembering = options.remembering.map(|r| {
-        let hash = r.cache.desired(object, options.force);
-        (r, hash)
-    });
+    // Objects left to people after their creation (or never applied) are
+    // not remembered.
+    let remembering = options
+        .remembering
+        .filter(|_| policy == SsaPolicy::Override)
+        .map(|r| (r, r.cache.desired(object, options.force)));
     if let Some((r, hash)) = remembering
-        && policy == SsaPolicy::Override
         && let Ok((resource, _)) = resolver.resolve(&id).await
         && r.cache.unchanged(&resource, &id, r.owner, hash)
     {
@@ -343,11 +344,7 @@ async fn plan_object(
         } else {
             Vec::new()
         },
-        // Objects left to people after their creation are not watched
-        // for them.
-        remember: remembering
-            .filter(|_| policy == SsaPolicy::Override)
-            .map(|(_, hash)| hash),
+        remember: remembering.map(|(_, hash)| hash),
     }))
 }
 
