@@ -6,10 +6,10 @@
 //! object. The chain ([`crate::audit::chain`]) runs across chunks, so a
 //! removed chunk shows as missing entries.
 //!
-//! Guarantees: an append reads the newest chunk and writes it back with
-//! the resourceVersion it read (a concurrent append is a conflict and is
-//! retried on the fresh chunk), so entries are never lost or duplicated by
-//! two writers. What is read is untrusted: a chunk that does not parse is
+//! Guarantees: an append writes the newest chunk back with the
+//! resourceVersion it was read or last written at (a concurrent append
+//! is a conflict and is retried on the chunk read fresh), so entries are
+//! never lost or duplicated by two writers. What is read is untrusted: a chunk that does not parse is
 //! an error naming it, never a panic.
 
 use std::collections::BTreeMap;
@@ -217,6 +217,19 @@ async fn newest_chunk(
         })
 }
 
+/// The newest chunk of one history as this controller last read or wrote
+/// it, so that a reconcile's appends read it once (not once each): an
+/// append that meets a newer chunk (409) reads it again.
+#[derive(Debug, Default)]
+pub enum Tip {
+    /// Not read yet.
+    #[default]
+    Unknown,
+    /// The newest chunk (none: the history is empty), boxed: a chunk is
+    /// large and the tip mostly moves.
+    Known(Option<Box<ConfigMap>>),
+}
+
 /// The entries of the newest chunk sealed after the newest of
 /// `acknowledged` (the entries the status shows, oldest first): sealed by
 /// a reconcile whose status write failed. With them, the sequences put
@@ -227,28 +240,32 @@ async fn newest_chunk(
 /// holds are written back as they were sealed, so the next entry links
 /// after the right one and no sequence number is used twice; what the
 /// status no longer holds stays missing, and `verify` names it.
+///
+/// With them, the [`Tip`] the next [`append`] starts from.
 pub async fn unacknowledged(
     client: &Client,
     namespace: &str,
     name: &str,
     acknowledged: &[Entry],
-) -> Result<(Vec<Entry>, Vec<u64>), JournalError> {
+) -> Result<(Vec<Entry>, Vec<u64>, Tip), JournalError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let newest = newest_chunk(&api, name, &format!("{namespace}/{name}")).await?;
     let entries = match &newest {
         Some(chunk) => parse_chunk(chunk)?,
         None => Vec::new(),
     };
+    let mut tip = Tip::Known(newest.map(Box::new));
     let last = entries.last().map_or(0, |e| e.sequence);
     let mut restored = Vec::new();
     for lost in acknowledged.iter().filter(|e| e.sequence > last) {
-        push(client, namespace, name, |_| lost.clone()).await?;
+        push(client, namespace, name, &mut tip, |_| lost.clone()).await?;
         restored.push(lost.sequence);
     }
     let shown = acknowledged.last().map_or(0, |e| e.sequence);
     Ok((
         entries.into_iter().filter(|e| e.sequence > shown).collect(),
         restored,
+        tip,
     ))
 }
 
@@ -316,26 +333,29 @@ fn chunk_bytes(chunk: Option<&ConfigMap>) -> usize {
         .map_or(0, String::len)
 }
 
-/// Seals `entry` after the last one stored and appends it; the sealed
-/// entry.
+/// Seals `entry` after the last one stored and appends it, starting from
+/// `tip` (left at the chunk written); the sealed entry.
 pub async fn append(
     client: &Client,
     namespace: &str,
     name: &str,
+    tip: &mut Tip,
     entry: Entry,
 ) -> Result<Entry, JournalError> {
-    push(client, namespace, name, |last| {
+    push(client, namespace, name, tip, |last| {
         chain::seal(entry.clone(), last)
     })
     .await
 }
 
-/// Appends the entry `make` gives for the last one stored (read again
-/// when another writer appended first); the entry written.
+/// Appends the entry `make` gives for the last one stored, from `tip`
+/// (read when unknown, and again when another writer appended first);
+/// the entry written, with `tip` left at the chunk written.
 async fn push(
     client: &Client,
     namespace: &str,
     name: &str,
+    tip: &mut Tip,
     make: impl Fn(Option<&Entry>) -> Entry,
 ) -> Result<Entry, JournalError> {
     let environment = format!("{namespace}/{name}");
@@ -349,7 +369,10 @@ async fn push(
         }
     };
     for _ in 0..ATTEMPTS {
-        let newest = newest_chunk(&api, name, &environment).await?;
+        let newest = match std::mem::take(tip) {
+            Tip::Known(chunk) => chunk.map(|c| *c),
+            Tip::Unknown => newest_chunk(&api, name, &environment).await?,
+        };
         let newest = newest.as_ref();
         let index = newest.and_then(|c| chunk_index(c, name)).unwrap_or(0);
         let mut entries = match newest {
@@ -377,7 +400,10 @@ async fn push(
                 .await
         };
         match written {
-            Ok(_) => return Ok(sealed),
+            Ok(chunk) => {
+                *tip = Tip::Known(Some(Box::new(chunk)));
+                return Ok(sealed);
+            }
             // Someone appended first: read again and link after their entry.
             Err(kube::Error::Api(e)) if e.code == 409 => continue,
             Err(e) => return Err(request("write")(e)),

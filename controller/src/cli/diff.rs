@@ -21,6 +21,7 @@ pub fn diff(path: &std::path::Path, revision: Option<&str>) -> anyhow::Result<bo
             remembering: None,
             force: true,
             owner: None,
+            created_namespaces: &[],
         };
         anyhow::Ok(plan::plan(&mut resolver, &desired, &[], options).await?)
     })?;

@@ -10,7 +10,10 @@
 //! planning the same desired object again needs no request at all (no GET,
 //! no dry run); and, when an owned object changes or goes, which
 //! Environment to wake so that a hand edit is reverted at once instead of
-//! at the next interval.
+//! at the next interval; and, while a release is judged, when the status
+//! of one of its objects changes, so that the look that finds it Healthy
+//! (or failed) comes as soon as the cluster says so, not at the next
+//! poll.
 //!
 //! Guarantees: an answer is "unchanged" only while the kind's watch is in
 //! sync (listed, not failing) and the object's owner label, uid and
@@ -53,6 +56,11 @@ pub type Woken = (String, String);
 /// names them all.
 pub const WAKE_AFTER: Duration = Duration::from_millis(1500);
 
+/// A judged release's Environment is woken this long after a status
+/// change of one of its objects: a workload's controller writes its
+/// status several times in a row, and one look covers them.
+pub const STATUS_WAKE_AFTER: Duration = Duration::from_millis(200);
+
 /// Annotations the cluster's own controllers write on objects ferry
 /// applies, right after each apply: not a hand edit, and not a field git
 /// sets, so not part of a fingerprint (each would wake the Environment
@@ -77,6 +85,8 @@ struct Seen {
 struct Entry {
     owner: String,
     fingerprint: u64,
+    /// The status and the generation, hashed: what health reads.
+    status: u64,
 }
 
 #[derive(Default)]
@@ -110,6 +120,9 @@ struct Shared {
     changes: Mutex<HashMap<Woken, String>>,
     /// Environments to be woken at the end of their [`WAKE_AFTER`].
     pending: Mutex<std::collections::HashSet<Woken>>,
+    /// Environments whose release is being judged: a status change of
+    /// one of their objects wakes them.
+    judging: Mutex<std::collections::HashSet<Woken>>,
 }
 
 /// The watch-fed fingerprints of owned objects, shared by all reconciles
@@ -175,6 +188,7 @@ impl OwnedObjects {
             wake,
             changes: Mutex::default(),
             pending: Mutex::default(),
+            judging: Mutex::default(),
         };
         let owned = OwnedObjects {
             shared: Arc::new(shared),
@@ -302,8 +316,22 @@ impl OwnedObjects {
     /// Forgets an Environment (deleted) and everything it applied.
     pub fn forget_environment(&self, owner: &str) {
         lock(&self.shared.memory).remove(owner);
-        lock(&self.shared.environments).remove(owner);
+        if let Some(environment) = lock(&self.shared.environments).remove(owner) {
+            lock(&self.shared.judging).remove(&environment);
+        }
         self.stop_unused();
+    }
+
+    /// Whether `environment` has a release being judged now: while it
+    /// has, a status change of an object it applied wakes it
+    /// [`STATUS_WAKE_AFTER`] later.
+    pub fn judging(&self, environment: &Woken, judging: bool) {
+        let mut set = lock(&self.shared.judging);
+        if judging {
+            set.insert(environment.clone());
+        } else {
+            set.remove(environment);
+        }
     }
 
     /// The object whose change woke `environment`, once: the trigger its
@@ -436,19 +464,38 @@ impl OwnedObjects {
             .cloned()
             .unwrap_or_default();
         let live = serde_json::to_value(object).unwrap_or_default();
+        let status = self.status_of(&live);
         let entry = Entry {
             owner,
             fingerprint: self.fingerprint(live),
+            status,
         };
         (place, entry)
+    }
+
+    /// What health reads of `live` that a hand edit does not change (its
+    /// status, and the generation its controller compares), hashed.
+    fn status_of(&self, live: &Value) -> u64 {
+        let status = serde_json::to_vec(live.get("status").unwrap_or(&Value::Null));
+        let generation = live.pointer("/metadata/generation").and_then(Value::as_i64);
+        self.shared
+            .hasher
+            .hash_one((status.unwrap_or_default(), generation))
     }
 
     /// Wakes the Environment that remembers the object at `place` when it
     /// is no longer as that Environment left it: edited, relabelled or
     /// deleted by someone else. A change ferry made itself matches what
-    /// it remembered, and wakes no one.
+    /// it remembered, and wakes no one. A change of status alone wakes
+    /// the owner only while its release is judged.
     fn changed(&self, kind: &Kind, place: &Place, before: Option<&Entry>, after: Option<&Entry>) {
         if before == after {
+            return;
+        }
+        if let (Some(b), Some(a)) = (before, after)
+            && (&b.owner, b.fingerprint) == (&a.owner, a.fingerprint)
+        {
+            self.status_changed(&a.owner);
             return;
         }
         let object = ObjectRef {
@@ -472,6 +519,16 @@ impl OwnedObjects {
         }
     }
 
+    /// Wakes the Environment of `owner` when its release is being judged.
+    fn status_changed(&self, owner: &str) {
+        let Some(environment) = lock(&self.shared.environments).get(owner).cloned() else {
+            return;
+        };
+        if lock(&self.shared.judging).contains(&environment) {
+            self.wake_after(&environment, STATUS_WAKE_AFTER);
+        }
+    }
+
     /// Wakes `environment` [`WAKE_AFTER`] from now, unless it is to be
     /// woken already; `object` is the first change of the burst.
     fn wake(&self, environment: &Woken, object: &ObjectRef) {
@@ -479,12 +536,18 @@ impl OwnedObjects {
         lock(&self.shared.changes)
             .entry(environment.clone())
             .or_insert_with(|| object.to_string());
+        self.wake_after(environment, WAKE_AFTER);
+    }
+
+    /// Wakes `environment` `delay` from now, unless it is to be woken
+    /// already.
+    fn wake_after(&self, environment: &Woken, delay: Duration) {
         if !lock(&self.shared.pending).insert(environment.clone()) {
             return;
         }
         let (shared, environment) = (self.shared.clone(), environment.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(WAKE_AFTER).await;
+            tokio::time::sleep(delay).await;
             lock(&shared.pending).remove(&environment);
             let _ = shared.wake.unbounded_send(environment);
         });
@@ -562,6 +625,7 @@ mod tests {
         let entry = |v: &Value| Entry {
             owner: "sys.dev".into(),
             fingerprint: owned.fingerprint(v.clone()),
+            status: owned.status_of(v),
         };
         // ferry's own apply, seen by the watch, then a status update:
         // nobody is woken.
@@ -574,6 +638,26 @@ mod tests {
             Some(&entry(&status_only)),
         );
         assert!(settled(&mut woken).await.is_empty());
+        // While its release is judged, a status update wakes it soon.
+        owned.judging(&environment, true);
+        let ready = deployment(2, "11", json!({"replicas": 2, "readyReplicas": 2}));
+        owned.changed(
+            &kind,
+            &place,
+            Some(&entry(&status_only)),
+            Some(&entry(&ready)),
+        );
+        tokio::time::sleep(STATUS_WAKE_AFTER * 2).await;
+        assert_eq!(woken.try_recv().ok(), Some(environment.clone()));
+        assert_eq!(owned.take_change(&environment), None, "not a hand edit");
+        owned.judging(&environment, false);
+        owned.changed(
+            &kind,
+            &place,
+            Some(&entry(&ready)),
+            Some(&entry(&status_only)),
+        );
+        assert!(settled(&mut woken).await.is_empty(), "judged: no more");
         // kubectl scale, twice in a burst: woken once, after WAKE_AFTER.
         let scaled = deployment(5, "12", json!({}));
         owned.changed(&kind, &place, Some(&entry(&applied)), Some(&entry(&scaled)));

@@ -171,6 +171,9 @@ pub struct PlanOptions<'a> {
     /// as this Environment left it for the same desired object is planned
     /// unchanged without a request.
     pub remembering: Option<Remembering<'a>>,
+    /// Namespaces this sync created a moment ago (its first stage, see
+    /// [`crate::cluster::sync`]): known to exist, not read again.
+    pub created_namespaces: &'a [String],
 }
 
 /// Plans `desired` (with the file each came from) against the cluster;
@@ -195,7 +198,7 @@ pub async fn plan(
     options: PlanOptions<'_>,
 ) -> Result<Plan, PlanError> {
     let context = Planning {
-        new_namespaces: missing_namespaces(resolver, desired, options.remembering).await?,
+        new_namespaces: missing_namespaces(resolver, desired, options).await?,
         new_kinds: defined_kinds(desired),
         inventory,
         options,
@@ -266,6 +269,14 @@ async fn plan_object(
     {
         return Ok(Some(unvalidated(&id, object, options)));
     }
+    // Applied by this sync's first stage a moment ago, as desired: the
+    // watch may not show it yet, and nothing is left to plan.
+    if id.kind == "Namespace"
+        && id.group.is_empty()
+        && options.created_namespaces.contains(&id.name)
+    {
+        return Ok(Some(unchanged(id, None)));
+    }
     let policy = ownership::ssa_policy(object).map_err(|message| PlanError::Policy {
         object: id.clone(),
         origin: origin.to_owned(),
@@ -307,7 +318,13 @@ async fn plan_object(
     {
         return Ok(Some(unchanged(id, Some(hash))));
     }
-    let live = read_live(&api, &id).await?;
+    // A Namespace found missing a moment ago by this same plan is not
+    // read again.
+    let live = if id.kind == "Namespace" && context.new_namespaces.contains(&id.name) {
+        None
+    } else {
+        read_live(&api, &id).await?
+    };
     let (ownership, object) = claim(object, live.as_ref(), options, in_inventory, &id, origin)?;
     match (policy, &live) {
         (SsaPolicy::Ignore, _) => return Ok(None),
@@ -507,16 +524,19 @@ async fn read_live(api: &Api<DynamicObject>, id: &ObjectRef) -> Result<Option<Va
 
 /// Namespaces that desired objects live in, that are created by a desired
 /// Namespace object and do not exist yet (one the cache of owned objects
-/// holds is not read).
+/// holds, or this sync just created, is not read).
 async fn missing_namespaces(
     resolver: &mut Resolver,
     desired: &[(Value, String)],
-    remembering: Option<Remembering<'_>>,
+    options: PlanOptions<'_>,
 ) -> Result<Vec<String>, PlanError> {
     let mut missing = Vec::new();
     for (object, _) in desired {
         let id = ObjectRef::of(object);
         if id.kind != "Namespace" || !id.group.is_empty() {
+            continue;
+        }
+        if options.created_namespaces.contains(&id.name) {
             continue;
         }
         let api = resolver
@@ -527,7 +547,7 @@ async fn missing_namespaces(
                 object: id.clone(),
                 source,
             })?;
-        if let Some(r) = remembering
+        if let Some(r) = options.remembering
             && let Ok((resource, _)) = resolver.resolve(&id).await
             && r.cache.exists(&resource, &id)
         {

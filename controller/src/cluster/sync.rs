@@ -92,6 +92,7 @@ pub async fn plan_and_apply(
         force: options.force,
         owner: options.owner,
         remembering: options.remembering,
+        created_namespaces: &[],
     };
     let mut plan = plan::plan(resolver, desired, inventory, plan_options).await?;
     let mut staged = Applied::default();
@@ -112,7 +113,17 @@ pub async fn plan_and_apply(
         {
             wait_established(resolver, &change.object, desired).await?;
         }
-        plan = plan::plan(resolver, desired, inventory, plan_options).await?;
+        let created: Vec<String> = first
+            .changes
+            .iter()
+            .filter(|c| c.object.kind == "Namespace" && c.object.group.is_empty())
+            .map(|c| c.object.name.clone())
+            .collect();
+        let again = PlanOptions {
+            created_namespaces: &created,
+            ..plan_options
+        };
+        plan = plan::plan(resolver, desired, inventory, again).await?;
     }
     let planned = Instant::now();
     let mut applied = apply::apply(

@@ -107,7 +107,10 @@ pub fn condition<'a>(value: &'a Value, kind: &str) -> Option<&'a Value> {
     conditions(value).find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
 }
 
-fn generation_caught_up(object: &Value) -> bool {
+/// Whether the object's controller has seen its current generation
+/// (objects without one have nothing to catch up). Until it has, a
+/// workload's newest pods are the previous release's.
+pub fn generation_caught_up(object: &Value) -> bool {
     match (
         int(object, "/metadata/generation"),
         int(object, "/status/observedGeneration"),

@@ -31,7 +31,10 @@ pub struct Observation {
 /// Reads the live objects of `inventory` that health is judged by
 /// ([`health::judged_by_state`]: a ConfigMap or an Ingress is Healthy
 /// whatever it holds, and is not read), and the ReplicaSets and pods of
-/// the namespaces that hold workloads.
+/// the namespaces that hold workloads whose controller has seen their
+/// current generation: before that, their pods are the previous
+/// release's and no verdict reads them ([`health::assess`]), so a look
+/// soon after an apply spares two lists per namespace.
 pub async fn observe(
     resolver: &mut Resolver,
     client: &Client,
@@ -46,16 +49,16 @@ pub async fn observe(
             Err(e) => return Err(e),
         };
         if let Some(live) = api.get_opt(&object.name).await? {
+            let live_value = serde_json::to_value(live).unwrap_or_default();
             if matches!(
                 object.kind.as_str(),
                 "Deployment" | "StatefulSet" | "DaemonSet"
-            ) && let Some(ns) = &object.namespace
+            ) && health::generation_caught_up(&live_value)
+                && let Some(ns) = &object.namespace
             {
                 namespaces.insert(ns.clone());
             }
-            observation
-                .objects
-                .push(serde_json::to_value(live).unwrap_or_default());
+            observation.objects.push(live_value);
         }
     }
     for ns in namespaces {

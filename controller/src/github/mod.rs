@@ -57,6 +57,11 @@ struct Job {
     name: String,
     spec: GitHubReporting,
     step: Step,
+    /// The newest history entry the Environment's status held when the
+    /// step was reported: what a catch-up at this step may post. Entries
+    /// sealed later in the same reconcile come as their own steps, after
+    /// this one, and posting them here would put them before it.
+    acknowledged: u64,
 }
 
 /// The handle the reconciler holds; cheap to clone.
@@ -101,12 +106,18 @@ impl Reporter {
         };
         let namespace = env.namespace().unwrap_or_default();
         let name = env.name_any();
+        let acknowledged = env
+            .status
+            .as_ref()
+            .and_then(|s| s.history.last())
+            .map_or(0, |e| e.sequence);
         let job = Job {
             key: format!("{namespace}/{name}"),
             namespace,
             name,
             spec,
             step,
+            acknowledged,
         };
         if self.queue.send(job).is_err() {
             tracing::warn!("the GitHub reporter stopped; a status is lost");
@@ -246,7 +257,7 @@ impl Worker {
         let newest = heads.iter().map(|h| h.sequence).max().unwrap_or(0);
         let before = match &job.step {
             Step::Recorded(entry) => entry.sequence,
-            _ => u64::MAX,
+            _ => job.acknowledged + 1,
         };
         let entries = journal::read(&self.shared.kube, &job.namespace, &job.name)
             .await

@@ -12,6 +12,12 @@ pub enum ReconcileError {
         #[source]
         source: kube::Error,
     },
+    #[error("failed to add ferry's finalizer to Environment {name}")]
+    Write {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("failed to write the status of Environment {name}")]
     Status {
         name: String,

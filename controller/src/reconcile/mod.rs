@@ -51,7 +51,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event as Finalizing};
 
@@ -79,10 +79,28 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
     let Some(fresh) = api.get_opt(&name).await.map_err(read)? else {
         return Ok(Action::await_change());
     };
-    // Adding the finalizer is a step of its own, and the change it makes
-    // (metadata only) passes no event filter: go on at once.
-    let adding = fresh.metadata.deletion_timestamp.is_none()
-        && !fresh.finalizers().iter().any(|f| f == FINALIZER);
+    // A new Environment gets its finalizer first, and the step goes on
+    // from the object that write returns (as fresh as a read): one
+    // reconcile, not two.
+    let fresh = if fresh.metadata.deletion_timestamp.is_none()
+        && !fresh.finalizers().iter().any(|f| f == FINALIZER)
+    {
+        match with_finalizer(&api, &fresh).await {
+            Ok(added) => added,
+            // Changed meanwhile: start again from what it is now.
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                return Ok(Action::requeue(Duration::from_millis(50)));
+            }
+            Err(source) => {
+                return Err(ReconcileError::Write {
+                    name: format!("{ns}/{name}"),
+                    source,
+                });
+            }
+        }
+    } else {
+        fresh
+    };
     let action = finalizer::finalizer(&api, FINALIZER, Arc::new(fresh), |event| async {
         // A panic past the step's own guard (recording, status, cleanup)
         // is retried as an I/O error, never the end of the process.
@@ -104,11 +122,24 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Actio
         name: format!("{ns}/{name}"),
         source: Box::new(source),
     })?;
-    Ok(if adding {
-        Action::requeue(Duration::from_millis(50))
-    } else {
-        action
-    })
+    Ok(action)
+}
+
+/// Adds ferry's finalizer to `env` as read (its resourceVersion makes the
+/// write fail with 409 if it changed since); the Environment written.
+async fn with_finalizer(api: &Api<Environment>, env: &Environment) -> kube::Result<Environment> {
+    let mut finalizers = env.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": env.resource_version(),
+    }});
+    api.patch(
+        &env.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
 }
 
 /// Retries after a failed read, status write or cleanup.

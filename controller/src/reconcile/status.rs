@@ -269,6 +269,19 @@ fn applied(status: &mut EnvironmentStatus, outcome: &Outcome, at: Stamp<'_>) {
         ..Rollout::default()
     };
     match (judge, rollback_from) {
+        // The healthy revision again (nothing to judge): when its verdict
+        // stands (Ready and Healthy, as that verdict wrote them), they stay
+        // as written, so a step that changed nothing writes no status.
+        (false, _)
+            if status.rollout.is_none()
+                && status.last_healthy_revision.as_deref() == Some(revision.id().as_str())
+                && status.last_attempted_revision == status.last_healthy_revision
+                && [condition::READY, condition::HEALTHY].iter().all(|kind| {
+                    status
+                        .conditions
+                        .iter()
+                        .any(|c| c.type_ == *kind && c.status == "True")
+                }) => {}
         (false, _) => {
             status.last_attempted_revision = Some(revision.id());
             status.rollout = None;
@@ -714,6 +727,10 @@ mod tests {
             Some("main@sha1:1f3c2ab0aaaaaaaaaaaa")
         );
         assert!(s.rollout.is_none());
+        // The same revision applied again with nothing to judge: the
+        // verdict's status stands, so no status write is needed.
+        let again = applied("1f3c2ab0aaaaaaaaaaaa", false, None);
+        assert_eq!(next_status(&s, 3, &again, &time(16)), s);
     }
 
     #[test]

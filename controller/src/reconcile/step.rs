@@ -40,6 +40,9 @@ pub async fn run(
     let changed = ctx.owned.take_change(&(ns.clone(), name.clone()));
     let trigger = trigger(env, ctx.first_since_start(env), changed.as_deref());
     let before = env.status.clone().unwrap_or_default();
+    // Judging from the start of the step: a workload's controller may
+    // answer the apply before this step has written its status.
+    ctx.owned.judging(&(ns.clone(), name.clone()), true);
     let interval = parse_interval(&env.spec.interval).map(|i| i.max(MIN_INTERVAL));
     // With the Environment as the step's own status patch left it, if any.
     let (outcome, mut events, stored) = match interval {
@@ -101,6 +104,12 @@ pub async fn run(
             name: format!("{ns}/{name}"),
             source,
         })?;
+    // While a release is judged, its objects' status changes wake this
+    // Environment, so its verdict need not wait for the next poll.
+    ctx.owned.judging(
+        &(ns.clone(), name.clone()),
+        written.rollout.as_ref().is_some_and(|r| !r.pending),
+    );
     if let Some(healthy) = written.condition(condition::HEALTHY) {
         ctx.metrics
             .record_healthy(&ns, &name, healthy.status == "True");
@@ -163,7 +172,7 @@ async fn record_history(
     // Entries a previous attempt sealed before its status write failed
     // are taken as they are, not appended (nor reported) again; a tail
     // the journal lost is put back from the status first.
-    let (unacknowledged, restored) =
+    let (unacknowledged, restored, mut tip) =
         journal::unacknowledged(&ctx.client, &ns, &name, &before.history)
             .await
             .map_err(failed)?;
@@ -178,7 +187,7 @@ async fn record_history(
     let done = journal::already_sealed(&unacknowledged, &entries);
     let mut sealed = unacknowledged[unacknowledged.len() - done..].to_vec();
     for entry in entries.into_iter().skip(done) {
-        let entry = journal::append(&ctx.client, &ns, &name, entry)
+        let entry = journal::append(&ctx.client, &ns, &name, &mut tip, entry)
             .await
             .map_err(failed)?;
         ctx.metrics.record_history(&ns, &name, entry.sequence);
