@@ -9,6 +9,7 @@
 //! - [`object`]: object identities and inventories, [`order`]: the order
 //!   kinds are applied in;
 //! - [`diff`]: `kubectl diff`-style text, Secret values redacted;
+//! - [`image`]: image references split into repository, tag and digest;
 //! - [`readiness`]: the readiness gate of `healthCheck.beforeTraffic`;
 //! - [`git`] (feature `git`): a commit's tree as [`render::Files`].
 //!
@@ -18,6 +19,7 @@
 pub mod diff;
 #[cfg(feature = "git")]
 pub mod git;
+pub mod image;
 pub mod object;
 pub mod order;
 pub mod policy;

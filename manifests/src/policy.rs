@@ -116,23 +116,6 @@ fn pod_template(object: &Value) -> Option<(&Value, bool)> {
     }
 }
 
-/// `(repository, tag, digest)` of an image reference.
-pub fn parse_image(image: &str) -> (&str, Option<&str>, Option<&str>) {
-    let (rest, digest) = match image.split_once('@') {
-        Some((r, d)) => (r, Some(d)),
-        None => (image, None),
-    };
-    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-    match rest[last_slash..].rfind(':') {
-        Some(i) => (
-            &rest[..last_slash + i],
-            Some(&rest[last_slash + i + 1..]),
-            digest,
-        ),
-        None => (rest, None, digest),
-    }
-}
-
 fn labels_match(selector: &Value, labels: &Value) -> bool {
     let Some(match_labels) = selector.get("matchLabels").and_then(Value::as_object) else {
         return false;
@@ -237,7 +220,7 @@ pub fn check(objects: &[Value], tier: Tier) -> Vec<Finding> {
                 );
             }
             let image = str_at(container, &["image"]).unwrap_or("");
-            let (repository, tag, digest) = parse_image(image);
+            let (repository, tag, digest) = crate::image::parse(image);
             if digest.is_none() && tag.is_none_or(|t| t == "latest") {
                 push(
                     object,
@@ -471,23 +454,6 @@ mod tests {
         let pdb = json!({"kind": "PodDisruptionBudget", "metadata": {"name": "app", "namespace": "ns"},
                          "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}}});
         assert_eq!(check(&[pinned, hpa, pdb], Tier::Production), []);
-    }
-
-    #[test]
-    fn parses_image_references() {
-        assert_eq!(parse_image("app"), ("app", None, None));
-        assert_eq!(
-            parse_image("localhost:5000/app:1"),
-            ("localhost:5000/app", Some("1"), None)
-        );
-        assert_eq!(
-            parse_image("ghcr.io/a/b:1@sha256:ff"),
-            ("ghcr.io/a/b", Some("1"), Some("sha256:ff"))
-        );
-        assert_eq!(
-            parse_image("localhost:5000/app"),
-            ("localhost:5000/app", None, None)
-        );
     }
 
     /// The review's reproduction: the deployer may patch its own

@@ -345,18 +345,6 @@ fn pod_specs(object: &mut Value) -> Vec<&mut Value> {
     object.pointer_mut(pointer).into_iter().collect()
 }
 
-fn split_image(image: &str) -> (&str, Option<&str>, Option<&str>) {
-    let (rest, digest) = match image.split_once('@') {
-        Some((r, d)) => (r, Some(d)),
-        None => (image, None),
-    };
-    let slash = rest.rfind('/').map_or(0, |i| i + 1);
-    match rest[slash..].rfind(':') {
-        Some(i) => (&rest[..slash + i], Some(&rest[slash + i + 1..]), digest),
-        None => (rest, None, digest),
-    }
-}
-
 /// `images`: rewrite matching container images' name, tag and digest.
 pub fn images(objects: &mut [Value], overrides: &[ImageOverride]) {
     if overrides.is_empty() {
@@ -372,7 +360,7 @@ pub fn images(objects: &mut [Value], overrides: &[ImageOverride]) {
                     let Some(image) = container.get("image").and_then(Value::as_str) else {
                         continue;
                     };
-                    let (repository, tag, digest) = split_image(image);
+                    let (repository, tag, digest) = crate::image::parse(image);
                     let Some(o) = overrides.iter().find(|o| o.name == repository) else {
                         continue;
                     };
