@@ -60,6 +60,11 @@ impl ObjectRef {
         }
     }
 
+    /// Whether this is a core Namespace (the kind, in the core group).
+    pub fn is_namespace(&self) -> bool {
+        self.kind == "Namespace" && self.group.is_empty()
+    }
+
     /// Same object, whatever version addresses it.
     pub fn same_object(&self, other: &ObjectRef) -> bool {
         self.group == other.group

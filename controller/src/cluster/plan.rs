@@ -271,10 +271,7 @@ async fn plan_object(
     }
     // Applied by this sync's first stage a moment ago, as desired: the
     // watch may not show it yet, and nothing is left to plan.
-    if id.kind == "Namespace"
-        && id.group.is_empty()
-        && options.created_namespaces.contains(&id.name)
-    {
+    if id.is_namespace() && options.created_namespaces.contains(&id.name) {
         return Ok(Some(unchanged(id, None)));
     }
     let policy = ownership::ssa_policy(object).map_err(|message| PlanError::Policy {
@@ -320,7 +317,7 @@ async fn plan_object(
     }
     // A Namespace found missing a moment ago by this same plan is not
     // read again.
-    let live = if id.kind == "Namespace" && context.new_namespaces.contains(&id.name) {
+    let live = if id.is_namespace() && context.new_namespaces.contains(&id.name) {
         None
     } else {
         read_live(&api, &id).await?
@@ -533,10 +530,7 @@ async fn missing_namespaces(
     let mut missing = Vec::new();
     for (object, _) in desired {
         let id = ObjectRef::of(object);
-        if id.kind != "Namespace" || !id.group.is_empty() {
-            continue;
-        }
-        if options.created_namespaces.contains(&id.name) {
+        if !id.is_namespace() || options.created_namespaces.contains(&id.name) {
             continue;
         }
         let api = resolver

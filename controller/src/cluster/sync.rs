@@ -76,7 +76,7 @@ pub struct SyncOptions<'a> {
 }
 
 fn is_staged(object: &ObjectRef) -> bool {
-    (object.kind == "Namespace" && object.group.is_empty())
+    object.is_namespace()
         || (object.kind == "CustomResourceDefinition" && object.group == "apiextensions.k8s.io")
 }
 
@@ -116,7 +116,7 @@ pub async fn plan_and_apply(
         let created: Vec<String> = first
             .changes
             .iter()
-            .filter(|c| c.object.kind == "Namespace" && c.object.group.is_empty())
+            .filter(|c| c.object.is_namespace())
             .map(|c| c.object.name.clone())
             .collect();
         let again = PlanOptions {

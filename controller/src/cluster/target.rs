@@ -54,7 +54,7 @@ pub fn place(
         let id = ObjectRef::of(object);
         match (scope_of(&id), target, &id.namespace) {
             (Some(Scope::Cluster), Some(t), _) => {
-                let own_namespace = id.kind == "Namespace" && id.group.is_empty() && id.name == t;
+                let own_namespace = id.is_namespace() && id.name == t;
                 if !own_namespace {
                     return Err(Box::new(PlacementError::ClusterScoped {
                         object: id,

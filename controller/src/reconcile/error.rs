@@ -12,7 +12,9 @@ pub enum ReconcileError {
         #[source]
         source: kube::Error,
     },
-    #[error("failed to add ferry's finalizer to Environment {name}")]
+    #[error(
+        "failed to add ferry's finalizer to Environment {name} (retried); if refused, the controller's ClusterRole needs `patch` on environments.ferry.dev"
+    )]
     Write {
         name: String,
         #[source]

@@ -276,12 +276,9 @@ fn applied(status: &mut EnvironmentStatus, outcome: &Outcome, at: Stamp<'_>) {
             if status.rollout.is_none()
                 && status.last_healthy_revision.as_deref() == Some(revision.id().as_str())
                 && status.last_attempted_revision == status.last_healthy_revision
-                && [condition::READY, condition::HEALTHY].iter().all(|kind| {
-                    status
-                        .conditions
-                        .iter()
-                        .any(|c| c.type_ == *kind && c.status == "True")
-                }) => {}
+                && [condition::READY, condition::HEALTHY]
+                    .iter()
+                    .all(|kind| status.condition(kind).is_some_and(|c| c.status == "True")) => {}
         (false, _) => {
             status.last_attempted_revision = Some(revision.id());
             status.rollout = None;

@@ -37,12 +37,13 @@ pub async fn run(
 ) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let (ns, name) = (env.namespace().unwrap_or_default(), env.name_any());
-    let changed = ctx.owned.take_change(&(ns.clone(), name.clone()));
+    let environment = (ns.clone(), name.clone());
+    let changed = ctx.owned.take_change(&environment);
     let trigger = trigger(env, ctx.first_since_start(env), changed.as_deref());
     let before = env.status.clone().unwrap_or_default();
     // Judging from the start of the step: a workload's controller may
     // answer the apply before this step has written its status.
-    ctx.owned.judging(&(ns.clone(), name.clone()), true);
+    ctx.owned.judging(&environment, true);
     let interval = parse_interval(&env.spec.interval).map(|i| i.max(MIN_INTERVAL));
     // With the Environment as the step's own status patch left it, if any.
     let (outcome, mut events, stored) = match interval {
@@ -107,7 +108,7 @@ pub async fn run(
     // While a release is judged, its objects' status changes wake this
     // Environment, so its verdict need not wait for the next poll.
     ctx.owned.judging(
-        &(ns.clone(), name.clone()),
+        &environment,
         written.rollout.as_ref().is_some_and(|r| !r.pending),
     );
     if let Some(healthy) = written.condition(condition::HEALTHY) {
